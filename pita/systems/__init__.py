@@ -1,0 +1,90 @@
+"""Target systems by name or spec: `load("alanine_dipeptide")`, `load("lj13")`,
+`load({"pdb": "data/x.pdb", "forcefield": ["amber14-all.xml", "implicit/obc1.xml"]})`.
+
+The same names and specs are what config.yaml uses.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import PitaInputError
+from .base import System
+
+#: data/ of the source tree (structures shipped with the repository)
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+
+#: named molecules: PDB in data/, force field files, length scale L (nm)
+MOLECULES: dict[str, dict[str, Any]] = {
+    "alanine_dipeptide": {
+        "pdb": "alanine_dipeptide.pdb",
+        "forcefield": ["amber99sbildn.xml", "amber99_obc.xml"],
+        "length_scale": 0.164,
+    },
+    # the paper's force field: amber14 with OBC1 implicit solvent (a CustomGBForce)
+    "alanine_dipeptide_amber14": {
+        "pdb": "alanine_dipeptide.pdb",
+        "forcefield": ["amber14-all.xml", "implicit/obc1.xml"],
+        "length_scale": 0.164,
+    },
+    "alanine_tripeptide": {
+        "pdb": "alanine_tripeptide.pdb",
+        "forcefield": ["amber99sbildn.xml", "amber99_obc.xml"],
+        "length_scale": 0.2,
+    },
+}
+ALIASES = {"aldp": "alanine_dipeptide", "ala2": "alanine_dipeptide", "ala3": "alanine_tripeptide",
+           "tripeptide": "alanine_tripeptide"}
+NAMES = sorted(list(MOLECULES) + ["lj13", "lj55", "gmm"] + list(ALIASES))
+
+
+def resolve_data_path(path: str | os.PathLike) -> Path:
+    """A path as given if it exists, else relative to the repository's data/ folder."""
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    q = DATA_DIR / p
+    if q.exists():
+        return q
+    q = DATA_DIR / p.name
+    return q if q.exists() else p
+
+
+def load(spec: str | dict, **overrides: Any) -> System:
+    """A System from a name ("alanine_dipeptide", "lj13", ...) or a spec dict.
+
+    Spec dicts: {"pdb": ..., "forcefield": [...], "length_scale": ..., "name": ...} for any
+    molecule; {"name": "lj13"}; {"name": "gmm", "means": ..., "covs": ..., "weights": ...}.
+    Keyword overrides (e.g. backend="openmm", platform="CPU") go to the constructor.
+    """
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, dict):
+        raise PitaInputError(f"system: expected a name or a mapping, got {type(spec).__name__}")
+    spec = dict(spec)
+    name = ALIASES.get(str(spec.get("name", "")), spec.get("name"))
+    if "pdb" in spec:
+        from .molecule import MolecularSystem
+
+        spec.setdefault("name", Path(str(spec["pdb"])).stem)
+        return MolecularSystem.from_spec({**spec, **overrides})
+    if name in MOLECULES:
+        from .molecule import MolecularSystem
+
+        return MolecularSystem.from_spec({**MOLECULES[name], **spec, "name": name, **overrides})
+    if name in ("lj13", "lj55"):
+        from .lj import LennardJonesCluster
+
+        n = int(name[2:])
+        kw = {k: v for k, v in spec.items() if k != "name"}
+        return LennardJonesCluster(n_particles=n, **kw, **overrides)
+    if name == "gmm":
+        from .gmm import GaussianMixture
+
+        kw = {k: v for k, v in spec.items() if k != "name"}
+        return GaussianMixture(**kw, **overrides)
+    raise PitaInputError(f"system: unknown system {spec.get('name')!r}; known: {', '.join(NAMES)} or a {{pdb: ..., forcefield: [...]}} spec")
+
+
+__all__ = ["System", "load", "NAMES", "MOLECULES", "DATA_DIR", "resolve_data_path"]
