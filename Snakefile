@@ -1,0 +1,25 @@
+# PITA: Progressive Inference-Time Annealing, one rule per step and rung.
+#   md_seed(T_0) -> train(0) -> anneal(0->1) -> relax(1) -> train(1) -> ... -> relax(K)
+#   reference_md(T_k) ------------------------------------------> evaluate(k) -> report
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/md_seed.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/anneal.smk"
+include: "workflow/rules/relax.smk"
+include: "workflow/rules/reference.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,24 @@
+rule evaluate:
+    """Rung k: the samples at T_k against the reference MD at T_k -> metrics.json and plots."""
+    input:
+        samples=f"{RUN}/rung_{{rung}}/samples.h5",
+        reference=f"{RUN}/reference/rung_{{rung}}.h5",
+    output:
+        metrics=f"{RUN}/rung_{{rung}}/metrics.json",
+        plots=directory(f"{RUN}/rung_{{rung}}/plots"),
+    params:
+        flags=step_flags("evaluate"),
+        seed=lambda w: config["seed"] + 1000 * int(w.rung) + 5,
+    log:
+        f"{RUN}/logs/evaluate_{{rung}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/evaluate_{{rung}}.tsv"
+    threads: 1
+    resources:
+        runtime=60,
+        mem_mb=4000,
+    conda:
+        "../../envs/pita.yaml"
+    shell:
+        "pita evaluate --samples {input.samples} --reference {input.reference} --system '{SYSTEM_ARG}'"
+        " {params.flags} --seed {params.seed} --out {output.metrics} --plots {output.plots} > {log} 2>&1"

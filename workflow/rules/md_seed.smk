@@ -1,0 +1,21 @@
+rule md_seed:
+    """Rung 0: MD at the hot temperature T_0, with energies and forces for training."""
+    output:
+        samples=f"{RUN}/rung_0/samples.h5",
+    params:
+        temperature=TEMPS[0],
+        flags=lambda w: cli_flags(rung_settings(config, 0, "md_seed")),
+        seed=config["seed"],
+    log:
+        f"{RUN}/logs/md_seed.log",
+    benchmark:
+        f"{RUN}/benchmarks/md_seed.tsv"
+    threads: config["threads"]
+    resources:
+        runtime=120,
+        mem_mb=4000,
+    conda:
+        "../../envs/pita.yaml"
+    shell:
+        "pita md --system '{SYSTEM_ARG}' --temperature {params.temperature} --rung 0 {params.flags}"
+        " --seed {params.seed} --out {output.samples} > {log} 2>&1"

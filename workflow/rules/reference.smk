@@ -1,0 +1,35 @@
+def reference_file(k):
+    """A configured reference set for T_k, if any (reference.files maps temperature -> path)."""
+    files = (config.get("reference") or {}).get("files") or {}
+    for temp, path in files.items():
+        if abs(float(temp) - TEMPS[k]) < 1e-9:
+            return path
+    return None
+
+
+rule reference_md:
+    """Reference MD at T_k for evaluation (evaluations reported separately from PITA's)."""
+    output:
+        samples=f"{RUN}/reference/rung_{{rung}}.h5",
+    params:
+        temperature=lambda w: TEMPS[int(w.rung)],
+        flags=lambda w: cli_flags(rung_settings(config, int(w.rung), "reference"), skip=("files",)),
+        given=lambda w: reference_file(int(w.rung)) or "",
+        seed=lambda w: config["seed"] + 1000 * int(w.rung) + 7,
+    log:
+        f"{RUN}/logs/reference_md_{{rung}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/reference_md_{{rung}}.tsv"
+    threads: config["threads"]
+    resources:
+        runtime=600,
+        mem_mb=4000,
+    conda:
+        "../../envs/pita.yaml"
+    shell:
+        "if [ -n '{params.given}' ]; then"
+        "  python -c 'import sys; from pita.samples import SampleSet;"
+        " SampleSet.read(sys.argv[1], temperature=float(sys.argv[2])).write(sys.argv[3])'"
+        " {params.given} {params.temperature} {output.samples} > {log} 2>&1;"
+        " else pita md --system '{SYSTEM_ARG}' --temperature {params.temperature} --rung {wildcards.rung} {params.flags}"
+        " --seed {params.seed} --out {output.samples} > {log} 2>&1; fi"

@@ -1,0 +1,17 @@
+rule report:
+    """All rungs' metrics -> summary.csv and a self-contained HTML report."""
+    input:
+        metrics=expand(f"{RUN}/rung_{{rung}}/metrics.json", rung=range(K + 1)),
+    output:
+        summary=f"{RUN}/summary.csv",
+        html=report(f"{RUN}/report.html", caption="../report/report.rst", category="Summary"),
+    log:
+        f"{RUN}/logs/report.log",
+    threads: 1
+    resources:
+        runtime=10,
+        mem_mb=2000,
+    conda:
+        "../../envs/pita.yaml"
+    shell:
+        "pita report --metrics {input.metrics} --summary {output.summary} --out {output.html} > {log} 2>&1"
