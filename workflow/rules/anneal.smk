@@ -7,6 +7,8 @@ rule anneal:
         weighted=f"{RUN}/rung_{{later}}/weighted.h5",
         diagnostics=f"{RUN}/rung_{{later}}/anneal_diagnostics.json",
     params:
+        system=SYSTEM_ARG,
+        device=config["device"],
         temperature=lambda w: TEMPS[int(w.later)],
         flags=step_flags("anneal"),
         seed=lambda w: config["seed"] + 1000 * int(w.later) + 2,
@@ -22,6 +24,6 @@ rule anneal:
     conda:
         "../../envs/pita.yaml"
     shell:
-        "pita anneal --checkpoint {input.model} --samples-in {input.samples} --system '{SYSTEM_ARG}'"
-        " --temperature {params.temperature} {params.flags} --device {config[device]} --seed {params.seed}"
+        "pita anneal --checkpoint {input.model} --samples-in {input.samples} --system '{params.system}'"
+        " --temperature {params.temperature} {params.flags} --device {params.device} --seed {params.seed}"
         " --out {output.weighted} --diagnostics {output.diagnostics} > {log} 2>&1"

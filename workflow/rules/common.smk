@@ -57,9 +57,9 @@ def cli_flags(values, skip=()):
     for key, value in sorted(values.items()):
         if key in skip or value is None or isinstance(value, (dict, list)):
             continue
-        flag = "--" + key.replace("_", "-")
+        flag = f"--{key.replace('_', '-')}"
         if isinstance(value, bool):
-            parts.append(flag if value else "--no-" + key.replace("_", "-"))
+            parts.append(flag if value else f"--no-{key.replace('_', '-')}")
         else:
             parts.append(f"{flag} {value}")
     return " ".join(parts)
@@ -68,3 +68,20 @@ def cli_flags(values, skip=()):
 def step_flags(section, offset=0, skip=()):
     get = settings(section, offset)
     return lambda w: cli_flags(get(w), skip=skip)
+
+
+def previous_checkpoint(w):
+    """Warm start: rung k starts from rung k-1's model when configured."""
+    k = int(w.rung)
+    if k > 0 and rung_settings(config, k, "train").get("warm_start", True):
+        return f"{RUN}/rung_{k - 1}/model.pt"
+    return []
+
+
+def reference_file(k):
+    """A configured reference set for T_k, if any (reference.files maps temperature -> path)."""
+    files = (config.get("reference") or {}).get("files") or {}
+    for temp, path in files.items():
+        if abs(float(temp) - TEMPS[k]) < 1e-9:
+            return path
+    return None

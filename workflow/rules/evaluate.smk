@@ -7,6 +7,7 @@ rule evaluate:
         metrics=f"{RUN}/rung_{{rung}}/metrics.json",
         plots=directory(f"{RUN}/rung_{{rung}}/plots"),
     params:
+        system=SYSTEM_ARG,
         flags=step_flags("evaluate"),
         seed=lambda w: config["seed"] + 1000 * int(w.rung) + 5,
     log:
@@ -20,5 +21,5 @@ rule evaluate:
     conda:
         "../../envs/pita.yaml"
     shell:
-        "pita evaluate --samples {input.samples} --reference {input.reference} --system '{SYSTEM_ARG}'"
+        "pita evaluate --samples {input.samples} --reference {input.reference} --system '{params.system}'"
         " {params.flags} --seed {params.seed} --out {output.metrics} --plots {output.plots} > {log} 2>&1"

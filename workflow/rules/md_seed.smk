@@ -3,6 +3,7 @@ rule md_seed:
     output:
         samples=f"{RUN}/rung_0/samples.h5",
     params:
+        system=SYSTEM_ARG,
         temperature=TEMPS[0],
         flags=lambda w: cli_flags(rung_settings(config, 0, "md_seed")),
         seed=config["seed"],
@@ -17,5 +18,5 @@ rule md_seed:
     conda:
         "../../envs/pita.yaml"
     shell:
-        "pita md --system '{SYSTEM_ARG}' --temperature {params.temperature} --rung 0 {params.flags}"
+        "pita md --system '{params.system}' --temperature {params.temperature} --rung 0 {params.flags}"
         " --seed {params.seed} --out {output.samples} > {log} 2>&1"

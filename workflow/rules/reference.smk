@@ -1,17 +1,9 @@
-def reference_file(k):
-    """A configured reference set for T_k, if any (reference.files maps temperature -> path)."""
-    files = (config.get("reference") or {}).get("files") or {}
-    for temp, path in files.items():
-        if abs(float(temp) - TEMPS[k]) < 1e-9:
-            return path
-    return None
-
-
 rule reference_md:
     """Reference MD at T_k for evaluation (evaluations reported separately from PITA's)."""
     output:
         samples=f"{RUN}/reference/rung_{{rung}}.h5",
     params:
+        system=SYSTEM_ARG,
         temperature=lambda w: TEMPS[int(w.rung)],
         flags=lambda w: cli_flags(rung_settings(config, int(w.rung), "reference"), skip=("files",)),
         given=lambda w: reference_file(int(w.rung)) or "",
@@ -31,5 +23,5 @@ rule reference_md:
         "  python -c 'import sys; from pita.samples import SampleSet;"
         " SampleSet.read(sys.argv[1], temperature=float(sys.argv[2])).write(sys.argv[3])'"
         " {params.given} {params.temperature} {output.samples} > {log} 2>&1;"
-        " else pita md --system '{SYSTEM_ARG}' --temperature {params.temperature} --rung {wildcards.rung} {params.flags}"
+        " else pita md --system '{params.system}' --temperature {params.temperature} --rung {wildcards.rung} {params.flags}"
         " --seed {params.seed} --out {output.samples} > {log} 2>&1; fi"

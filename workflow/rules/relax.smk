@@ -5,6 +5,8 @@ rule relax:
     output:
         samples=f"{RUN}/rung_{{later}}/samples.h5",
     params:
+        system=SYSTEM_ARG,
+        device=config["device"],
         temperature=lambda w: TEMPS[int(w.later)],
         flags=step_flags("relax"),
         seed=lambda w: config["seed"] + 1000 * int(w.later) + 3,
@@ -19,5 +21,5 @@ rule relax:
     conda:
         "../../envs/pita.yaml"
     shell:
-        "pita relax --samples {input.weighted} --system '{SYSTEM_ARG}' --temperature {params.temperature}"
-        " {params.flags} --device {config[device]} --seed {params.seed} --out {output.samples} > {log} 2>&1"
+        "pita relax --samples {input.weighted} --system '{params.system}' --temperature {params.temperature}"
+        " {params.flags} --device {params.device} --seed {params.seed} --out {output.samples} > {log} 2>&1"

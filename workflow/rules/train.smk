@@ -1,11 +1,3 @@
-def previous_checkpoint(w):
-    """Warm start: rung k starts from rung k-1's model when configured."""
-    k = int(w.rung)
-    if k > 0 and rung_settings(config, k, "train").get("warm_start", True):
-        return f"{RUN}/rung_{k - 1}/model.pt"
-    return []
-
-
 rule train:
     """Rung k: train the score and energy models on the samples at T_k (GPU when configured)."""
     input:
@@ -15,6 +7,8 @@ rule train:
         model=f"{RUN}/rung_{{rung}}/model.pt",
         losses=f"{RUN}/rung_{{rung}}/losses.csv",
     params:
+        system=SYSTEM_ARG,
+        device=config["device"],
         flags=step_flags("train", skip=("warm_start", "options")),
         options=lambda w: json.dumps(rung_settings(config, int(w.rung), "train"), sort_keys=True),
         init=lambda w, input: f"--init {input.init}" if input.init else "",
@@ -32,6 +26,6 @@ rule train:
     conda:
         "../../envs/pita.yaml"
     shell:
-        "pita train --samples {input.samples} --system '{SYSTEM_ARG}' {params.init} {params.flags}"
-        " --config-json '{params.options}' --device {config[device]} --seed {params.seed}"
+        "pita train --samples {input.samples} --system '{params.system}' {params.init} {params.flags}"
+        " --config-json '{params.options}' --device {params.device} --seed {params.seed}"
         " --work-dir {params.work} --out {output.model} --losses-csv {output.losses} > {log} 2>&1"
