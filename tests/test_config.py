@@ -1,0 +1,98 @@
+"""Config checks: the schema's defaults, semantic errors as one-liners, per-rung settings."""
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from pita.config import check_config, rung_settings
+from pita.errors import PitaInputError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = str(ROOT / "workflow" / "schemas" / "config.schema.yaml")
+
+
+def default_config():
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    validate(cfg, SCHEMA)
+    return cfg
+
+
+def test_default_config_valid_and_filled():
+    cfg = default_config()
+    check_config(cfg)
+    assert cfg["temperatures"][0] > cfg["temperatures"][-1]
+    assert cfg["md_seed"]["minimize"] is True  # filled from the schema default
+    for extra in sorted((ROOT / "workflow" / "configs").glob("*.yaml")):
+        c = yaml.safe_load(extra.read_text())
+        validate(c, SCHEMA)
+        check_config(c, source=str(extra))
+
+
+def test_rung_overrides_touch_only_their_rung():
+    cfg = default_config()
+    cfg["rungs"] = {"2": {"anneal": {"n_particles": 7}}}
+    check_config(cfg)
+    assert rung_settings(cfg, 2, "anneal")["n_particles"] == 7
+    assert rung_settings(cfg, 1, "anneal") == cfg["anneal"]
+    assert rung_settings(cfg, 2, "anneal")["n_steps"] == cfg["anneal"]["n_steps"]
+
+
+BAD_PDB = "HETATM garbage\nEND\n"
+
+# (label, mutation, expected field, expected problem fragment); applied by semantic check
+SEMANTIC_CASES = [
+    ("reversed temperatures", lambda c: c.update(temperatures=[300.0, 1200.0]), "temperatures", "must decrease"),
+    ("duplicate temperature", lambda c: c.update(temperatures=[1200.0, 600.0, 600.0, 300.0]), "temperatures", "duplicate"),
+    ("single temperature", lambda c: c.update(temperatures=[300.0]), "temperatures", "at least two"),
+    ("negative temperature", lambda c: c.update(temperatures=[300.0, -1.0]), "temperatures[1]", "positive"),
+    ("unknown system", lambda c: c.update(system="unobtainium"), "system", "unknown system 'unobtainium'"),
+    ("missing pdb", lambda c: c.update(system={"pdb": "/nonexistent/x.pdb"}), "system.pdb", "PDB file not found"),
+    ("rung override out of range", lambda c: c.update(rungs={"9": {"anneal": {"n_steps": 3}}}), "rungs.9", "not a rung index"),
+    ("unknown override section", lambda c: c.update(rungs={"1": {"sample": {}}}), "rungs.1.sample", "unknown section"),
+    ("unknown override setting", lambda c: c.update(rungs={"1": {"anneal": {"n_stepz": 3}}}), "rungs.1.anneal.n_stepz", "unknown setting"),
+    ("negative override count", lambda c: c.update(rungs={"1": {"anneal": {"n_particles": -5}}}), "rungs.1.anneal.n_particles", ">= 1"),
+    ("wrong override type", lambda c: c.update(rungs={"1": {"train": {"steps": "many"}}}), "rungs.1.train.steps", "type integer"),
+    ("bad override enum", lambda c: c.update(rungs={"1": {"anneal": {"divergence": "magic"}}}), "rungs.1.anneal.divergence", "one of"),
+    ("reference file off ladder", lambda c: c["reference"].update(files={"123.0": "config.yaml"}), "reference.files.123.0", "not on the ladder"),
+    ("reference file missing", lambda c: c["reference"].update(files={"300.0": "/no/such.h5"}), "reference.files.300.0", "file not found"),
+]
+
+
+@pytest.mark.parametrize("label,mutate,field,problem", SEMANTIC_CASES, ids=[c[0] for c in SEMANTIC_CASES])
+def test_semantic_errors(label, mutate, field, problem):
+    cfg = default_config()
+    mutate(cfg)
+    with pytest.raises(PitaInputError) as exc:
+        check_config(cfg, source="my.yaml")
+    msg = str(exc.value)
+    assert msg.startswith(f"my.yaml: field '{field}'") and problem in msg and "\n" not in msg
+
+
+def test_malformed_pdb(tmp_path):
+    bad = tmp_path / "broken.pdb"
+    bad.write_text(BAD_PDB)
+    cfg = default_config()
+    cfg["system"] = {"pdb": str(bad)}
+    with pytest.raises(PitaInputError, match=r"field 'system.pdb'.*broken.pdb"):
+        check_config(cfg)
+
+
+SCHEMA_CASES = [
+    ("temperature not a number", {"temperatures": [1200.0, "cold"]}, "is not of type 'number'"),
+    ("negative md samples", {"md_seed": {"n_samples": -3}}, "minimum"),
+    ("unknown top-level key", {"temperaturs": [1, 2]}, "Additional properties"),
+    ("bad device", {"device": "tpu"}, "is not one of"),
+    ("resample threshold above 1", {"anneal": {"resample_threshold": 1.5}}, "maximum"),
+]
+
+
+@pytest.mark.parametrize("label,patch,fragment", SCHEMA_CASES, ids=[c[0] for c in SCHEMA_CASES])
+def test_schema_errors(label, patch, fragment):
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg = copy.deepcopy(cfg)
+    cfg.update(patch)
+    with pytest.raises(Exception) as exc:
+        validate(cfg, SCHEMA)
+    assert fragment in str(exc.value)
