@@ -1,0 +1,359 @@
+"""Evaluate one rung: a sample set against reference MD at the same temperature.
+
+`evaluate(samples, reference, system, out_dir)` computes the metrics of `pita.metrics`, writes
+`out_dir/metrics.json` atomically and PNG plots beside it, and returns the metrics dict.
+
+What is compared with what:
+
+* Weighted sets (a `log_weight` dataset, e.g. the output of `anneal`) are evaluated by their
+  normalised importance weights: every distribution (energies, dihedrals, TICA projections,
+  distances, basin populations) is the weighted one, and `ess`/`ess_fraction` say how many
+  samples those weights are worth. The reference is normally unweighted; weights are honoured
+  if it has them. Subsampling for exact OT keeps weighted sets unbiased (systematic resampling).
+* Energies are the stored `energy` datasets divided by k_B T of the common temperature.
+* Molecules (a system with an mdtraj topology): everything. Particle systems without topology
+  (Lennard-Jones): energy W1/W2, pairwise-distance W2 and ESS only.
+* Error bars: basin free energies of the reference carry block-jackknife errors along its
+  trajectories (`trajectory`/`time_ps`, file order when absent).
+* Cost: `n_energy_evals` and `n_energy_evals_total` come from the sample set's attributes,
+  `wall_time_s` from its attribute of that name when the producing step recorded one, and
+  `eval_wall_time_s` is the time this evaluation took. The reference MD's count is reported
+  separately as `reference_n_energy_evals`.
+
+Keys whose value is not finite (an empty basin, too little data for TICA) are written as null.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import metrics as M
+from .errors import PitaInputError
+from .provenance import atomic_path, atomic_write_json, now_iso
+from .samples import SampleSet
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+PLOT_FILES = {"energy": "energy.png", "distances": "distances.png", "ramachandran": "ramachandran.png",
+              "tica": "tica.png"}
+
+
+def _kT(system: Any, samples: SampleSet) -> float:
+    if system is not None and hasattr(system, "kT"):
+        return float(system.kT(samples.temperature))
+    from . import KB_KJ_PER_MOL_K
+
+    kb = KB_KJ_PER_MOL_K if samples.attrs.get("units") == "kJ/mol,nm" else 1.0
+    return kb * samples.temperature
+
+
+def _jsonable(obj: Any) -> Any:
+    """Non-finite floats -> None, numpy scalars -> Python (json would write invalid NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def check_inputs(samples: SampleSet, reference: SampleSet, system: Any = None, samples_path: str = "<samples>",
+                 reference_path: str = "<reference>") -> None:
+    """Raise PitaInputError unless both sets are at the same temperature and fit the system."""
+    if not np.isclose(samples.temperature, reference.temperature, rtol=1e-6, atol=1e-9):
+        raise PitaInputError(
+            f"{reference_path}: reference temperature {reference.temperature:g} differs from the samples' "
+            f"temperature {samples.temperature:g} ({samples_path}); evaluate against reference MD at the same T")
+    if samples.positions.shape[1:] != reference.positions.shape[1:]:
+        raise PitaInputError(
+            f"{reference_path}: positions have shape {list(reference.positions.shape[1:])} per sample but "
+            f"{samples_path} has {list(samples.positions.shape[1:])}")
+    n_atoms = getattr(system, "n_atoms", None) if system is not None else None
+    if n_atoms is not None and samples.n_atoms != n_atoms:
+        raise PitaInputError(f"{samples_path}: {samples.n_atoms} atoms per sample but the system has {n_atoms}")
+    names = {str(samples.attrs.get("system")), str(reference.attrs.get("system"))}
+    if len(names) > 1:
+        log.warning("sample sets name different systems: %s (%s) vs %s (%s)", samples.attrs.get("system"),
+                    samples_path, reference.attrs.get("system"), reference_path)
+
+
+def _weights(s: SampleSet) -> np.ndarray | None:
+    return None if s.log_weight is None else s.weights()
+
+
+def _basin_metrics(ang_s: np.ndarray, ang_r: np.ndarray, labels: list[str], ws, wr, blocks) -> dict:
+    out: dict[str, Any] = {}
+    for r, lab in enumerate(labels):
+        suffix = "" if len(labels) == 1 else f"_{lab}"
+        fs = M.basin_free_energies(M.basin_labels(ang_s[:, r]), ws)
+        fr = M.basin_free_energies_with_errors(M.basin_labels(ang_r[:, r]), blocks, wr)
+        for name in M.BASIN_NAMES:
+            out[f"p_{name}{suffix}"] = fs[f"p_{name}"]
+            out[f"p_{name}{suffix}_ref"] = fr[f"p_{name}"]
+        for name in M.BASIN_NAMES[1:]:
+            key = f"dF_{name}"
+            out[f"{key}{suffix}"] = fs[key]
+            out[f"{key}{suffix}_ref"] = fr[key]
+            out[f"{key}{suffix}_ref_err"] = fr[f"{key}_err"]
+            out[f"{key}{suffix}_diff"] = fs[key] - fr[key]
+    return out
+
+
+def compute_metrics(samples: SampleSet, reference: SampleSet, system: Any = None, *, seed: int = 0,
+                    ot_max_n: int = M.DEFAULT_OT_MAX_N, distance_max_n: int = 5000, tica_lag_frames: int = 10,
+                    tica_lag_ps: float | None = None, n_blocks: int = 10,
+                    samples_path: str = "<samples>", reference_path: str = "<reference>",
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """All metrics (dict) plus the arrays the plots need (dict); no files are written."""
+    check_inputs(samples, reference, system, samples_path, reference_path)
+    rng = np.random.default_rng(seed)
+    kT = _kT(system, samples)
+    ws, wr = _weights(samples), _weights(reference)
+    out: dict[str, Any] = {}
+    data: dict[str, Any] = {"ws": ws, "wr": wr}
+
+    u_s, u_r = samples.energy / kT, reference.energy / kT
+    data["u_s"], data["u_r"] = u_s, u_r
+    out.update(M.energy_wasserstein(u_s, u_r, ws, wr))
+    out["energy_mean"] = float(np.dot(M.normalize_weights(ws, len(u_s)), u_s))
+    out["energy_mean_ref"] = float(np.dot(M.normalize_weights(wr, len(u_r)), u_r))
+    out["ess"] = M.kish_ess(samples.log_weight, len(samples))
+    out["ess_fraction"] = out["ess"] / len(samples)
+
+    particles = samples.positions.ndim == 3
+    if particles:
+        out["distance_w2"] = M.distance_w2(samples.positions, reference.positions, ws, wr,
+                                           max_n=distance_max_n, rng=rng)
+        plot_rng = np.random.default_rng(seed + 1)  # separate stream: metrics do not depend on plotting
+        for key, s, w in (("dist_s", samples, ws), ("dist_r", reference, wr)):
+            x, wx = M.subsample(s.positions, w, 1000, plot_rng)
+            d = M.pairwise_distances(x)
+            data[key] = (d.reshape(-1), np.repeat(wx, d.shape[1]))
+
+    topology = getattr(system, "topology", None) if system is not None else None
+    if topology is not None and particles:
+        ang_s, labels = M.backbone_dihedrals(samples.positions, topology)
+        ang_r, _ = M.backbone_dihedrals(reference.positions, topology)
+        data.update(ang_s=ang_s, ang_r=ang_r, residues=labels)
+        out["residues"] = labels
+        if labels:
+            kls = [M.ramachandran_kl(ang_s[:, r], ang_r[:, r], ws, wr) for r in range(len(labels))]
+            out["rama_kl"] = float(np.mean(kls))
+            if len(labels) > 1:
+                out.update({f"rama_kl_{lab}": kl for lab, kl in zip(labels, kls)})
+            out["torus_w2"] = M.torus_w2(ang_s.reshape(len(samples), -1), ang_r.reshape(len(reference), -1),
+                                         ws, wr, max_n=ot_max_n, rng=rng)
+            blocks = M.trajectory_blocks(len(reference), reference.trajectory, reference.time_ps, n_blocks)
+            out["n_blocks"] = int(np.unique(blocks).size)
+            out.update(_basin_metrics(ang_s, ang_r, labels, ws, wr, blocks))
+        # TICA on the reference's time-lagged frames
+        try:
+            feats_r = M.tica_features(reference.positions, topology)
+            pairs = M.time_lagged_pairs(len(reference), reference.trajectory, reference.time_ps,
+                                        lag_frames=tica_lag_frames, lag_ps=tica_lag_ps)
+            model = M.tica_fit(feats_r, pairs, dim=2)
+            proj_r = M.tica_project(model, feats_r)
+            proj_s = M.tica_project(model, M.tica_features(samples.positions, topology))
+            data.update(tica_s=proj_s, tica_r=proj_r)
+            out["tica_w2"] = M.tica_w2(proj_s, proj_r, ws, wr, max_n=ot_max_n, rng=rng)
+            out["tica_lag"] = f"{tica_lag_ps} ps" if tica_lag_ps is not None else f"{tica_lag_frames} frames"
+            out["tica_n_pairs"] = int(pairs[0].size)
+        except ValueError as exc:
+            log.warning("TICA skipped: %s", exc)
+            out["tica_w2"] = None
+            out["tica_note"] = str(exc)
+        ref_pos = getattr(system, "reference_positions", None)
+        if ref_pos is None:
+            ref_pos = reference.positions[0]
+        out.update(M.wrong_chirality_fraction(samples.positions, topology, ref_pos, ws))
+    return out, data
+
+
+def _provenance(samples: SampleSet, reference: SampleSet, samples_path: str, reference_path: str,
+                method: str | None) -> dict:
+    a, r = samples.attrs, reference.attrs
+
+    def num(v: Any) -> Any:
+        try:
+            return int(v)
+        except (TypeError, ValueError):
+            return None
+
+    return {
+        "method": method or a.get("method") or "pita",
+        "system": a.get("system"),
+        "temperature": samples.temperature,
+        "units": a.get("units"),
+        "rung": num(a.get("rung")),
+        "producing_step": a.get("producing_step"),
+        "n_samples": len(samples),
+        "n_reference": len(reference),
+        "weighted": samples.log_weight is not None,
+        "n_energy_evals": num(a.get("n_energy_evals")),
+        "n_energy_evals_total": num(a.get("n_energy_evals_total")),
+        "reference_n_energy_evals": num(r.get("n_energy_evals_total", r.get("n_energy_evals"))),
+        "wall_time_s": a.get("wall_time_s"),
+        "samples": samples_path,
+        "reference": reference_path,
+        "samples_config_digest": a.get("config_digest"),
+        "reference_config_digest": r.get("config_digest"),
+    }
+
+
+def evaluate(samples: SampleSet, reference: SampleSet, system: Any = None, out_dir: str | Path | None = None, *,
+             metrics_path: str | Path | None = None, plots: bool = True, seed: int = 0,
+             samples_path: str | None = None, reference_path: str | None = None, method: str | None = None,
+             **metric_options: Any) -> dict[str, Any]:
+    """Compare `samples` with `reference` (same temperature) and write metrics.json + plots.
+
+    `out_dir`: folder for metrics.json and the PNGs (None: write nothing unless `metrics_path`).
+    `metrics_path`: where metrics.json goes (default out_dir/metrics.json); plots go beside it.
+    `metric_options`: ot_max_n, distance_max_n, tica_lag_frames, tica_lag_ps, n_blocks.
+    Raises PitaInputError (naming the file) when the temperatures or shapes differ.
+    """
+    t0 = time.perf_counter()
+    sp = samples_path or "<samples>"
+    rp = reference_path or "<reference>"
+    values, data = compute_metrics(samples, reference, system, seed=seed, samples_path=sp, reference_path=rp,
+                                   **metric_options)
+    result: dict[str, Any] = _provenance(samples, reference, sp, rp, method)
+    result.update(values)
+    result["seed"] = int(seed)
+    result["evaluated"] = now_iso()
+
+    if metrics_path is None and out_dir is not None:
+        metrics_path = Path(out_dir) / METRICS_FILE
+    if metrics_path is not None:
+        metrics_path = Path(metrics_path)
+        if plots:
+            result["plots"] = write_plots(data, metrics_path.parent, temperature=samples.temperature)
+        result["eval_wall_time_s"] = time.perf_counter() - t0
+        atomic_write_json(metrics_path, _jsonable(result))
+        log.info("wrote %s", metrics_path)
+    else:
+        result["eval_wall_time_s"] = time.perf_counter() - t0
+    return _jsonable(result)
+
+
+# ----------------------------------------------------------------------------------- plots
+def _save(fig: Any, path: Path) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+def _figure(**kw: Any) -> Any:
+    # no pyplot: no global backend state, renders with Agg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kw)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _hist_weights(w: np.ndarray | None, n: int) -> np.ndarray:
+    return M.normalize_weights(w, n)
+
+
+def write_plots(data: dict, out_dir: str | Path, temperature: float | None = None) -> list[str]:
+    """PNG plots from `compute_metrics`' data; returns the file names written (relative to out_dir)."""
+    out_dir = Path(out_dir)
+    written: list[str] = []
+    ws, wr = data.get("ws"), data.get("wr")
+    title_t = f" at {temperature:g} K" if temperature is not None else ""
+
+    # energy histograms
+    u_s, u_r = data["u_s"], data["u_r"]
+    fig = _figure(figsize=(5.5, 4))
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.13, top=0.9)
+    ax = fig.add_subplot()
+    lo, hi = np.percentile(np.concatenate([u_s, u_r]), [0.5, 99.5])
+    bins = np.linspace(lo, hi, 80)
+    ax.hist(u_r, bins=bins, weights=_hist_weights(wr, len(u_r)), histtype="step", lw=1.5, label="reference",
+            density=True)
+    ax.hist(u_s, bins=bins, weights=_hist_weights(ws, len(u_s)), histtype="step", lw=1.5, label="samples",
+            density=True)
+    ax.set_xlabel("U / kT")
+    ax.set_ylabel("density")
+    ax.set_title("Energy" + title_t)
+    ax.legend()
+    _save(fig, out_dir / PLOT_FILES["energy"])
+    written.append(PLOT_FILES["energy"])
+
+    if "dist_s" in data:
+        (ds, wds), (dr, wdr) = data["dist_s"], data["dist_r"]
+        fig = _figure(figsize=(5.5, 4))
+        fig.subplots_adjust(left=0.14, right=0.97, bottom=0.13, top=0.9)
+        ax = fig.add_subplot()
+        bins = np.linspace(0.0, max(ds.max(), dr.max()), 100)
+        ax.hist(dr, bins=bins, weights=wdr, histtype="step", lw=1.5, density=True, label="reference")
+        ax.hist(ds, bins=bins, weights=wds, histtype="step", lw=1.5, density=True, label="samples")
+        ax.set_xlabel("interatomic distance")
+        ax.set_ylabel("density")
+        ax.set_title("Pairwise distances" + title_t)
+        ax.legend()
+        _save(fig, out_dir / PLOT_FILES["distances"])
+        written.append(PLOT_FILES["distances"])
+
+    if "ang_s" in data and data.get("residues"):
+        labels = data["residues"]
+        fig = _figure(figsize=(8.6, 3.6 * len(labels)))
+        fig.subplots_adjust(left=0.08, right=0.9, bottom=0.12 / len(labels), top=1 - 0.08 / len(labels),
+                            wspace=0.3, hspace=0.35)
+        edges = np.linspace(-180, 180, M.RAMA_BINS + 1)
+        for r, lab in enumerate(labels):
+            hs = M.ramachandran_histogram(data["ang_s"][:, r], ws)
+            hr = M.ramachandran_histogram(data["ang_r"][:, r], wr)
+            with np.errstate(divide="ignore"):
+                fs, fr = -np.log(hs), -np.log(hr)
+            finite = np.concatenate([fs[np.isfinite(fs)], fr[np.isfinite(fr)]])
+            vmin = finite.min() if finite.size else 0.0
+            for c, (f, name) in enumerate(((fs, "samples"), (fr, "reference"))):
+                ax = fig.add_subplot(len(labels), 2, 2 * r + c + 1)
+                im = ax.pcolormesh(edges, edges, (f - vmin).T, cmap="viridis", vmin=0, vmax=10)
+                ax.set_xlim(-180, 180)
+                ax.set_ylim(-180, 180)
+                ax.set_aspect("equal")
+                ax.set_xlabel(r"$\phi$ (deg)")
+                ax.set_ylabel(r"$\psi$ (deg)")
+                ax.set_title(f"{name} {lab}{title_t}")
+            fig.colorbar(im, ax=fig.axes[-2:], label="free energy (kT)", fraction=0.04, pad=0.03)
+        _save(fig, out_dir / PLOT_FILES["ramachandran"])
+        written.append(PLOT_FILES["ramachandran"])
+
+    if "tica_s" in data:
+        ps, pr = data["tica_s"], data["tica_r"]
+        both = np.concatenate([ps, pr])
+        lo, hi = np.percentile(both, [0.5, 99.5], axis=0)
+        xe, ye = np.linspace(lo[0], hi[0], 60), np.linspace(lo[1], hi[1], 60)
+        fig = _figure(figsize=(8.6, 3.6))
+        fig.subplots_adjust(left=0.08, right=0.9, bottom=0.14, top=0.9, wspace=0.3)
+        for c, (p, w, name) in enumerate(((ps, ws, "samples"), (pr, wr, "reference"))):
+            ax = fig.add_subplot(1, 2, c + 1)
+            h, _, _ = np.histogram2d(p[:, 0], p[:, 1], bins=[xe, ye], weights=_hist_weights(w, len(p)))
+            with np.errstate(divide="ignore"):
+                f = -np.log(h / h.sum())
+            f -= np.min(f[np.isfinite(f)]) if np.isfinite(f).any() else 0.0
+            im = ax.pcolormesh(xe, ye, f.T, cmap="viridis", vmin=0, vmax=10)
+            ax.set_xlabel("TIC 1")
+            ax.set_ylabel("TIC 2")
+            ax.set_title(f"{name}{title_t}")
+        fig.colorbar(im, ax=fig.axes, label="free energy (kT)", fraction=0.04, pad=0.03)
+        _save(fig, out_dir / PLOT_FILES["tica"])
+        written.append(PLOT_FILES["tica"])
+    return written
+
+
+__all__ = ["evaluate", "compute_metrics", "check_inputs", "write_plots", "METRICS_FILE"]

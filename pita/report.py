@@ -1,0 +1,209 @@
+"""Collect every rung's metrics.json into summary.csv and one self-contained HTML report.
+
+* `summary.csv`: one row per metrics.json (rung), columns `KEY_COLUMNS` first (rung, method,
+  system, temperature, the headline metrics, energy evaluations, wall time), then every other
+  scalar key in alphabetical order, then the metrics file's path.
+* `report.html`: no external resources: CSS inline, plots embedded as base64 PNG (paths in a
+  metrics.json's `plots` list are relative to that file). Sections: headline table, a
+  method comparison (rows tagged by `method`: pita / md / replica_exchange / ...; a metrics.json
+  without `method` counts as pita), then one section per rung with all its values and plots.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from . import __version__
+from .errors import PitaInputError
+from .provenance import atomic_write_text, now_iso
+
+log = logging.getLogger(__name__)
+
+#: leading columns of summary.csv (those present in at least one metrics.json)
+KEY_COLUMNS = [
+    "rung", "method", "system", "temperature", "n_samples", "weighted", "ess", "ess_fraction",
+    "energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2",
+    "dF_alpha_R", "dF_alpha_R_ref", "dF_alpha_R_ref_err", "dF_alpha_L", "dF_alpha_L_ref", "dF_alpha_L_ref_err",
+    "chirality_wrong_fraction", "n_energy_evals", "n_energy_evals_total", "wall_time_s", "eval_wall_time_s",
+]
+#: columns of the headline and method-comparison tables in the HTML report
+HEADLINE = ["energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2", "dF_alpha_R",
+            "dF_alpha_L", "ess", "chirality_wrong_fraction", "n_energy_evals_total", "wall_time_s"]
+#: non-scalar or bookkeeping keys left out of the CSV body
+_SKIP = {"plots", "residues", "_path"}
+
+
+def load_metrics(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+    """Read metrics.json files; each dict gets `_path`. PitaInputError names a bad file."""
+    out = []
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise PitaInputError(f"{p}: metrics file not found")
+        try:
+            m = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise PitaInputError(f"{p}: not a readable JSON metrics file ({exc})") from None
+        if not isinstance(m, dict):
+            raise PitaInputError(f"{p}: expected a JSON object of metrics")
+        m.setdefault("method", "pita")
+        m["_path"] = str(p)
+        out.append(m)
+    if not out:
+        raise PitaInputError("--metrics: no metrics files given")
+    return out
+
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
+def summary_columns(rows: Sequence[dict]) -> list[str]:
+    keys = {k for m in rows for k, v in m.items() if _scalar(v) and k not in _SKIP}
+    head = [k for k in KEY_COLUMNS if k in keys]
+    rest = sorted(keys - set(head))
+    return head + rest + ["metrics_file"]
+
+
+def write_summary_csv(rows: Sequence[dict], path: str | os.PathLike) -> list[str]:
+    """One row per metrics dict; returns the column names. Missing values are empty cells."""
+    cols = summary_columns(rows)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for m in rows:
+        vals = []
+        for c in cols:
+            v = m.get("_path") if c == "metrics_file" else m.get(c)
+            vals.append("" if v is None else v)
+        w.writerow(vals)
+    atomic_write_text(path, buf.getvalue())
+    return cols
+
+
+# ------------------------------------------------------------------------------------ HTML
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}" if abs(v) >= 10000 else str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+            return f"{v:.3e}"
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(str, v))
+    return str(v)
+
+
+def _cell(m: dict, key: str) -> str:
+    v = m.get(key)
+    err = m.get(f"{key}_ref_err") if key.startswith("dF_") else None
+    text = _fmt(v)
+    if key.startswith("dF_") and m.get(f"{key}_ref") is not None:
+        text += f" (ref {_fmt(m.get(f'{key}_ref'))}" + (f" ± {_fmt(err)}" if err is not None else "") + ")"
+    return html.escape(text)
+
+
+def _table(rows: Sequence[dict], cols: Sequence[str], lead: Sequence[str] = ("rung", "method", "temperature")) -> str:
+    present = [c for c in cols if any(m.get(c) is not None for m in rows)]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in list(lead) + present)
+    body = []
+    for m in rows:
+        tds = [f"<td>{html.escape(_fmt(m.get(c)))}</td>" for c in lead]
+        tds += [f"<td>{_cell(m, c)}</td>" for c in present]
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _image(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<figure><img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}"/>' \
+           f"<figcaption>{html.escape(path.stem)}</figcaption></figure>"
+
+
+def _rung_section(m: dict) -> str:
+    unit = " K" if m.get("units", "kJ/mol,nm") == "kJ/mol,nm" else " (reduced units)"
+    title = f"Rung {_fmt(m.get('rung'))} — {m.get('method', 'pita')}, T = {_fmt(m.get('temperature'))}{unit}"
+    items = [(k, v) for k, v in sorted(m.items()) if k not in ("plots", "_path")]
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in items)
+    imgs = []
+    base = Path(m["_path"]).parent
+    for name in m.get("plots") or []:
+        p = base / name
+        if p.exists():
+            imgs.append(_image(p))
+        else:
+            log.warning("%s: plot %s listed but missing", m["_path"], p)
+    return (f"<section><h2>{html.escape(title)}</h2><p class='path'>{html.escape(m['_path'])}</p>"
+            f"<div class='plots'>{''.join(imgs)}</div>"
+            f"<details><summary>all values</summary><table class='kv'>{rows}</table></details></section>")
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1400px}
+table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.9em}
+th,td{border:1px solid #ccc;padding:0.25em 0.6em;text-align:right}
+th{background:#f2f2f2}
+table.kv th{text-align:left}
+.plots{display:flex;flex-wrap:wrap;gap:1em}
+figure{margin:0}
+img{max-width:680px;border:1px solid #eee}
+.path{color:#777;font-size:0.8em}
+.note{color:#555}
+"""
+
+
+def render_html(rows: Sequence[dict], title: str = "PITA evaluation report") -> str:
+    """The whole report as one HTML string (plots embedded)."""
+    methods = sorted({str(m.get("method", "pita")) for m in rows})
+    pita_rows = [m for m in rows if m.get("method", "pita") == "pita"] or list(rows)
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p class='note'>Generated {html.escape(now_iso())} by pita {html.escape(__version__)} from "
+        f"{len(rows)} metrics file(s). Energies in kT; free-energy differences Delta F = -ln(p_basin/p_C7eq) "
+        "in kT with the reference value and its block-averaging error in brackets; W2 on the torus in radians.</p>",
+        "<h2>Summary</h2>",
+        _table(pita_rows, HEADLINE),
+        "<h2>Methods compared</h2>",
+    ]
+    if len(methods) > 1:
+        order = sorted(rows, key=lambda m: (-(m.get("temperature") or 0), str(m.get("method"))))
+        parts.append(_table(order, HEADLINE, lead=("temperature", "method", "rung")))
+    else:
+        parts.append(f"<p class='note'>Only method '{html.escape(methods[0])}' so far; baselines "
+                     "(metrics.json with \"method\": \"md\" / \"replica_exchange\") appear here "
+                     "when passed to <code>pita report</code>.</p>")
+    parts += [_rung_section(m) for m in rows]
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_report(metrics_paths: Iterable[str | os.PathLike], out_html: str | os.PathLike | None = None,
+                 summary_csv: str | os.PathLike | None = None, title: str = "PITA evaluation report") -> list[dict]:
+    """Read metrics files, write summary CSV and/or HTML report (atomically); returns the rows."""
+    rows = load_metrics(metrics_paths)
+    if summary_csv is not None:
+        write_summary_csv(rows, summary_csv)
+        log.info("wrote %s", summary_csv)
+    if out_html is not None:
+        atomic_write_text(out_html, render_html(rows, title))
+        log.info("wrote %s", out_html)
+    return rows
+
+
+__all__ = ["load_metrics", "write_summary_csv", "summary_columns", "render_html", "write_report", "KEY_COLUMNS"]

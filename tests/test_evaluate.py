@@ -1,0 +1,240 @@
+"""evaluate / report / export on small alanine-dipeptide MD sets made here with OpenMM."""
+from __future__ import annotations
+
+import csv
+import json
+import types
+
+import numpy as np
+import pytest
+
+from pita import KB_KJ_PER_MOL_K
+from pita.errors import PitaInputError
+from pita.evaluate import evaluate
+from pita.report import write_report
+from pita.samples import SampleSet
+from pita.systems import DATA_DIR
+
+ALDP_PDB = DATA_DIR / "alanine_dipeptide.pdb"
+HEADLINE = ("energy_w1", "energy_w2", "distance_w2", "rama_kl", "torus_w2", "tica_w2")
+FAST = dict(ot_max_n=400, distance_max_n=400)
+
+
+def _md(pdb, system, temperature, n_traj, n_frames, stride, seed):
+    """Short Langevin MD (Reference platform, 1 fs, HBonds) -> SampleSet with trajectory/time_ps."""
+    import openmm
+    import openmm.unit as u
+
+    pos, energy, traj, time_ps = [], [], [], []
+    for k in range(n_traj):
+        integ = openmm.LangevinMiddleIntegrator(temperature * u.kelvin, 1.0 / u.picosecond, 1.0 * u.femtosecond)
+        integ.setRandomNumberSeed(seed + k)
+        ctx = openmm.Context(system, integ, openmm.Platform.getPlatformByName("Reference"))
+        ctx.setPositions(pdb.positions)
+        ctx.setVelocitiesToTemperature(temperature * u.kelvin, seed + k)
+        integ.step(300)
+        for i in range(n_frames):
+            integ.step(stride)
+            st = ctx.getState(getPositions=True, getEnergy=True)
+            pos.append(st.getPositions(asNumpy=True).value_in_unit(u.nanometer))
+            energy.append(st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole))
+            traj.append(k)
+            time_ps.append((i + 1) * stride * 1e-3)
+    n_evals = n_traj * (300 + n_frames * stride)
+    attrs = {"system": "alanine_dipeptide", "temperature": float(temperature), "units": "kJ/mol,nm",
+             "length_scale": 0.164, "n_energy_evals": n_evals, "n_energy_evals_total": n_evals, "rung": 0,
+             "producing_step": "test_md", "wall_time_s": 1.0}
+    return SampleSet(np.asarray(pos, dtype=np.float32), np.asarray(energy), attrs,
+                     trajectory=np.asarray(traj, dtype=np.int32), time_ps=np.asarray(time_ps))
+
+
+@pytest.fixture(scope="module")
+def aldp():
+    """(system stand-in, ref 300 K, independent 300 K, 1200 K) — about 3 s of MD."""
+    app = pytest.importorskip("openmm.app")
+    import mdtraj as md
+    import openmm.unit as u
+
+    if not ALDP_PDB.exists():
+        pytest.skip(f"{ALDP_PDB} missing")
+    pdb = app.PDBFile(str(ALDP_PDB))
+    ff = app.ForceField("amber99sbildn.xml", "amber99_obc.xml")
+    omm = ff.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
+    # the evaluation needs only topology, kT, n_atoms and a reference structure
+    system = types.SimpleNamespace(
+        name="alanine_dipeptide", topology=md.Topology.from_openmm(pdb.topology), n_atoms=22,
+        kT=lambda t: KB_KJ_PER_MOL_K * float(t),
+        reference_positions=np.asarray(pdb.positions.value_in_unit(u.nanometer)))
+    ref = _md(pdb, omm, 300.0, 4, 100, 25, seed=1)
+    other = _md(pdb, omm, 300.0, 4, 100, 25, seed=101)
+    hot = _md(pdb, omm, 1200.0, 4, 100, 25, seed=201)
+    return system, ref, other, hot
+
+
+def test_self_evaluation_is_near_zero(aldp, tmp_path):
+    system, ref, _, _ = aldp
+    m = evaluate(ref, ref, system, tmp_path, samples_path="ref.h5", reference_path="ref.h5", **FAST)
+    for k in HEADLINE:
+        assert m[k] == pytest.approx(0.0, abs=1e-6), k
+    assert m["chirality_wrong_fraction"] == 0.0
+    assert m["ess"] == pytest.approx(len(ref))
+    assert m["n_energy_evals"] == ref.attrs["n_energy_evals"]
+    assert m["n_energy_evals_total"] == ref.attrs["n_energy_evals_total"]
+    assert m["method"] == "pita" and m["temperature"] == 300.0 and m["rung"] == 0
+    assert m["wall_time_s"] == 1.0 and m["eval_wall_time_s"] > 0
+    assert m["residues"] == ["ALA2"]
+    assert m["dF_alpha_R_diff"] in (None, pytest.approx(0.0, abs=1e-12))
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["energy_w2"] == m["energy_w2"]
+    assert set(on_disk["plots"]) == {"energy.png", "distances.png", "ramachandran.png", "tica.png"}
+    for p in on_disk["plots"]:
+        assert (tmp_path / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*"))  # no temporaries left behind
+
+
+def test_wrong_temperature_is_clearly_worse(aldp, tmp_path):
+    system, ref, other, hot = aldp
+    good = evaluate(other, ref, system, None, **FAST)
+    hot300 = hot.subset(np.arange(len(hot)))
+    hot300.attrs["temperature"] = 300.0  # pretend: 1200 K samples offered as 300 K ones
+    bad = evaluate(hot300, ref, system, tmp_path / "hot", plots=False, **FAST)
+    assert (tmp_path / "hot" / "metrics.json").exists()
+    assert bad["energy_w1"] > 10 * good["energy_w1"]
+    assert bad["energy_w1"] > 20.0  # kT: 1200 K vs 300 K
+    assert bad["energy_w2"] > 10 * good["energy_w2"]
+    assert bad["distance_w2"] > good["distance_w2"]
+    assert bad["torus_w2"] > good["torus_w2"]
+    assert bad["tica_w2"] > good["tica_w2"]
+
+
+def test_temperature_mismatch_names_the_file(aldp):
+    system, ref, _, hot = aldp
+    with pytest.raises(PitaInputError, match="ref_300K.h5.*1200"):
+        evaluate(hot, ref, system, None, samples_path="hot.h5", reference_path="ref_300K.h5")
+
+
+def test_weighted_set_is_evaluated_by_its_weights(aldp):
+    system, ref, other, hot = aldp
+    mix = SampleSet(np.concatenate([other.positions, hot.positions]), np.concatenate([other.energy, hot.energy]),
+                    dict(other.attrs),
+                    log_weight=np.concatenate([np.zeros(len(other)), np.full(len(hot), -np.inf)]))
+    m_mix = evaluate(mix, ref, system, None, **FAST)
+    m_other = evaluate(other, ref, system, None, **FAST)
+    assert m_mix["weighted"] and not m_other["weighted"]
+    assert m_mix["ess"] == pytest.approx(len(other))
+    assert m_mix["energy_w1"] == pytest.approx(m_other["energy_w1"], rel=1e-9)
+    assert m_mix["rama_kl"] == pytest.approx(m_other["rama_kl"], rel=1e-9)
+    assert m_mix["torus_w2"] == pytest.approx(m_other["torus_w2"], rel=0.2)
+
+
+def test_mirrored_samples_are_counted(aldp):
+    system, ref, other, _ = aldp
+    x = other.positions.copy()
+    x[::4] *= -1.0
+    mirrored = SampleSet(x, other.energy, dict(other.attrs))
+    m = evaluate(mirrored, ref, system, None, **FAST)
+    assert m["chirality_wrong_fraction"] == pytest.approx(0.25)
+    assert m["energy_w1"] == pytest.approx(evaluate(other, ref, system, None, **FAST)["energy_w1"])
+
+
+def test_lj_like_particles_without_topology(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 13, 3)).astype(np.float32)
+    attrs = {"system": "lj13", "temperature": 1.0, "units": "reduced", "length_scale": 1.0,
+             "n_energy_evals": 10, "n_energy_evals_total": 20}
+    a = SampleSet(x, rng.normal(size=300), attrs)
+    b = SampleSet(1.1 * x, rng.normal(1.0, 1.0, size=300), dict(attrs))
+    m = evaluate(b, a, None, tmp_path)
+    assert m["distance_w2"] > 0.05 and m["energy_w1"] > 0.5
+    for k in ("rama_kl", "torus_w2", "tica_w2", "chirality_wrong_fraction"):
+        assert k not in m
+    assert set(m["plots"]) == {"energy.png", "distances.png"}
+    assert evaluate(a, a, None, None)["distance_w2"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_report_on_two_rungs(aldp, tmp_path):
+    system, ref, other, hot = aldp
+    paths = []
+    for rung, s in enumerate((other, ref)):
+        s = s.subset(np.arange(len(s)))
+        s.attrs["rung"] = rung
+        evaluate(s, ref, system, tmp_path / f"rung_{rung}", plots=rung == 0, **FAST)
+        paths.append(tmp_path / f"rung_{rung}" / "metrics.json")
+    # a baseline tagged by method
+    base = json.loads(paths[0].read_text())
+    base.update(method="md", plots=[])
+    (tmp_path / "md").mkdir()
+    (tmp_path / "md" / "metrics.json").write_text(json.dumps(base))
+    write_report(paths, tmp_path / "report.html", tmp_path / "summary.csv")
+    with open(tmp_path / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2
+    assert [r["rung"] for r in rows] == ["0", "1"]
+    assert rows[0]["method"] == "pita" and float(rows[0]["temperature"]) == 300.0
+    assert float(rows[1]["energy_w2"]) == 0.0 and float(rows[0]["energy_w2"]) > 0
+    assert int(rows[0]["n_energy_evals_total"]) == other.attrs["n_energy_evals_total"]
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4 and "<table" in html
+    assert "src=\"http" not in html and "href=" not in html  # self-contained
+    write_report(paths + [tmp_path / "md" / "metrics.json"], tmp_path / "r2.html", tmp_path / "s2.csv")
+    html2 = (tmp_path / "r2.html").read_text()
+    assert "Methods compared" in html2 and ">md<" in html2
+    with open(tmp_path / "s2.csv") as fh:
+        assert [r["method"] for r in csv.DictReader(fh)] == ["pita", "pita", "md"]
+
+
+def test_cli_report_and_export(aldp, tmp_path):
+    import mdtraj as md
+
+    from pita.cli import main
+    from pita.commands import export
+
+    system, ref, other, _ = aldp
+    evaluate(other, ref, system, tmp_path / "rung_0", plots=False, **FAST)
+    assert main(["report", "--metrics", str(tmp_path / "rung_0" / "metrics.json"), "--out",
+                 str(tmp_path / "r.html"), "--summary", str(tmp_path / "s.csv")]) == 0
+    assert (tmp_path / "r.html").exists() and (tmp_path / "s.csv").exists()
+    assert main(["report", "--metrics", str(tmp_path / "nope.json"), "--out", str(tmp_path / "x.html")]) == 2
+    # export: the topology comes from the system, stubbed here to avoid building the force field
+    w = other.subset(np.arange(len(other)))
+    w.log_weight = np.where(np.arange(len(w)) < 10, 0.0, -np.inf)
+    w.write(tmp_path / "w.h5")
+    orig = export._topology
+    export._topology = lambda args, samples: system.topology
+    try:
+        assert main(["export", "--samples", str(tmp_path / "w.h5"), "--out", str(tmp_path / "w.dcd"),
+                     "--resample", "20"]) == 0
+        assert main(["export", "--samples", str(tmp_path / "w.h5"), "--out", str(tmp_path / "w.pdb"),
+                     "--max-frames", "5"]) == 0
+    finally:
+        export._topology = orig
+    t = md.load(str(tmp_path / "w.dcd"), top=str(tmp_path / "w.pdb"))
+    assert t.n_frames == 20 and t.n_atoms == 22
+    picked = {int(np.argmin(np.abs(other.positions - f).sum(axis=(1, 2)))) for f in t.xyz}
+    assert picked <= set(range(10))
+    t5 = md.load(str(tmp_path / "w.pdb"))
+    assert t5.n_frames == 5
+    # particles without topology (LJ)
+    lj = SampleSet(np.random.default_rng(0).normal(size=(7, 13, 3)).astype(np.float32), np.zeros(7),
+                   {"system": "lj13", "temperature": 1.0, "units": "reduced", "length_scale": 1.0,
+                    "n_energy_evals": 0, "n_energy_evals_total": 0})
+    lj.write(tmp_path / "lj.h5")
+    assert main(["export", "--samples", str(tmp_path / "lj.h5"), "--out", str(tmp_path / "lj.pdb")]) == 0
+    assert md.load(str(tmp_path / "lj.pdb")).n_frames == 7
+
+
+def test_cli_evaluate_with_the_real_system(aldp, tmp_path):
+    pytest.importorskip("pita.systems.molecule")
+    from pita.cli import main
+
+    _, ref, other, hot = aldp
+    ref.write(tmp_path / "ref.h5")
+    other.write(tmp_path / "s.h5")
+    hot.write(tmp_path / "hot.h5")
+    assert main(["evaluate", "--samples", str(tmp_path / "s.h5"), "--reference", str(tmp_path / "ref.h5"),
+                 "--system", "alanine_dipeptide", "--out", str(tmp_path / "ev"), "--seed", "3", "--no-plots",
+                 "--ot-max-samples", "300"]) == 0
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["seed"] == 3 and m["samples"].endswith("s.h5") and m["torus_w2"] > 0
+    assert main(["evaluate", "--samples", str(tmp_path / "hot.h5"), "--reference", str(tmp_path / "ref.h5"),
+                 "--system", "alanine_dipeptide", "--out", str(tmp_path / "ev2")]) == 2
