@@ -1,0 +1,106 @@
+"""`pita relax`: resample a weighted set by its weights (or bridge) and relax it at T with the true forces.
+
+    pita relax --samples weighted.h5 --system alanine_dipeptide --temperature T --out relaxed.h5
+               [--method mala|langevin] [--n-steps 100] [--step-size S] [--burn-in B]
+               [--bridge auto|never|always] [--bridge-ess-threshold 0.01] [--checkpoint model.pt]
+               [--n-out N] [--batch-size B] [--diagnostics relax.json] [--seed 0]
+
+MALA (default) is exact: its step size (nm^2 for molecules) adapts during the burn-in (default
+half of the steps) only. Langevin runs BAOAB with --step-size as the timestep (ps for
+molecules; default 1 fs) and --friction (1/ps). The bridge (a resample-move SMC from the
+model's density exp(-gamma E(x~, sigma_min)) to the target) needs the checkpoint that produced
+the weighted set; with --bridge auto it runs when ESS/N < --bridge-ess-threshold.
+The output is unweighted, with energies and forces; n_energy_evals_total = input's total + this step.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+
+from ..errors import PitaInputError
+
+HELP = "resample a weighted set (bridging when its ESS is tiny) and relax it with MALA or Langevin at T"
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--samples", required=True, help="weighted sample set (pita anneal output)")
+    p.add_argument("--system", required=True, help="system name or JSON spec")
+    p.add_argument("--temperature", required=True, type=float, help="temperature of the set (K; reduced for LJ)")
+    p.add_argument("--out", required=True, help="unweighted output sample set (.h5)")
+    p.add_argument("--method", choices=["mala", "langevin"], default="mala")
+    p.add_argument("--n-steps", dest="n_steps", type=int, default=100)
+    p.add_argument("--step-size", dest="step_size", type=float,
+                   help="MALA initial step size (position units^2) or Langevin timestep (ps / reduced)")
+    p.add_argument("--burn-in", dest="burn_in", type=int, help="MALA steps with step-size adaptation (default n_steps/2)")
+    p.add_argument("--friction", type=float, default=1.0, help="Langevin friction (1/ps)")
+    p.add_argument("--bridge", choices=["auto", "never", "always"], default="auto")
+    p.add_argument("--bridge-ess-threshold", dest="bridge_ess_threshold", type=float, default=0.01,
+                   help="with --bridge auto: bridge when ESS/N of the input is below this")
+    p.add_argument("--bridge-mala-steps", dest="bridge_mala_steps", type=int, default=10)
+    p.add_argument("--checkpoint", help="model checkpoint that produced the weighted set (for the bridge)")
+    p.add_argument("--n-out", dest="n_out", type=int, help="output size (default: input size)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="configurations per energy call")
+    p.add_argument("--device", default="cpu", help="device of the model for the bridge")
+    p.add_argument("--rung", type=int, help="rung index of the output (default: the input's)")
+    p.add_argument("--diagnostics", help="diagnostics JSON")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import systems
+    from ..provenance import atomic_write_json, base_attrs
+    from ..relax import model_potential, relax
+    from ..samples import SampleSet
+    from .anneal import _system_spec
+
+    if args.temperature <= 0 or not math.isfinite(args.temperature):
+        raise PitaInputError(f"--temperature: must be positive, got {args.temperature}")
+    if args.n_steps < 0:
+        raise PitaInputError("--n-steps: must be >= 0")
+    system = systems.load(_system_spec(args.system))
+    samples = SampleSet.read(args.samples, temperature=args.temperature, n_atoms=system.n_atoms)
+    phi0_fn, A = None, None
+    if args.checkpoint and args.bridge != "never":
+        from ..models import load_checkpoint
+
+        model = load_checkpoint(args.checkpoint, args.device)
+        gamma = float(samples.attrs.get("gamma", float(model.temperature) / args.temperature))
+        sigma_min = float(samples.attrs.get("sigma_min", model.sigma_min))
+        n_atoms = model.n_atoms if model.mean_free else None
+        phi0_fn = model_potential(model, gamma, sigma_min, float(samples.attrs.get("length_scale", model.length_scale)),
+                                  n_atoms, args.batch_size)
+        if "log_weight_path" in samples.extra and len(samples.extra["log_weight_path"]) == len(samples):
+            A = samples.extra["log_weight_path"]
+    elif args.bridge == "always":
+        raise PitaInputError("--bridge always: needs --checkpoint (the model that produced the weighted set)")
+    settings = dict(samples=str(args.samples), system=system.spec(), temperature=args.temperature, method=args.method,
+                    n_steps=args.n_steps, step_size=args.step_size, burn_in=args.burn_in, friction=args.friction,
+                    bridge=args.bridge, bridge_ess_threshold=args.bridge_ess_threshold,
+                    bridge_mala_steps=args.bridge_mala_steps, n_out=args.n_out,
+                    input_digest=samples.attrs.get("config_digest"))
+    attrs = base_attrs("relax", settings, args.seed)
+    attrs.update(system=system.name, units=system.units, length_scale=float(samples.attrs["length_scale"]),
+                 rung=args.rung if args.rung is not None else samples.attrs.get("rung", -1))
+    for k in ("ess", "ess_fraction", "n_resamples", "wall_time_s", "checkpoint", "n_mirrored",
+              "n_dropped_chirality", "n_dropped_nonfinite", "gamma", "source_temperature", "sigma_min"):
+        samples.attrs.pop(k, None)
+    res = relax(samples, system, args.temperature, method=args.method, n_steps=args.n_steps, step_size=args.step_size,
+                n_burnin=args.burn_in, friction=args.friction, bridge_mode=args.bridge,
+                bridge_ess_threshold=args.bridge_ess_threshold, bridge_mala_steps=args.bridge_mala_steps,
+                phi0_fn=phi0_fn, log_weight_path=A, n_out=args.n_out, batch_size=args.batch_size, seed=args.seed,
+                attrs=attrs)
+    if len(res.samples) == 0:
+        raise PitaInputError(f"{args.samples}: no finite configuration left after relaxation")
+    res.samples.attrs["input_ess"] = float(res.diagnostics["ess_in"])
+    res.samples.write(args.out)
+    if args.diagnostics:
+        atomic_write_json(args.diagnostics, res.diagnostics)
+    d = res.diagnostics
+    log.info("relax: wrote %s (%d samples; input ESS %.1f; bridge %s; %s; %d energy evaluations, total %d)",
+             args.out, len(res.samples), d["ess_in"], d["bridge"],
+             f"acceptance {d['accept_rate']:.2f}" if "accept_rate" in d else f"dt {d.get('dt')}",
+             d["n_energy_evals"], d["n_energy_evals_total"])
+    return 0

@@ -1,0 +1,663 @@
+"""Feynman-Kac sequential Monte Carlo: anneal a diffusion model of pi_{T_k} to pi_{T_{k+1}}.
+
+The path of targets is q_t(x) ∝ exp(-phi_t(x)), phi_t = gamma E(x, sigma(t)), diffusion time t
+from 1 (sigma_max) to 0 (sigma_min), generation time s = 1 - t. See DESIGN.md step 3.
+
+Continuous time (the formula of DESIGN.md). For a move dx = u ds + g_n dW and target
+exp(-phi), the Feynman-Kac log-weight rate at fixed x is
+
+    dA/ds = -d phi/d s + div u - <u, grad phi> - (g_n^2/2) (|grad phi|^2 - laplacian phi)     (general)
+
+and PITA's drift u = gamma (g^2/2)(s - grad E) with g_n = g reduces it to
+
+    dA/ds = gamma^2 <-grad E, b> + gamma div b + gamma dE/dt,   b = (g^2/2) s            ("pita")
+
+for *any* score field s (the laplacian of E cancels whatever s is). The general formula is
+used when the drift is built differently (``drift="score"``: u = gamma g^2 s;
+``drift="energy"``: u = -gamma g^2 grad E), when the noise is rescaled (``noise_scale`` != 1)
+or when the score is taken from the energy (``score_source="energy"``: s = -grad E, whose
+divergence is -laplacian E).
+
+Discretisation (what this module implements). Time is reparametrised by tau = sigma^2, in which
+g^2 = 1: step n goes from sigma_n to sigma_{n+1} < sigma_n with Delta_n = sigma_n^2 - sigma_{n+1}^2
+(the exact variance the VE process sheds over the step, rather than g^2(t_n) ds, which
+overshoots at the left end of a rho = 7 schedule). Everything except the explicit time term is
+evaluated at the left point (x_n, sigma_n), the same fields in the drift and in the rate:
+
+    x_{n+1} = x_n + gamma (Delta_n/2)(s - grad E) + sqrt(Delta_n) eps
+    A      += gamma^2 (Delta_n/2) <-grad E, s> + gamma (Delta_n/2) div s
+              + gamma [E(x_n, sigma_n) - E(x_n, sigma_{n+1})]
+
+The time term is the exact integral over the step of gamma dE/dt at the frozen x_n (a finite
+difference in t at the same x: one extra forward pass of E, no gradient), or with
+``time_derivative="autograd"`` the left-point derivative in tau, gamma (dE/dsigma)/(2 sigma_n) Delta_n,
+from the same backward pass that gives grad E (no extra pass; consistent with the other
+left-point terms, so for the exact model at gamma = 1 the discrete rate vanishes identically).
+
+Discrete time (``weights="discrete"``, an exact alternative): the weight of the Euler step is
+the ratio of the forward kernel to the Euler kernel of the reversal towards the targets,
+    A += phi_n(x_n) - phi_{n+1}(x_{n+1}) + log N(x_n; x_{n+1} + v(x_{n+1}) Delta_n, Delta_n)
+                                           - log N(x_{n+1}; x_n + u(x_n) Delta_n, Delta_n),
+v = -u - grad phi (for the exact model v = 0: plain noising). This is a valid importance
+weight for any step size (no time-discretisation bias in the weighted law), needs no
+divergence, and tends to the continuous rate as Delta -> 0; the fields at x_{n+1} are the
+ones the next step needs anyway, so it costs no extra network pass.
+
+Mean-free mode (molecules): x lives in the mean-free subspace of dimension 3(n-1); noise,
+prior, score, grad E and Hutchinson probes are projected onto it, and divergences are traces
+on the subspace (the trace of P J P).
+
+At t = 0 with a target System: chirality is fixed (mirror what a mirror fixes, drop the rest),
+then log w = A - U(x)/(k_B T_{k+1}) + gamma E(x~, sigma_min), one true energy per particle.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .coords import denormalize, mean_free_dim, remove_mean
+
+log = logging.getLogger(__name__)
+
+DIVERGENCES = ("exact", "hutchinson")
+PROBES = ("rademacher", "gaussian")
+DRIFTS = ("pita", "score", "energy")
+SCORE_SOURCES = ("score", "energy")
+TIME_DERIVATIVES = ("finite_difference", "autograd")
+WEIGHTS = ("continuous", "discrete")
+ESS_COLLAPSE = 0.01
+
+
+# ---------------------------------------------------------------------------------------------
+# schedule
+# ---------------------------------------------------------------------------------------------
+class _EDMSchedule:
+    """sigma(t) = (sigma_max^(1/rho) t + sigma_min^(1/rho) (1 - t))^rho (fallback if pita.diffusion is absent)."""
+
+    def __init__(self, sigma_min: float, sigma_max: float, rho: float) -> None:
+        self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
+
+    def sigma(self, t):
+        a, b = self.sigma_max ** (1 / self.rho), self.sigma_min ** (1 / self.rho)
+        return (a * t + b * (1 - t)) ** self.rho
+
+
+def make_schedule(sigma_min: float, sigma_max: float, rho: float):
+    try:  # the shared schedule, if it is there
+        from .diffusion import EDMSchedule  # type: ignore
+
+        return EDMSchedule(sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
+    except (ImportError, TypeError):
+        return _EDMSchedule(sigma_min, sigma_max, rho)
+
+
+def sigma_grid(n_steps: int, sigma_min: float, sigma_max: float, rho: float) -> np.ndarray:
+    """sigma_0 = sigma_max > ... > sigma_N = sigma_min at uniform steps in t (float64)."""
+    if n_steps < 1:
+        raise ValueError("n_steps must be >= 1")
+    if not (0 < sigma_min < sigma_max):
+        raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+    sched = make_schedule(sigma_min, sigma_max, rho)
+    t = np.linspace(1.0, 0.0, n_steps + 1)
+    sig = np.asarray([float(sched.sigma(torch.tensor(ti, dtype=torch.float64))) for ti in t], dtype=np.float64)
+    sig[0], sig[-1] = sigma_max, sigma_min
+    return sig
+
+
+# ---------------------------------------------------------------------------------------------
+# SMC utilities
+# ---------------------------------------------------------------------------------------------
+def normalized_weights(logw: torch.Tensor) -> torch.Tensor:
+    lw = logw.double()
+    m = torch.max(lw)
+    if not torch.isfinite(m):
+        return torch.full_like(lw, 1.0 / lw.numel())
+    w = torch.exp(lw - m)
+    return w / w.sum()
+
+
+def ess(logw: torch.Tensor | np.ndarray) -> float:
+    """Kish effective sample size (sum w)^2 / sum w^2."""
+    lw = torch.as_tensor(np.asarray(logw) if isinstance(logw, np.ndarray) else logw)
+    if not torch.isfinite(lw).any():
+        return 0.0
+    w = normalized_weights(lw)
+    return float(1.0 / torch.sum(w * w))
+
+
+def systematic_resample(logw: torch.Tensor, n_out: int | None = None,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Ancestor indices (n_out,) by systematic resampling (one uniform draw)."""
+    w = normalized_weights(logw).cpu()
+    n = int(n_out if n_out is not None else w.numel())
+    u = torch.rand((), generator=generator, dtype=torch.float64)
+    pos = (u + torch.arange(n, dtype=torch.float64)) / n
+    cdf = torch.cumsum(w, 0)
+    cdf[-1] = 1.0  # guard against round-off
+    idx = torch.searchsorted(cdf, pos, right=True)
+    return idx.clamp_(max=w.numel() - 1).to(logw.device)
+
+
+def logmeanexp(logw: torch.Tensor) -> float:
+    lw = logw.double()
+    finite = torch.isfinite(lw)
+    if not finite.any():
+        return -math.inf
+    return float(torch.logsumexp(lw, 0) - math.log(lw.numel()))
+
+
+# ---------------------------------------------------------------------------------------------
+# divergences
+# ---------------------------------------------------------------------------------------------
+def _probes(shape, k: int, kind: str, n_atoms: int | None, generator, dtype, device) -> torch.Tensor:
+    if kind == "rademacher":
+        v = torch.randint(0, 2, (k, *shape), generator=generator, device="cpu").to(dtype) * 2 - 1
+    elif kind == "gaussian":
+        v = torch.randn((k, *shape), generator=generator, dtype=dtype, device="cpu")
+    else:
+        raise ValueError(f"probe kind must be one of {PROBES}")
+    v = v.to(device)
+    if n_atoms is not None:  # E[P v v^T P] = P: unbiased for the trace on the subspace
+        v = remove_mean(v.reshape(k * shape[0], -1), n_atoms).reshape(v.shape)
+    return v
+
+
+_BATCHED_GRADS_OK: dict[Any, bool] = {}
+
+
+def divergence(out: torch.Tensor, x: torch.Tensor, method: str = "exact", probes: torch.Tensor | None = None,
+               n_atoms: int | None = None, retain_graph: bool = False) -> torch.Tensor:
+    """Divergence (B,) of the field `out` (B, D) w.r.t. `x` (B, D), rows independent.
+
+    exact: trace of the Jacobian (D reverse passes, vectorised when autograd allows; in
+    mean-free mode the field is assumed projected, so the trace is the one on the subspace).
+    hutchinson: mean over probes (k, B, D) of v^T J v.
+    """
+    B, D = out.shape
+    if method == "hutchinson":
+        if probes is None:
+            raise ValueError("hutchinson divergence needs probes")
+        k = probes.shape[0]
+        acc = torch.zeros(B, dtype=out.dtype, device=out.device)
+        for i in range(k):
+            (vj,) = torch.autograd.grad(out, x, grad_outputs=probes[i], retain_graph=retain_graph or i < k - 1)
+            acc = acc + (vj * probes[i]).sum(-1)
+        return acc / k
+    if method != "exact":
+        raise ValueError(f"divergence must be one of {DIVERGENCES}")
+    eye = torch.eye(D, dtype=out.dtype, device=out.device)
+    if n_atoms is not None:
+        # trace of P J P on the subspace: contract with projected basis vectors
+        eye = remove_mean(eye, n_atoms)
+    key = (type(out.grad_fn).__name__, D)
+    if _BATCHED_GRADS_OK.get(key, True):
+        try:
+            basis = eye.unsqueeze(1).expand(D, B, D)
+            (jac,) = torch.autograd.grad(out, x, grad_outputs=basis, is_grads_batched=True, retain_graph=retain_graph)
+            # jac[i, b, :] = e_i^T J_b ; trace = sum_i (e_i^T J_b e_i) with e_i the (projected) basis
+            return torch.einsum("ibd,id->b", jac, eye)
+        except RuntimeError:
+            _BATCHED_GRADS_OK[key] = False
+    acc = torch.zeros(B, dtype=out.dtype, device=out.device)
+    for i in range(D):
+        gi = eye[i].expand(B, D)
+        (vj,) = torch.autograd.grad(out, x, grad_outputs=gi, retain_graph=retain_graph or i < D - 1)
+        acc = acc + (vj * gi).sum(-1)
+    return acc
+
+
+# ---------------------------------------------------------------------------------------------
+# result
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class AnnealResult:
+    """Particles and weights after annealing (and the final correction when a system was given).
+
+    x: (N, D) model coordinates (normalised, flat) of the surviving particles.
+    positions: (N, *event_shape) system coordinates (nm for molecules) when a system was given.
+    log_weight: final log-weights (after the correction to the system when given, else A).
+    log_weight_path: A at t = 0 (the FK weight for the target exp(-gamma E(., sigma_min))).
+    model_energy: gamma E(x~, sigma_min) per particle (the path's end potential).
+    energy: U(positions) per particle (system units) when a system was given.
+    """
+
+    x: torch.Tensor
+    log_weight: np.ndarray
+    log_weight_path: np.ndarray
+    model_energy: np.ndarray
+    ess_trace: np.ndarray  # ESS/N per step, before any resampling of that step
+    sigmas: np.ndarray  # sigma_n at each step's start
+    resample_steps: np.ndarray
+    positions: torch.Tensor | None = None
+    energy: np.ndarray | None = None
+    forces: torch.Tensor | None = None
+    n_resamples: int = 0
+    n_dropped_nonfinite: int = 0
+    n_mirrored: int = 0
+    n_dropped_chirality: int = 0
+    n_energy_evals: int = 0
+    ess_path: float = float("nan")  # ESS of A at t = 0
+    ess_final: float = float("nan")  # ESS of log_weight
+    log_Z: float = float("nan")  # running estimate of log(Z_end / Z_start) along the path
+    collapse_steps: list = field(default_factory=list)
+    wall_time_s: float = 0.0
+    settings: dict = field(default_factory=dict)
+
+    def diagnostics(self) -> dict:
+        n = int(self.x.shape[0])
+        return {
+            "n_particles_out": n,
+            "ess_final": self.ess_final,
+            "ess_final_fraction": self.ess_final / max(n, 1),
+            "ess_path": self.ess_path,
+            "ess_trace": [float(v) for v in self.ess_trace],
+            "sigmas": [float(v) for v in self.sigmas],
+            "resample_steps": [int(v) for v in self.resample_steps],
+            "n_resamples": self.n_resamples,
+            "n_dropped_nonfinite": self.n_dropped_nonfinite,
+            "n_mirrored": self.n_mirrored,
+            "n_dropped_chirality": self.n_dropped_chirality,
+            "ess_collapse_steps": list(self.collapse_steps),
+            "n_energy_evals": self.n_energy_evals,
+            "log_Z_path": self.log_Z,
+            "wall_time_s": self.wall_time_s,
+            "settings": self.settings,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# the sampler
+# ---------------------------------------------------------------------------------------------
+class _Fields:
+    """Model fields at (x, sigma) for the rate: E, grad E, s, div s, laplacian E, dE/dsigma."""
+
+    __slots__ = ("E", "gE", "s", "div_s", "lap_E", "dE_dsig")
+
+    def __init__(self, **kw):
+        for k in self.__slots__:
+            setattr(self, k, kw.get(k))
+
+    def index(self, idx):
+        return _Fields(**{k: (None if getattr(self, k) is None else getattr(self, k)[idx]) for k in self.__slots__})
+
+    def set_rows(self, mask, value: float = 0.0):
+        for k in self.__slots__:
+            v = getattr(self, k)
+            if v is not None:
+                v[mask] = value
+
+
+def anneal(
+    model: Any,
+    gamma: float,
+    n_particles: int,
+    n_steps: int,
+    *,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+    rho: float | None = None,
+    mean_free: bool | None = None,
+    n_atoms: int | None = None,
+    dim: int | None = None,
+    divergence_method: str = "exact",
+    n_probes: int = 1,
+    probe: str = "rademacher",
+    resample_threshold: float = 1.0,
+    stop_resample_sigma: float = 0.0,
+    drift: str = "pita",
+    score_source: str = "score",
+    noise_scale: float = 1.0,
+    time_derivative: str = "finite_difference",
+    weights: str = "continuous",
+    batch_size: int | None = None,
+    system: Any = None,
+    temperature: float | None = None,
+    length_scale: float | None = None,
+    fix_chirality: bool = True,
+    compute_forces: bool = False,
+    seed: int | None = 0,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    log_every: int = 0,
+) -> AnnealResult:
+    """Anneal `model` (diffusion model of exp(-E(., sigma_min))) to exp(-gamma E(., sigma_min)) by FK-SMC.
+
+    model: `energy(x, sigma) -> (B,)`, `score(x, sigma) -> (B, D)` on flat x (B, D), sigma (B,).
+        Schedule, n_atoms, mean_free and dim are read from the model (attributes sigma_min,
+        sigma_max, rho, or a `schedule` object having them) unless given.
+    gamma: beta_{k+1} / beta_k = T_k / T_{k+1}.
+    resample_threshold: systematic resampling when ESS/N < threshold; 1.0 resamples at every
+        step (the paper), 0 never.
+    stop_resample_sigma: no resampling once sigma < this (weights keep accumulating).
+    divergence_method: "exact" (Jacobian trace) or "hutchinson" with `n_probes` probes of kind
+        `probe` ("rademacher"|"gaussian"; mean-free in mean-free mode).
+    drift, score_source, noise_scale, time_derivative, weights: see the module docstring.
+    system, temperature: the target System and T_{k+1}; when given, the final exact correction
+        log w = A - U/(k_B T) + gamma E(x~, sigma_min) is applied (chirality fixed first for
+        molecules), with positions = denormalize(x~, length_scale).
+    batch_size: particles per network pass (memory), None = all.
+    seed / generator: every random draw comes from this generator (deterministic runs).
+    """
+    t_start = time.perf_counter()
+    gamma = float(gamma)
+    if gamma <= 0 or not math.isfinite(gamma):
+        raise ValueError(f"gamma must be positive, got {gamma}")
+    for name, val, allowed in (("divergence_method", divergence_method, DIVERGENCES), ("probe", probe, PROBES),
+                               ("drift", drift, DRIFTS), ("score_source", score_source, SCORE_SOURCES),
+                               ("time_derivative", time_derivative, TIME_DERIVATIVES), ("weights", weights, WEIGHTS)):
+        if val not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {val!r}")
+    if n_probes < 1:
+        raise ValueError("n_probes must be >= 1")
+    sigma_min, sigma_max, rho = _schedule_params(model, sigma_min, sigma_max, rho)
+    if mean_free is None:
+        mean_free = bool(getattr(model, "mean_free", False))
+    if mean_free:
+        n_atoms = int(n_atoms if n_atoms is not None else getattr(model, "n_atoms"))
+        D = 3 * n_atoms
+    else:
+        n_atoms = None
+        D = int(dim if dim is not None else getattr(model, "dim"))
+    d_eff = mean_free_dim(D, n_atoms)
+    param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    if dtype is None:
+        dtype = param.dtype if param is not None else torch.float32
+    if device is None:
+        device = param.device if param is not None else "cpu"
+    device = torch.device(device)
+    if generator is None:
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(0 if seed is None else int(seed))
+    N = int(n_particles)
+    bs = int(batch_size) if batch_size else N
+    sig = sigma_grid(n_steps, sigma_min, sigma_max, rho)
+    general = drift != "pita" or noise_scale != 1.0 or score_source == "energy"
+    lam2 = float(noise_scale) ** 2
+    need_lap = general  # the general rate needs laplacian phi (and div s = -laplacian E for score_source="energy")
+    need_div_s = score_source == "score" and (drift == "pita" or drift == "score")
+    if weights == "discrete":
+        need_lap, need_div_s = False, False
+    need_dsig = weights == "continuous" and time_derivative == "autograd"
+    settings = dict(gamma=gamma, n_particles=N, n_steps=int(n_steps), sigma_min=sigma_min, sigma_max=sigma_max,
+                    rho=rho, mean_free=bool(mean_free), n_atoms=n_atoms, dim=D, divergence=divergence_method,
+                    n_probes=int(n_probes), probe=probe, resample_threshold=float(resample_threshold),
+                    stop_resample_sigma=float(stop_resample_sigma), drift=drift, score_source=score_source,
+                    noise_scale=float(noise_scale), time_derivative=time_derivative, weights=weights,
+                    batch_size=bs, seed=seed, dtype=str(dtype))
+
+    proj = (lambda v: remove_mean(v, n_atoms)) if mean_free else (lambda v: v)
+
+    def noise(shape):
+        return proj(torch.randn(shape, generator=generator, dtype=dtype, device="cpu").to(device))
+
+    # -------- fields ------------------------------------------------------------------
+    def fields_chunk(x: torch.Tensor, sigma: float) -> _Fields:
+        B = x.shape[0]
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(True)
+            sg = torch.full((B,), sigma, dtype=dtype, device=device, requires_grad=need_dsig)
+            E = model.energy(xr, sg)
+            want_graph = need_lap
+            inputs = [xr, sg] if need_dsig else [xr]
+            grads = torch.autograd.grad(E.sum(), inputs, create_graph=want_graph)
+            gE = grads[0]
+            gEp = proj(gE)
+            dE_dsig = grads[1].detach() if need_dsig else None
+            lap = None
+            if need_lap:
+                probes = (_probes((B, D), n_probes, probe, n_atoms, generator, dtype, device)
+                          if divergence_method == "hutchinson" else None)
+                lap = divergence(gEp, xr, divergence_method, probes, n_atoms).detach()
+            if score_source == "energy":
+                s = -gEp.detach()
+                div_s = -lap if lap is not None else None
+            else:
+                s_out = proj(model.score(xr, sg))
+                div_s = None
+                if need_div_s:
+                    probes = (_probes((B, D), n_probes, probe, n_atoms, generator, dtype, device)
+                              if divergence_method == "hutchinson" else None)
+                    div_s = divergence(s_out, xr, divergence_method, probes, n_atoms).detach()
+                s = s_out.detach()
+        return _Fields(E=E.detach(), gE=gEp.detach(), s=s, div_s=div_s, lap_E=lap, dE_dsig=dE_dsig)
+
+    def fields(x: torch.Tensor, sigma: float) -> _Fields:
+        if x.shape[0] <= bs:
+            return fields_chunk(x, sigma)
+        parts = [fields_chunk(x[i:i + bs], sigma) for i in range(0, x.shape[0], bs)]
+        return _Fields(**{k: (None if getattr(parts[0], k) is None else torch.cat([getattr(p, k) for p in parts]))
+                          for k in _Fields.__slots__})
+
+    def energy_only(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        out = []
+        with torch.no_grad():
+            for i in range(0, x.shape[0], bs):
+                xb = x[i:i + bs]
+                out.append(model.energy(xb, torch.full((xb.shape[0],), sigma, dtype=dtype, device=device)))
+        return torch.cat(out)
+
+    def drift_of(f: _Fields) -> torch.Tensor:  # per unit tau = sigma^2
+        if drift == "pita":
+            return 0.5 * gamma * (f.s - f.gE)
+        if drift == "score":
+            return gamma * f.s
+        return -gamma * f.gE
+
+    def cont_rate(f: _Fields, u: torch.Tensor) -> torch.Tensor:  # per unit tau, without the time term
+        if not general:
+            return 0.5 * gamma * f.div_s - 0.5 * gamma * gamma * (f.s * f.gE).sum(-1)
+        if drift == "pita":
+            div_u = 0.5 * gamma * (f.div_s - f.lap_E)
+        elif drift == "score":
+            div_u = gamma * f.div_s
+        else:
+            div_u = -gamma * f.lap_E
+        gphi = gamma * f.gE
+        lap_phi = gamma * f.lap_E if f.lap_E is not None else 0.0
+        return div_u - (u * gphi).sum(-1) - 0.5 * lam2 * ((gphi * gphi).sum(-1) - lap_phi)
+
+    # -------- initialisation -------------------------------------------------------------
+    var0 = sigma_max ** 2 / gamma
+    x = noise((N, D)) * math.sqrt(var0)
+    f = fields(x, float(sig[0]))
+    A = (-gamma * f.E.double() + (x.double() ** 2).sum(-1) / (2 * var0)
+         + 0.5 * d_eff * math.log(2 * math.pi * var0))
+    log_Z = 0.0
+    alive = torch.ones(N, dtype=torch.bool, device=device)
+    n_bad = 0
+    ess_trace, resample_steps, collapse_steps = [], [], []
+
+    def drop_nonfinite(x, A, f):
+        nonlocal n_bad
+        bad = ~torch.isfinite(x).all(-1) | torch.isnan(A) | (A == math.inf)
+        for k in ("E", "gE", "s", "div_s", "lap_E", "dE_dsig"):
+            v = getattr(f, k)
+            if v is not None:
+                bad |= ~torch.isfinite(v.reshape(v.shape[0], -1)).all(-1)
+        bad &= alive
+        nb = int(bad.sum())
+        if nb:
+            n_bad += nb
+            alive[bad] = False
+            log.warning("fksmc: %d particle(s) with NaN/inf state dropped (total %d)", nb, n_bad)
+        if (~alive).any():
+            x = torch.where(alive[:, None], x, torch.zeros_like(x))
+            A = torch.where(alive, A, torch.full_like(A, -math.inf))
+            f.set_rows(~alive, 0.0)
+        return x, A
+
+    x, A = drop_nonfinite(x, A, f)
+    iterator = range(n_steps)
+    if progress:
+        try:
+            from tqdm import tqdm
+
+            iterator = tqdm(iterator, desc="anneal", leave=False)
+        except ImportError:  # pragma: no cover
+            pass
+
+    # -------- steps ----------------------------------------------------------------------
+    for n in iterator:
+        s_n, s_next = float(sig[n]), float(sig[n + 1])
+        # resampling decision on the current weights (before moving)
+        r = ess(A) / N
+        ess_trace.append(r)
+        if r < ESS_COLLAPSE:
+            if not collapse_steps:
+                log.warning("fksmc: ESS/N = %.2e < %.0e at step %d (sigma %.3g); further collapses are only counted",
+                            r, ESS_COLLAPSE, n, s_n)
+            collapse_steps.append(n)
+        if alive.sum() == 0:
+            raise RuntimeError("fksmc: every particle became NaN/inf")
+        if r < resample_threshold and s_n >= stop_resample_sigma:
+            idx = systematic_resample(A, N, generator)
+            log_Z += logmeanexp(A)
+            x, f = x[idx], f.index(idx)
+            A = torch.zeros(N, dtype=torch.float64, device=device)
+            alive = torch.ones(N, dtype=torch.bool, device=device)
+            resample_steps.append(n)
+        delta = s_n ** 2 - s_next ** 2
+        u = drift_of(f)
+        eps = noise((N, D))
+        x_new = x + u * delta + math.sqrt(lam2 * delta) * eps
+        if weights == "continuous":
+            rate = cont_rate(f, u).double() * delta
+            if time_derivative == "finite_difference":
+                dt_term = gamma * (f.E.double() - energy_only(x, s_next).double())
+            else:
+                # left point in tau = sigma^2, like the other terms: dE/dtau = dE/dsigma / (2 sigma)
+                dt_term = gamma * f.dE_dsig.double() * (delta / (2.0 * s_n))
+            A = A + rate + dt_term
+            f_new = fields(x_new, s_next)
+        else:
+            f_new = fields(x_new, s_next)
+            v = -drift_of(f_new) - lam2 * gamma * f_new.gE  # reversal drift towards the targets
+            back = x - x_new - v * delta
+            fwd_sq = lam2 * delta * (eps.double() ** 2).sum(-1)
+            A = (A + gamma * (f.E.double() - f_new.E.double())
+                 - (back.double() ** 2).sum(-1) / (2 * lam2 * delta) + fwd_sq / (2 * lam2 * delta))
+        x, f = x_new, f_new
+        x, A = drop_nonfinite(x, A, f)
+        if log_every and (n + 1) % log_every == 0:
+            log.info("fksmc: step %d/%d sigma %.3g ESS/N %.3f", n + 1, n_steps, s_next, ess(A) / N)
+
+    # -------- t = 0 ------------------------------------------------------------------------
+    log_Z_path = log_Z + logmeanexp(A)
+    keep = alive.clone()
+    x, A, E_end = x[keep], A[keep], f.E[keep].double()
+    model_energy = gamma * E_end
+    A_path = A.clone()
+    res = AnnealResult(
+        x=x.detach(), log_weight=A.cpu().numpy().copy(), log_weight_path=A.cpu().numpy().copy(),
+        model_energy=model_energy.cpu().numpy(), ess_trace=np.asarray(ess_trace),
+        sigmas=sig[:-1].copy(), resample_steps=np.asarray(resample_steps, dtype=np.int64),
+        n_resamples=len(resample_steps), n_dropped_nonfinite=n_bad, collapse_steps=collapse_steps,
+        log_Z=log_Z_path, settings=settings,
+    )
+    res.ess_path = ess(A_path)
+    if system is not None:
+        if temperature is None:
+            raise ValueError("anneal: a system needs the target temperature")
+        _final_correction(res, model, system, float(temperature), gamma, sigma_min, n_atoms, dtype, device,
+                          length_scale, fix_chirality, compute_forces, bs)
+    else:
+        res.ess_final = res.ess_path
+    if len(collapse_steps) > 1:
+        log.warning("fksmc: ESS/N was below %.0e at %d of %d steps", ESS_COLLAPSE, len(collapse_steps), n_steps)
+    if res.ess_final / max(len(res.log_weight), 1) < ESS_COLLAPSE:
+        log.warning("fksmc: final ESS %.1f of %d particles (< %.0f%%)", res.ess_final, len(res.log_weight),
+                    100 * ESS_COLLAPSE)
+        res.collapse_steps.append(int(n_steps))
+    res.wall_time_s = time.perf_counter() - t_start
+    return res
+
+
+def _schedule_params(model, sigma_min, sigma_max, rho):
+    sched = getattr(model, "schedule", None)
+
+    def pick(given, name, default):
+        if given is not None:
+            return float(given)
+        for obj in (model, sched):
+            if obj is not None and getattr(obj, name, None) is not None:
+                return float(getattr(obj, name))
+        if default is None:
+            raise ValueError(f"anneal: {name} not given and the model has no '{name}'")
+        return float(default)
+
+    return pick(sigma_min, "sigma_min", None), pick(sigma_max, "sigma_max", None), pick(rho, "rho", 7.0)
+
+
+def to_positions(x: torch.Tensor, system: Any, length_scale: float | None) -> torch.Tensor:
+    """Model coordinates (B, D) -> system coordinates: denormalize for particles, x * L in R^d."""
+    L = float(length_scale if length_scale is not None else getattr(system, "length_scale", 1.0))
+    if getattr(system, "n_atoms", None) is not None:
+        return denormalize(x, L, int(system.n_atoms))
+    return x * L
+
+
+def _final_correction(res: AnnealResult, model, system, temperature, gamma, sigma_min, n_atoms, dtype, device,
+                      length_scale, fix_chirality, compute_forces, bs) -> None:
+    x = res.x
+    L = float(length_scale if length_scale is not None else getattr(model, "length_scale",
+                                                                      getattr(system, "length_scale", 1.0)))
+    pos = to_positions(x, system, L)
+    keep = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    if fix_chirality and getattr(system, "topology", None) is not None and system.n_atoms is not None:
+        from . import chirality
+
+        centers = chirality.chiral_centers(system.topology)
+        if len(centers):
+            ref = chirality.reference_signs(np.asarray(system.reference_positions), centers)
+            pos, keep_m, n_mir, n_drop = chirality.fix_chirality(pos, centers, ref)
+            keep = torch.as_tensor(np.asarray(keep_m), dtype=torch.bool, device=x.device)
+            res.n_mirrored, res.n_dropped_chirality = int(n_mir), int(n_drop)
+            if n_mir or n_drop:
+                log.info("fksmc: chirality: %d mirrored, %d dropped", n_mir, n_drop)
+            # model coordinates of the fixed configurations (mirror is x -> -x in both)
+            x = (pos.reshape(pos.shape[0], -1) / L) if n_atoms is not None else pos / L
+            x = remove_mean(x, n_atoms) if n_atoms is not None else x
+            keep_np = keep.cpu().numpy()
+            x, pos = x[keep], pos[keep]
+            res.log_weight_path = res.log_weight_path[keep_np]
+            # the end potential at the (possibly mirrored) configuration
+            with torch.no_grad():
+                E = torch.cat([model.energy(x[i:i + bs], torch.full((x[i:i + bs].shape[0],), sigma_min, dtype=dtype,
+                                                                     device=device)) for i in range(0, x.shape[0], bs)])
+            res.model_energy = (gamma * E.double()).cpu().numpy()
+    kT = float(system.kT(temperature))
+    n0 = system.n_energy_evals
+    U_list, F_list = [], []
+    for i in range(0, pos.shape[0], bs):
+        pb = pos[i:i + bs]
+        if compute_forces:
+            U, F = system.energy_and_forces(pb)
+            F_list.append(F.detach())
+        else:
+            U = system.energy(pb)
+        U_list.append(U.detach().double())
+    U = torch.cat(U_list) if U_list else torch.zeros(0, dtype=torch.float64)
+    res.n_energy_evals = system.n_energy_evals - n0
+    lw = torch.as_tensor(res.log_weight_path, dtype=torch.float64) - U.cpu() / kT + torch.as_tensor(res.model_energy)
+    bad = ~torch.isfinite(lw)
+    if bad.any():
+        nb = int(bad.sum())
+        log.warning("fksmc: %d particle(s) with non-finite final weight or energy dropped", nb)
+        res.n_dropped_nonfinite += nb
+        good = (~bad).numpy()
+        x, pos, U, lw = x[~bad.to(x.device)], pos[~bad.to(pos.device)], U[~bad], lw[~bad]
+        res.log_weight_path, res.model_energy = res.log_weight_path[good], res.model_energy[good]
+        F_list = [torch.cat(F_list)[~bad.to(pos.device)]] if F_list else []
+    res.x, res.positions = x, pos
+    res.energy = U.cpu().numpy()
+    res.forces = torch.cat(F_list) if F_list else None
+    res.log_weight = lw.numpy()
+    res.ess_final = ess(lw)
