@@ -4,7 +4,7 @@
                 --samples-in rung_k.h5 --out weighted.h5 [--diagnostics diag.json]
                 [--n-particles 1000] [--n-steps 200] [--resample-threshold 1.0]
                 [--stop-resample-sigma 0.0] [--divergence exact|hutchinson] [--probes 1]
-                [--weights continuous|discrete] [--batch-size B] [--device cpu|cuda] [--seed 0]
+                [--weights continuous|discrete] [--schedule SMIN SMAX RHO] [--batch-size B] [--device cpu|cuda] [--seed 0]
                 [--forces] [--no-chirality-fix]
 
 gamma = T_k / T_{k+1}, T_k the model's temperature (checked against --samples-in, whose
@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="continuous FK rate (DESIGN.md) or the exact discrete-time step weights")
     p.add_argument("--time-derivative", dest="time_derivative", choices=["finite_difference", "autograd"],
                    default="finite_difference")
-    p.add_argument("--n-steps-sigma", dest="sigma_override", nargs=3, type=float, metavar=("SMIN", "SMAX", "RHO"),
+    p.add_argument("--schedule", dest="sigma_override", nargs=3, type=float, metavar=("SMIN", "SMAX", "RHO"),
                    help="override the model's schedule (sigma_min sigma_max rho)")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="particles per network pass")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
