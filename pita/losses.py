@@ -1,0 +1,74 @@
+"""Training losses of one rung (DESIGN.md, step 2), per sample: each returns a (B,) tensor.
+
+All quantities live in normalised coordinates x~ (B, D); x_sigma = x_0 + sigma eps. Squared
+norms are averaged over the D coordinates (so a term is O(1) whatever the molecule's size);
+the energy-matching term is per configuration. The trainer combines the terms with the
+config's weights and the per-sample importance weights.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def mean_square(v: torch.Tensor) -> torch.Tensor:
+    """|v|^2 / D per sample."""
+    return v.pow(2).mean(dim=-1)
+
+
+def _col(sigma: torch.Tensor) -> torch.Tensor:
+    return sigma.reshape(-1, 1)
+
+
+class DenoisingScoreMatching:
+    """lambda(sigma) |D(x_sigma, sigma) - x_0|^2,  lambda = (sigma^2 + sd^2) / (sigma sd)^2."""
+
+    def __init__(self, sd: float) -> None:
+        self.sd = float(sd)
+
+    def weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        return (sigma**2 + self.sd**2) / (sigma * self.sd) ** 2
+
+    def __call__(self, denoised: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.weight(sigma) * mean_square(denoised - x0)
+
+
+class EnergyDistillation:
+    """lambda(sigma) |D_E(x_sigma) - stopgrad D(x_sigma)|^2,  D_E = x_sigma - sigma^2 grad E(x_sigma)."""
+
+    def __init__(self, sd: float) -> None:
+        self.sd = float(sd)
+
+    def weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        return (sigma**2 + self.sd**2) / (sigma * self.sd) ** 2
+
+    def __call__(self, energy_grad: torch.Tensor, x_sigma: torch.Tensor, sigma: torch.Tensor,
+                 denoised: torch.Tensor) -> torch.Tensor:
+        denoised_by_energy = x_sigma - _col(sigma) ** 2 * energy_grad
+        return self.weight(sigma) * mean_square(denoised_by_energy - denoised.detach())
+
+
+class EnergyMatching:
+    """(E(x_0, sigma_min) - U(x_0)/kT_k + offset)^2; offset: U/kT ~ E(., sigma_min) + offset."""
+
+    def __call__(self, energy_at_sigma_min: torch.Tensor, reduced_energy: torch.Tensor,
+                 offset: torch.Tensor | float) -> torch.Tensor:
+        return (energy_at_sigma_min - reduced_energy + offset) ** 2
+
+
+class TargetScore:
+    """|x_sigma - sigma^2 grad(U/kT_k)(x_0) - D(x_sigma)|^2 for sigma < max_sigma (else 0), unweighted.
+
+    For small sigma, E[x_0 | x_sigma] ~ x_sigma - sigma^2 grad(U/kT)(x_0); in x~,
+    grad(U/kT) = -L F / kT, so the stored forces give the target without energy evaluations.
+    """
+
+    def __init__(self, max_sigma: float = 0.2) -> None:
+        self.max_sigma = float(max_sigma)
+
+    def mask(self, sigma: torch.Tensor) -> torch.Tensor:
+        return (sigma < self.max_sigma).to(sigma.dtype)
+
+    def __call__(self, denoised: torch.Tensor, x_sigma: torch.Tensor, sigma: torch.Tensor,
+                 reduced_energy_grad: torch.Tensor) -> torch.Tensor:
+        target = x_sigma - _col(sigma) ** 2 * reduced_energy_grad
+        return self.mask(sigma) * mean_square(denoised - target)

@@ -1,0 +1,224 @@
+"""Backbone networks F(u, c_noise, cond): the raw networks inside the preconditioned models.
+
+Every backbone maps flat inputs u (B, D) (u = c_in x~), the noise embedding input
+c_noise (B,) and an optional conditioning scalar cond (B,) (log of the inverse-temperature
+ratio) either to a vector (B, D) (`output="vector"`, for the denoiser) or to a scalar (B,)
+(`output="scalar"`, for the energy). Output layers start at zero, so a fresh denoiser is
+D = c_skip x and a fresh energy is the Gaussian term alone (see preconditioning.py).
+
+- `mlp`: a plain multilayer perceptron on the flat vector; for toys in R^d and the default
+  CPU model (small and fast even with the double backward pass that energy distillation needs).
+- `transformer`: self-attention over atoms (one token per atom: its coordinates plus a
+  learned atom embedding); not equivariant, trained with random proper rotations; fast on GPU.
+- `egnn`: an E(n)-equivariant graph network (Satorras et al. 2021) on the fully connected
+  graph of particles; vector output equivariant and scalar output invariant under rotations,
+  reflections and translations (so it learns both enantiomers of a chiral molecule).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+BACKBONES = ("mlp", "transformer", "egnn")
+
+
+class ScalarEmbedding(nn.Module):
+    """Embed a scalar s as [s, sin(w_k s), cos(w_k s)], w_k log-spaced in [1, max_frequency]."""
+
+    def __init__(self, n_frequencies: int = 8, max_frequency: float = 100.0) -> None:
+        super().__init__()
+        freqs = torch.exp(torch.linspace(0.0, math.log(max_frequency), n_frequencies))
+        self.register_buffer("frequencies", freqs, persistent=False)
+        self.dim = 2 * n_frequencies + 1
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        ws = s.unsqueeze(-1) * self.frequencies.to(s.dtype)
+        return torch.cat([s.unsqueeze(-1), torch.sin(ws), torch.cos(ws)], dim=-1)
+
+
+class ConditionEmbedding(nn.Module):
+    """Noise level (and optionally inverse temperature) -> a feature vector of size `dim`."""
+
+    def __init__(self, dim: int, with_cond: bool) -> None:
+        super().__init__()
+        self.noise = ScalarEmbedding()
+        self.cond = ScalarEmbedding() if with_cond else None
+        n_in = self.noise.dim + (self.cond.dim if with_cond else 0)
+        self.mlp = nn.Sequential(nn.Linear(n_in, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, c_noise: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        feats = [self.noise(c_noise)]
+        if self.cond is not None:
+            if cond is None:
+                raise ValueError("this model is conditioned on the inverse temperature: pass cond")
+            feats.append(self.cond(cond))
+        return self.mlp(torch.cat(feats, dim=-1))
+
+
+def zero_init(layer: nn.Linear) -> nn.Linear:
+    nn.init.zeros_(layer.weight)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+class MLPBackbone(nn.Module):
+    def __init__(self, dim: int, n_atoms: int | None, output: str, with_cond: bool = False,
+                 atom_types: list[int] | None = None, hidden: int = 256, layers: int = 3,
+                 embedding: int = 64) -> None:
+        super().__init__()
+        self.output = output
+        self.embed = ConditionEmbedding(embedding, with_cond)
+        blocks: list[nn.Module] = [nn.Linear(dim + embedding, hidden), nn.SiLU()]
+        for _ in range(layers - 1):
+            blocks += [nn.Linear(hidden, hidden), nn.SiLU()]
+        self.body = nn.Sequential(*blocks)
+        self.head = zero_init(nn.Linear(hidden, dim if output == "vector" else 1))
+
+    def forward(self, u: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.body(torch.cat([u, self.embed(c_noise, cond)], dim=-1))
+        out = self.head(h)
+        return out if self.output == "vector" else out.squeeze(-1)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention written out (twice differentiable on every device)."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"transformer: width {width} is not divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        b, n, w = h.shape
+        q, k, v = self.qkv(h).reshape(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        attn = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(w // self.heads), dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, w))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.cond = nn.Linear(width, width)
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = SelfAttention(width, heads)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.SiLU(), nn.Linear(4 * width, width))
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = h + self.cond(emb).unsqueeze(1)
+        h = h + self.attn(self.norm1(h))
+        return h + self.mlp(self.norm2(h))
+
+
+def _atom_types(n_atoms: int, atom_types: list[int] | None) -> torch.Tensor:
+    types = torch.arange(n_atoms) if atom_types is None else torch.as_tensor(atom_types, dtype=torch.long)
+    if types.shape != (n_atoms,):
+        raise ValueError(f"atom_types must have {n_atoms} entries, got {tuple(types.shape)}")
+    return types
+
+
+class TransformerBackbone(nn.Module):
+    def __init__(self, dim: int, n_atoms: int | None, output: str, with_cond: bool = False,
+                 atom_types: list[int] | None = None, width: int = 128, layers: int = 4, heads: int = 4) -> None:
+        super().__init__()
+        if n_atoms is None:
+            raise ValueError("the transformer backbone needs particles (n_atoms), use mlp for R^d")
+        self.output, self.n_atoms = output, n_atoms
+        types = _atom_types(n_atoms, atom_types)
+        self.register_buffer("types", types, persistent=False)
+        self.atom_embedding = nn.Embedding(int(types.max()) + 1, width)
+        self.coord_embedding = nn.Linear(3, width)
+        self.embed = ConditionEmbedding(width, with_cond)
+        self.blocks = nn.ModuleList([TransformerBlock(width, heads) for _ in range(layers)])
+        self.norm = nn.LayerNorm(width)
+        self.head = zero_init(nn.Linear(width, 3 if output == "vector" else 1))
+
+    def forward(self, u: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        b = u.shape[0]
+        h = self.coord_embedding(u.reshape(b, self.n_atoms, 3)) + self.atom_embedding(self.types)
+        emb = self.embed(c_noise, cond)
+        for block in self.blocks:
+            h = block(h, emb)
+        out = self.head(self.norm(h))
+        return out.reshape(b, -1) if self.output == "vector" else out.sum(dim=(1, 2))
+
+
+class EGNNLayer(nn.Module):
+    """m_ij = phi_e(h_i, h_j, |x_i - x_j|^2, |x_i^0 - x_j^0|^2)
+    x_i <- x_i + 1/(n-1) sum_j (x_i - x_j) / (|x_i - x_j| + 1) phi_x(m_ij)
+    h_i <- h_i + phi_h(h_i, 1/(n-1) sum_j m_ij)"""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.edge = nn.Sequential(nn.Linear(2 * hidden + 2, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.coord = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        self.node = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, h, x, r2_initial, off_diagonal):
+        n = x.shape[1]
+        diff = x.unsqueeze(2) - x.unsqueeze(1)  # (B, n, n, 3): x_i - x_j
+        r2 = diff.pow(2).sum(-1, keepdim=True)
+        hi = h.unsqueeze(2).expand(-1, -1, n, -1)
+        hj = h.unsqueeze(1).expand(-1, n, -1, -1)
+        m = self.edge(torch.cat([hi, hj, r2, r2_initial], dim=-1)) * off_diagonal
+        unit = diff / (torch.sqrt(r2 + 1e-8) + 1.0)
+        x = x + (unit * self.coord(m) * off_diagonal).sum(2) / (n - 1)
+        h = h + self.node(torch.cat([h, m.sum(2) / (n - 1)], dim=-1))
+        return h, x
+
+
+class EGNNBackbone(nn.Module):
+    def __init__(self, dim: int, n_atoms: int | None, output: str, with_cond: bool = False,
+                 atom_types: list[int] | None = None, hidden: int = 64, layers: int = 4) -> None:
+        super().__init__()
+        if n_atoms is None:
+            raise ValueError("the egnn backbone needs particles (n_atoms), use mlp for R^d")
+        self.output, self.n_atoms = output, n_atoms
+        types = _atom_types(n_atoms, atom_types)
+        self.register_buffer("types", types, persistent=False)
+        self.atom_embedding = nn.Embedding(int(types.max()) + 1, hidden)
+        self.embed = ConditionEmbedding(hidden, with_cond)
+        self.layers = nn.ModuleList([EGNNLayer(hidden) for _ in range(layers)])
+        if output == "vector":
+            # the summed coordinate updates are the output: start them at zero
+            for layer in self.layers:
+                zero_init(layer.coord[-1])
+        else:
+            self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), zero_init(nn.Linear(hidden, 1)))
+
+    def forward(self, u: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        b, n = u.shape[0], self.n_atoms
+        x0 = u.reshape(b, n, 3)
+        x = x0
+        h = self.atom_embedding(self.types).unsqueeze(0) + self.embed(c_noise, cond).unsqueeze(1)
+        off_diagonal = (1.0 - torch.eye(n, dtype=u.dtype, device=u.device)).unsqueeze(-1)
+        r2_initial = (x0.unsqueeze(2) - x0.unsqueeze(1)).pow(2).sum(-1, keepdim=True)
+        for layer in self.layers:
+            h, x = layer(h, x, r2_initial, off_diagonal)
+        if self.output == "vector":
+            return (x - x0).reshape(b, -1)
+        return self.head(h).sum(dim=(1, 2))
+
+
+def make_backbone(name: str, dim: int, n_atoms: int | None, output: str, with_cond: bool = False,
+                  atom_types: list[int] | None = None, **options) -> nn.Module:
+    classes = {"mlp": MLPBackbone, "transformer": TransformerBackbone, "egnn": EGNNBackbone}
+    if name not in classes:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    if output not in ("vector", "scalar"):
+        raise ValueError(f"backbone output must be 'vector' or 'scalar', got {output!r}")
+    return classes[name](dim, n_atoms, output, with_cond=with_cond, atom_types=atom_types, **options)
+
+
+#: default sizes per backbone (the CPU default is the MLP)
+DEFAULT_OPTIONS = {
+    "mlp": {"hidden": 256, "layers": 3, "embedding": 64},
+    "transformer": {"width": 128, "layers": 4, "heads": 4},
+    "egnn": {"hidden": 64, "layers": 4},
+}
