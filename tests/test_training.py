@@ -191,8 +191,9 @@ def test_cli_end_to_end_lj13(tmp_path, capsys):
     assert all(math.isfinite(float(r["energy_matching"])) for r in rows)
 
     # the equivariant backbone through the CLI, warm-started from the first model is refused (architecture)
-    (tmp_path / "config.yaml").write_text("rungs:\n  train:\n    batch_size: 8\n    model:\n"
-                                          "      backbone_options: {hidden: 8, layers: 2}\n")
+    # the pipeline's config.yaml train section: backbone, warm_start and options beside plain settings
+    (tmp_path / "config.yaml").write_text("rungs:\n  train:\n    batch_size: 8\n    warm_start: true\n"
+                                          "    options:\n      model:\n        backbone_options: {hidden: 8, layers: 2}\n")
     rc = main(["train", "--samples", str(samples), "--system", "lj13", "--out", str(tmp_path / "egnn.pt"),
                "--steps", "2", "--backbone", "egnn", "--device", "cpu", "--no-progress",
                "--config", str(tmp_path / "config.yaml"), "rungs.train"])

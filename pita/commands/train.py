@@ -57,7 +57,7 @@ def _read_config(args: argparse.Namespace) -> dict:
             data = {}
         if not isinstance(data, dict):
             raise PitaInputError(f"{path}: training settings must be a mapping, got {type(data).__name__}")
-        config.update(data)
+        config.update(_from_pipeline_section(data))
     if args.config_json:
         try:
             extra = json.loads(args.config_json)
@@ -65,13 +65,30 @@ def _read_config(args: argparse.Namespace) -> dict:
             raise PitaInputError(f"--config-json: not valid JSON ({exc.msg})") from None
         if not isinstance(extra, dict):
             raise PitaInputError("--config-json: expected a JSON mapping")
-        config = _merge(config, extra)
+        config = _merge(config, _from_pipeline_section(extra))
     overrides = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
                  "checkpoint_every": args.checkpoint_every}
     config.update({k: v for k, v in overrides.items() if v is not None})
     if args.backbone:
         config = _merge(config, {"model": {"backbone": args.backbone}})
     return config
+
+
+def _from_pipeline_section(section: dict) -> dict:
+    """The pipeline's `train:` section (config.yaml) -> training settings.
+
+    It holds `backbone` (-> model.backbone), `warm_start` (the workflow's business: it decides
+    whether to pass --init) and `options` (further settings, merged in) beside plain settings.
+    """
+    section = dict(section)
+    section.pop("warm_start", None)
+    options = section.pop("options", None) or {}
+    if not isinstance(options, dict):
+        raise PitaInputError(f"train.options: expected a mapping, got {type(options).__name__}")
+    backbone = section.pop("backbone", None)
+    if backbone is not None:
+        section = _merge(section, {"model": {"backbone": backbone}})
+    return _merge(section, options)
 
 
 def _merge(a: dict, b: dict) -> dict:
