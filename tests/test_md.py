@@ -282,6 +282,16 @@ def test_openmm_engine_counts_and_determinism():
     assert np.all(a.energy < 0) and np.all(np.abs(a.forces) < 1e5)
 
 
+def test_auto_engine_choice():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert md.choose_engine(load("lj13"), "auto", cpu) == "torch"
+    assert md.choose_engine(HarmonicRd(), "auto", cuda) == "torch"
+    aldp = aldp_openmm_system()
+    # CPU: one OpenMM trajectory beats the batched torch force field (bench/bench_md.py)
+    assert md.choose_engine(aldp, "auto", cpu) == "openmm"
+    assert md.choose_engine(aldp, "auto", cuda) == ("torch" if md.has_torch_evaluator(aldp) else "openmm")
+
+
 def test_engines_agree_on_short_aldp_run():
     system = aldp_torch_system()
     T = 300.0
