@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
                 bridge_ess_threshold=args.bridge_ess_threshold, bridge_mala_steps=args.bridge_mala_steps,
                 phi0_fn=phi0_fn, log_weight_path=A, n_out=args.n_out, batch_size=args.batch_size, seed=args.seed,
                 attrs=attrs)
+    _keep_data_enantiomer(res, system)
     if len(res.samples) == 0:
         raise PitaInputError(f"{args.samples}: no finite configuration left after relaxation")
     res.samples.attrs["input_ess"] = float(res.diagnostics["ess_in"])
@@ -104,3 +105,32 @@ def run(args: argparse.Namespace) -> int:
              f"acceptance {d['accept_rate']:.2f}" if "accept_rate" in d else f"dt {d.get('dt')}",
              d["n_energy_evals"], d["n_energy_evals_total"])
     return 0
+
+
+def _keep_data_enantiomer(res, system) -> None:
+    """The force field cannot tell L from D, so moves at high T (or from poor starts) can
+    invert a centre: before the next rung trains on this set, mirror the particles that a
+    mirror fixes (U is mirror symmetric, F(-x) = -F(x)) and drop the rest, counting both."""
+    if getattr(system, "topology", None) is None or getattr(system, "reference_positions", None) is None:
+        return
+    import numpy as np
+
+    from ..chirality import ChiralityChecker
+
+    checker = ChiralityChecker.from_system(system)
+    if checker.n_centers == 0:
+        return
+    s = res.samples
+    wrong = ~np.asarray(checker.is_correct(s.positions))
+    fixed, keep, n_mirrored, n_dropped = checker.fix(s.positions)
+    if s.forces is not None:
+        s.forces = np.where(wrong[:, None, None], -s.forces, s.forces)
+    s.positions = np.asarray(fixed, dtype=np.float32)
+    res.samples = s.subset(np.nonzero(np.asarray(keep))[0])
+    res.samples.attrs["relax_n_mirrored"] = int(n_mirrored)
+    res.samples.attrs["relax_n_dropped_chirality"] = int(n_dropped)
+    res.diagnostics["n_mirrored_after_moves"] = int(n_mirrored)
+    res.diagnostics["n_dropped_chirality_after_moves"] = int(n_dropped)
+    if n_mirrored or n_dropped:
+        log.warning("relax: %d sample(s) ended in the mirror enantiomer (mirrored back), %d with mixed chirality (dropped)",
+                    n_mirrored, n_dropped)

@@ -25,5 +25,5 @@ rule anneal:
         "../../envs/pita.yaml"
     shell:
         "pita anneal --checkpoint {input.model} --samples-in {input.samples} --system '{params.system}'"
-        " --temperature {params.temperature} {params.flags} --device {params.device} --seed {params.seed}"
+        " --temperature {params.temperature} {params.flags} --device {params.device} --seed {params.seed} --rung {wildcards.later}"
         " --out {output.weighted} --diagnostics {output.diagnostics} > {log} 2>&1"

@@ -5,10 +5,10 @@ rule evaluate:
         reference=f"{RUN}/reference/rung_{{rung}}.h5",
     output:
         metrics=f"{RUN}/rung_{{rung}}/metrics.json",
-        plots=directory(f"{RUN}/rung_{{rung}}/plots"),
     params:
         system=SYSTEM_ARG,
-        flags=step_flags("evaluate"),
+        flags=lambda w: f"--ot-max-samples {rung_settings(config, int(w.rung), 'evaluate')['max_samples']}",
+        outdir=lambda w: f"{RUN}/rung_{w.rung}",
         seed=lambda w: config["seed"] + 1000 * int(w.rung) + 5,
     log:
         f"{RUN}/logs/evaluate_{{rung}}.log",
@@ -22,4 +22,4 @@ rule evaluate:
         "../../envs/pita.yaml"
     shell:
         "pita evaluate --samples {input.samples} --reference {input.reference} --system '{params.system}'"
-        " {params.flags} --seed {params.seed} --out {output.metrics} --plots {output.plots} > {log} 2>&1"
+        " {params.flags} --seed {params.seed} --out {params.outdir} --metrics {output.metrics} > {log} 2>&1"

@@ -5,7 +5,7 @@ rule md_seed:
     params:
         system=SYSTEM_ARG,
         temperature=TEMPS[0],
-        flags=lambda w: cli_flags(rung_settings(config, 0, "md_seed")),
+        settings=lambda w: json.dumps(rung_settings(config, 0, "md_seed"), sort_keys=True),
         seed=config["seed"],
     log:
         f"{RUN}/logs/md_seed.log",
@@ -18,5 +18,5 @@ rule md_seed:
     conda:
         "../../envs/pita.yaml"
     shell:
-        "pita md --system '{params.system}' --temperature {params.temperature} --rung 0 {params.flags}"
+        "pita md --system '{params.system}' --temperature {params.temperature} --rung 0 --config-json '{params.settings}'"
         " --seed {params.seed} --out {output.samples} > {log} 2>&1"

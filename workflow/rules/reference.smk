@@ -5,7 +5,7 @@ rule reference_md:
     params:
         system=SYSTEM_ARG,
         temperature=lambda w: TEMPS[int(w.rung)],
-        flags=lambda w: cli_flags(rung_settings(config, int(w.rung), "reference"), skip=("files",)),
+        settings=lambda w: json.dumps({k: v for k, v in rung_settings(config, int(w.rung), "reference").items() if k != "files"}, sort_keys=True),
         given=lambda w: reference_file(int(w.rung)) or "",
         seed=lambda w: config["seed"] + 1000 * int(w.rung) + 7,
     log:
@@ -23,5 +23,5 @@ rule reference_md:
         "  python -c 'import sys; from pita.samples import SampleSet;"
         " SampleSet.read(sys.argv[1], temperature=float(sys.argv[2])).write(sys.argv[3])'"
         " {params.given} {params.temperature} {output.samples} > {log} 2>&1;"
-        " else pita md --system '{params.system}' --temperature {params.temperature} --rung {wildcards.rung} {params.flags}"
+        " else pita md --system '{params.system}' --temperature {params.temperature} --rung {wildcards.rung} --config-json '{params.settings}'"
         " --seed {params.seed} --out {output.samples} > {log} 2>&1; fi"

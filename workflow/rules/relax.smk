@@ -2,8 +2,10 @@ rule relax:
     """Rung k > 0: resample by the weights (or bridge), then move with the true forces at T_k."""
     input:
         weighted=f"{RUN}/rung_{{later}}/weighted.h5",
+        model=lambda w: f"{RUN}/rung_{int(w.later) - 1}/model.pt",
     output:
         samples=f"{RUN}/rung_{{later}}/samples.h5",
+        diagnostics=f"{RUN}/rung_{{later}}/relax_diagnostics.json",
     params:
         system=SYSTEM_ARG,
         device=config["device"],
@@ -22,4 +24,5 @@ rule relax:
         "../../envs/pita.yaml"
     shell:
         "pita relax --samples {input.weighted} --system '{params.system}' --temperature {params.temperature}"
-        " {params.flags} --device {params.device} --seed {params.seed} --out {output.samples} > {log} 2>&1"
+        " {params.flags} --device {params.device} --seed {params.seed} --rung {wildcards.later}"
+        " --checkpoint {input.model} --diagnostics {output.diagnostics} --out {output.samples} > {log} 2>&1"

@@ -9,7 +9,6 @@ rule train:
     params:
         system=SYSTEM_ARG,
         device=config["device"],
-        flags=step_flags("train", skip=("warm_start", "options")),
         options=lambda w: json.dumps(rung_settings(config, int(w.rung), "train"), sort_keys=True),
         init=lambda w, input: f"--init {input.init}" if input.init else "",
         seed=lambda w: config["seed"] + 1000 * int(w.rung) + 1,
@@ -26,6 +25,6 @@ rule train:
     conda:
         "../../envs/pita.yaml"
     shell:
-        "pita train --samples {input.samples} --system '{params.system}' {params.init} {params.flags}"
-        " --config-json '{params.options}' --device {params.device} --seed {params.seed}"
+        "pita train --samples {input.samples} --system '{params.system}' {params.init}"
+        " --config-json '{params.options}' --device {params.device} --seed {params.seed} --threads {threads} --no-progress"
         " --work-dir {params.work} --out {output.model} --losses-csv {output.losses} > {log} 2>&1"
