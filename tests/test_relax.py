@@ -164,7 +164,13 @@ def test_cli_aldp_rung_produces_valid_sets(tmp_path):
     assert rc == 0
     w = SampleSet.read(tmp_path / "w.h5", temperature=450.0, n_atoms=22)
     diag = json.loads((tmp_path / "d.json").read_text())
-    assert diag["n_mirrored"] + diag["n_dropped_chirality"] + len(w) <= 32
+    # mirrored particles stay (in the data's enantiomer), mixed ones are dropped: all accounted for
+    assert diag["n_dropped_chirality"] + diag["n_dropped_nonfinite"] + len(w) == 32
+    assert diag["n_mirrored"] <= len(w)
+    from pita.chirality import ChiralityChecker
+    from pita.systems import load
+
+    assert ChiralityChecker.from_system(load("alanine_dipeptide")).wrong_fraction(w.positions) == 0.0
     rc = main(["relax", "--samples", str(tmp_path / "w.h5"), "--system", "alanine_dipeptide", "--temperature", "450",
                "--out", str(tmp_path / "r.h5"), "--n-steps", "4", "--bridge", "never"])
     assert rc == 0
