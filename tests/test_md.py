@@ -244,6 +244,15 @@ def test_cli_writes_valid_set(tmp_path):
     assert main(["md", "--config-json", cfg, "--out", str(out2), "--seed", "5", "--no-progress"]) == 0
     b = SampleSet.read(out2).attrs
     assert b["seed"] == 5 and b["md_friction"] == 2.0 and b["n_energy_evals"] == 3 * (1 + 2 + 2)
+    # the config schema always fills timestep_fs: a reduced-unit system ignores it, `timestep` wins
+    out3 = tmp_path / "seed3.h5"
+    cfg = '{"n_samples": 2, "replicas": 2, "stride_steps": 1, "equilibration_steps": 0, "minimize": false, ' \
+          '"timestep_fs": 1.0, "engine": "auto", "platform": "Reference"}'
+    assert main(["md", "--system", "lj13", "--temperature", "1", "--config-json", cfg, "--out", str(out3)]) == 0
+    assert SampleSet.read(out3).attrs["md_timestep"] == md.default_settings(load("lj13"))["timestep"]
+    assert main(["md", "--system", "lj13", "--temperature", "1", "--config-json", cfg[:-1] + ', "timestep": 0.002}',
+                 "--out", str(out3)]) == 0
+    assert SampleSet.read(out3).attrs["md_timestep"] == 0.002
 
 
 @pytest.mark.parametrize("argv, needle", [

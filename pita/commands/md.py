@@ -9,7 +9,8 @@
 --config-json takes a JSON object (inline or a file name) with the same settings under their
 option names with underscores (the md_seed / reference sections of config.yaml, e.g.
 {"n_samples": 20000, "replicas": 64, "timestep_fs": 1.0, "friction_per_ps": 1.0}); options
-given on the command line win over it.
+given on the command line win over it. A `timestep` (system time units) overrides
+`timestep_fs`; a config's timestep_fs is ignored for reduced-unit systems (Lennard-Jones).
 """
 from __future__ import annotations
 
@@ -125,15 +126,20 @@ def run(args: argparse.Namespace) -> int:
     cfg = _settings(args)
     system = load(_system_spec(cfg["system"]))
     timestep = cfg.get("timestep")
-    if cfg.get("timestep_fs") is not None:
+    if getattr(args, "timestep_fs", None) is not None:
         if not md.is_molecular(system):
             raise PitaInputError(f"--timestep-fs: system {system.name!r} uses reduced units; give --timestep instead")
-        if timestep is not None:
+        if getattr(args, "timestep", None) is not None:
             raise PitaInputError("--timestep-fs: give either --timestep-fs or --timestep, not both")
-        tfs = cfg["timestep_fs"]
-        if not isinstance(tfs, (int, float)) or not tfs > 0:
-            raise PitaInputError(f"--timestep-fs: must be positive, got {tfs!r}")
-        timestep = float(tfs) * 1e-3
+    if timestep is None and cfg.get("timestep_fs") is not None:
+        # (the config schema fills timestep_fs by default: a reduced-unit system keeps its own default)
+        if md.is_molecular(system):
+            tfs = cfg["timestep_fs"]
+            if not isinstance(tfs, (int, float)) or not tfs > 0:
+                raise PitaInputError(f"--timestep-fs: must be positive, got {tfs!r}")
+            timestep = float(tfs) * 1e-3
+        else:
+            log.info("md: timestep_fs ignored for reduced-unit system %s (set 'timestep' instead)", system.name)
     start = None
     if cfg.get("start"):
         start = SampleSet.read(cfg["start"], n_atoms=system.n_atoms)
