@@ -1,0 +1,158 @@
+"""The Snakemake workflow end to end on the `tiny` config (real alanine dipeptide, tiny sizes).
+
+One module-scoped run directory: the first run is killed mid-training and resumed with
+--rerun-incomplete (training must continue from its checkpoint), then a second invocation must
+have nothing to do, and a changed rung setting must plan only that rung and what depends on it.
+The SLURM test runs the same config through the slurm profile on a one-node cluster.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "workflow" / "configs" / "tiny.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """Job counts from a dry run's 'Job stats' table."""
+    jobs = {}
+    m = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\n(?:total|\s*\n)", output, re.S)
+    if not m:
+        return jobs
+    for line in m.group(1).splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Run `tiny`, kill it during rung 0's training, then finish it with --rerun-incomplete."""
+    work = tmp_path_factory.mktemp("tiny")
+    args = ["--configfile", str(TINY), "--cores", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*SNAKEMAKE, "--directory", str(work), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    state_dir = work / "results" / "tiny" / ".work" / "train"
+    deadline = time.time() + 600
+    killed = False
+    while time.time() < deadline and proc.poll() is None:
+        if list(state_dir.glob("train-*/state.pt")):
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole workflow dies, as on a node failure
+            killed = True
+            break
+        time.sleep(0.2)
+    proc.wait(timeout=60)
+    first_output = proc.stdout.read() if proc.stdout else ""
+    assert killed, f"training never wrote a resumable state before the run ended:\n{first_output[-3000:]}"
+    assert not (work / "results" / "tiny" / "rung_0" / "model.pt").exists()
+    # a killed Snakemake leaves its lock: release it, then finish what was incomplete
+    assert snakemake(work, *args, "--unlock").returncode == 0
+    second = snakemake(work, *args, "--rerun-incomplete")
+    assert second.returncode == 0, second.stderr[-5000:]
+    return work, args
+
+
+def test_tiny_completes_after_kill_and_resumes_training(tiny_run):
+    work, _ = tiny_run
+    run = work / "results" / "tiny"
+    for name in ("summary.csv", "report.html", "rung_0/samples.h5", "rung_0/model.pt", "rung_1/weighted.h5",
+                 "rung_2/samples.h5", "rung_2/metrics.json"):
+        assert (run / name).exists(), name
+    log = (run / "logs" / "train_0.log").read_text()
+    assert "resuming from" in log, log[-2000:]
+    from pita.samples import SampleSet
+
+    final = SampleSet.read(run / "rung_2" / "samples.h5", temperature=555.52, n_atoms=22)
+    assert final.attrs["n_energy_evals_total"] > final.attrs["n_energy_evals"] > 0
+    assert "report" in (run / "report.html").read_text().lower()
+
+
+def test_second_invocation_has_nothing_to_do(tiny_run):
+    work, args = tiny_run
+    out = snakemake(work, *args, "-n")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_changed_rung_setting_plans_only_that_rung_and_downstream(tiny_run):
+    work, args = tiny_run
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["rungs"] = {"1": {"anneal": {"n_steps": cfg["anneal"]["n_steps"] + 1}}}
+    changed = work / "changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    out = snakemake(work, "--configfile", str(changed), "--cores", "2", "-n")
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = planned_jobs(out.stdout + out.stderr)
+    # rung 1 is produced by anneal(0->1): it and everything downstream reruns; nothing hotter does
+    assert jobs.get("anneal") == 2 and jobs.get("relax") == 2 and jobs.get("train") == 1, jobs
+    assert jobs.get("evaluate") == 2 and jobs.get("report") == 1, jobs
+    assert "md_seed" not in jobs and "reference_md" not in jobs, jobs
+
+
+def test_lint_is_clean():
+    out = subprocess.run([*SNAKEMAKE, "--lint", "--configfile", str(TINY)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert out.returncode == 0 and "good condition" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("patch,fragment", [
+    ({"temperatures": [555.52, 1200.0]}, "field 'temperatures': must decrease"),
+    ({"system": "caffeine"}, "field 'system': unknown system 'caffeine'"),
+    ({"anneal": {"n_particles": -4}}, "n_particles"),
+])
+def test_bad_config_fails_before_any_job(tmp_path, patch, fragment):
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg.update(patch)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "--configfile", str(bad), "--cores", "1")
+    assert out.returncode != 0
+    assert fragment in out.stdout + out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def _slurm_available() -> str | None:
+    if shutil.which("sbatch") and subprocess.run(["sinfo", "-h"], capture_output=True).returncode == 0:
+        return None
+    if os.geteuid() != 0:
+        return "needs root to start a local SLURM cluster"
+    if not shutil.which("apt-get") and not shutil.which("slurmctld"):
+        return "no apt-get to install slurm-wlm"
+    return None
+
+
+def test_tiny_through_real_slurm(tmp_path):
+    reason = _slurm_available()
+    if reason and not os.environ.get("CI"):
+        pytest.skip(reason)
+    start = subprocess.run(["bash", str(ROOT / "tests" / "slurm" / "start_cluster.sh")], capture_output=True,
+                           text=True, timeout=900)
+    assert start.returncode == 0, start.stdout + start.stderr
+    before = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    out = snakemake(tmp_path, "--profile", str(ROOT / "workflow" / "profiles" / "slurm"), "--configfile", str(TINY),
+                    "--slurm-no-account", "--slurm-status-command", "squeue", "--jobs", "4", timeout=1500)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-5000:]
+    assert (tmp_path / "results" / "tiny" / "report.html").exists()
+    # every job went through sbatch: SLURM's queue (kept by MinJobAge) lists them
+    after = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %j"], capture_output=True, text=True).stdout
+    new = [line for line in after.splitlines() if line.split()[0] not in before]
+    assert len(new) >= 13, after
