@@ -84,6 +84,30 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise
 
 
+def check_output_path(path: str | os.PathLike | None, option: str, folder: bool = False) -> None:
+    """Fail early (PitaInputError) when an output cannot be written: `path` is a folder (or, with
+    `folder`, a file), or a file stands where a parent folder should be, or the folder is read-only.
+
+    Run before the work so that a step never fails half-way through writing its outputs.
+    """
+    from .errors import PitaInputError
+
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir() and not folder:
+        raise PitaInputError(f"{option} {p}: is a folder, expected a file path")
+    if p.exists() and not p.is_dir() and folder:
+        raise PitaInputError(f"{option} {p}: is a file, expected a folder")
+    parent = p if folder else p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise PitaInputError(f"{option} {p}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PitaInputError(f"{option} {p}: folder {parent} is not writable")
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -50,7 +50,7 @@ def load_metrics(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
             raise PitaInputError(f"{p}: metrics file not found")
         try:
             m = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise PitaInputError(f"{p}: not a readable JSON metrics file ({exc})") from None
         if not isinstance(m, dict):
             raise PitaInputError(f"{p}: expected a JSON object of metrics")

@@ -137,6 +137,17 @@ class SampleSet:
             fail(f"attribute 'length_scale' is not a number: {self.attrs['length_scale']!r}")
         if not np.isfinite(length_scale) or length_scale <= 0:
             fail(f"attribute 'length_scale' must be positive, got {length_scale}")
+        # counters and the rung are used as integers downstream (totals carried forward, rung + 1)
+        for key, minimum in (("n_energy_evals", 0), ("n_energy_evals_total", 0), ("rung", None)):
+            if key not in self.attrs:
+                continue
+            value = self.attrs[key]
+            integral = (isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating))
+                                                                  and float(value).is_integer()))
+            if isinstance(value, (bool, np.bool_)) or not integral:
+                fail(f"attribute '{key}' must be an integer, got {value!r}")
+            if minimum is not None and value < minimum:
+                fail(f"attribute '{key}' must be >= {minimum}, got {value!r}")
         if self.attrs["units"] == "kJ/mol,nm" and pos.ndim == 3:
             # molecular coordinates are nm: anything beyond 1 um is almost surely Angstrom*1e3 or garbage
             extent = float(np.max(np.abs(pos - pos.mean(axis=1, keepdims=True))))

@@ -278,7 +278,12 @@ def build_model(config: dict, system, data: TrainingData, init: PitaModel | None
         }
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return PitaModel(model_config)
+            try:
+                return PitaModel(model_config)
+            except (TypeError, ValueError, RuntimeError) as exc:  # e.g. an unknown or negative backbone option
+                problem = " ".join(str(exc).split()) or type(exc).__name__
+                raise PitaInputError(f"config.model.backbone_options: cannot build the {m['backbone']} backbone with "
+                                     f"{model_config['backbone_options']!r} ({problem})") from None
 
     # warm start: architecture, sd, L and (unless set explicitly) the schedule come from `init`
     user_model = (user_config or {}).get("model", {})

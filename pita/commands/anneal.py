@@ -73,15 +73,25 @@ def run(args: argparse.Namespace) -> int:
     from .. import systems
     from ..fksmc import anneal
     from ..models import load_checkpoint
-    from ..provenance import atomic_write_json, base_attrs, file_digest
-    from ..samples import SampleSet, read_attrs
+    from ..provenance import atomic_write_json, base_attrs, check_output_path, file_digest
+    from ..samples import SampleSet
 
     if args.temperature <= 0 or not math.isfinite(args.temperature):
         raise PitaInputError(f"--temperature: must be positive, got {args.temperature}")
-    if args.n_particles < 1 or args.n_steps < 1:
-        raise PitaInputError("--n-particles/--n-steps: must be >= 1")
+    for name, value, minimum in (("--n-particles", args.n_particles, 1), ("--n-steps", args.n_steps, 1),
+                                 ("--probes", args.probes, 1), ("--batch-size", args.batch_size, 1)):
+        if value is not None and value < minimum:
+            raise PitaInputError(f"{name}: must be >= {minimum}, got {value}")
     if not (0.0 <= args.resample_threshold <= 1.0):
         raise PitaInputError(f"--resample-threshold: must be in [0, 1], got {args.resample_threshold}")
+    if args.stop_resample_sigma < 0 or not math.isfinite(args.stop_resample_sigma):
+        raise PitaInputError(f"--stop-resample-sigma: must be >= 0, got {args.stop_resample_sigma}")
+    if args.sigma_override:
+        smin, smax, rho = args.sigma_override
+        if not (0 < smin < smax < math.inf and 0 < rho < math.inf):
+            raise PitaInputError(f"--schedule: need 0 < SMIN < SMAX and RHO > 0, got {smin:g} {smax:g} {rho:g}")
+    check_output_path(args.out, "--out")
+    check_output_path(args.diagnostics, "--diagnostics")
     device = _device(args.device)
     model = load_checkpoint(args.checkpoint, device)
     system = systems.load(_system_spec(args.system))
@@ -89,13 +99,11 @@ def run(args: argparse.Namespace) -> int:
     T_next = float(args.temperature)
     prev_total, rung_in = 0, None
     if args.samples_in:
-        try:
-            a_in = read_attrs(args.samples_in)
-        except OSError as exc:
-            raise PitaInputError(f"{args.samples_in}: not a readable sample set ({exc.__class__.__name__})") from None
-        prev_total = int(a_in.get("n_energy_evals_total", 0))
-        rung_in = a_in.get("rung")
-        T_in = float(a_in.get("temperature", T_k))
+        # the whole set is validated (shape, finite values, attributes), not only the attributes used here
+        s_in = SampleSet.read(args.samples_in, n_atoms=system.n_atoms, load_forces=False)
+        prev_total = int(s_in.attrs["n_energy_evals_total"])
+        rung_in = s_in.attrs.get("rung")
+        T_in = s_in.temperature
         if not math.isclose(T_in, T_k, rel_tol=1e-6):
             raise PitaInputError(f"{args.samples_in}: temperature {T_in:g} differs from the model's {T_k:g} ({args.checkpoint})")
     model_n = getattr(model, "n_atoms", None) if getattr(model, "mean_free", False) else None

@@ -38,19 +38,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate
     from ..errors import PitaInputError
+    from ..evaluate import evaluate
+    from ..provenance import check_output_path
     from ..samples import SampleSet
     from ..systems import load
 
+    for name, value, minimum in (("--ot-max-samples", args.ot_max_samples, 1),
+                                 ("--distance-max-samples", args.distance_max_samples, 1),
+                                 ("--tica-lag-frames", args.tica_lag_frames, 1), ("--blocks", args.blocks, 2)):
+        if value < minimum:
+            raise PitaInputError(f"{name}: must be >= {minimum}, got {value}")
+    if args.tica_lag_ps is not None and not (0 < args.tica_lag_ps < float("inf")):
+        raise PitaInputError(f"--tica-lag-ps: must be positive, got {args.tica_lag_ps}")
+    out = Path(args.out)
+    metrics_path = Path(args.metrics) if args.metrics else out / "metrics.json"
+    check_output_path(out, "--out", folder=True)
+    check_output_path(metrics_path, "--metrics")
     samples = SampleSet.read(args.samples, load_forces=False)
     reference = SampleSet.read(args.reference, load_forces=False)
     spec = args.system if args.system is not None else samples.attrs.get("system")
     if spec is None:
         raise PitaInputError(f"{args.samples}: no 'system' attribute; pass --system")
     system = load(spec)
-    out = Path(args.out)
-    metrics_path = Path(args.metrics) if args.metrics else out / "metrics.json"
     result = evaluate(
         samples, reference, system, out, metrics_path=metrics_path, plots=not args.no_plots, seed=args.seed,
         samples_path=str(args.samples), reference_path=str(args.reference), method=args.method,

@@ -63,7 +63,11 @@ def _topology(args: argparse.Namespace, samples):
     top = None
     if spec is not None:
         try:
-            top = getattr(load(spec), "topology", None)
+            system = load(spec)
+            top = getattr(system, "topology", None)
+            if args.system is not None and system.n_atoms != samples.n_atoms:
+                raise PitaInputError(f"{args.samples}: {samples.n_atoms} atoms per sample but system "
+                                     f"{system.name} has {system.n_atoms}")
         except PitaInputError:
             if args.system is not None:
                 raise
@@ -79,15 +83,19 @@ def run(args: argparse.Namespace) -> int:
     import mdtraj as md
 
     from ..errors import PitaInputError
-    from ..provenance import atomic_path
+    from ..provenance import atomic_path, check_output_path
     from ..samples import SampleSet
 
+    check_output_path(args.out, "--out")
+    check_output_path(args.pdb, "--pdb")
     samples = SampleSet.read(args.samples, load_forces=False)
     if samples.n_atoms is None:
         raise PitaInputError(f"{args.samples}: positions are not particles (shape {list(samples.positions.shape)}); "
                              "nothing to export as a trajectory")
     if args.stride < 1:
         raise PitaInputError("--stride: must be >= 1")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise PitaInputError(f"--max-frames: must be >= 1, got {args.max_frames}")
     idx = np.arange(len(samples))
     if args.resample is not None:
         if args.resample < 1:
@@ -106,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
         traj.superpose(traj, 0, atom_indices=heavy or None)
     out = Path(args.out)
     ext = "".join(out.suffixes[-1:]).lower()
+    savers = traj._savers() if hasattr(traj, "_savers") else None  # mdtraj's extension -> writer table
+    if ext and savers is not None and not any(out.name.lower().endswith(k) for k in savers):
+        raise PitaInputError(f"--out {out}: unknown trajectory format {ext!r}; use one of .dcd, .xtc, .pdb, .h5, .nc")
     with atomic_path(out, suffix=ext or ".dcd") as tmp:
         traj.save(str(tmp))
     log.info("wrote %s (%d frames)", out, traj.n_frames)

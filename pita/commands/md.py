@@ -120,10 +120,12 @@ def _system_spec(value):
 
 def run(args: argparse.Namespace) -> int:
     from .. import md
+    from ..provenance import check_output_path
     from ..samples import SampleSet
     from ..systems import load
 
     cfg = _settings(args)
+    check_output_path(cfg["out"], "--out")
     system = load(_system_spec(cfg["system"]))
     timestep = cfg.get("timestep")
     if getattr(args, "timestep_fs", None) is not None:

@@ -51,15 +51,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import systems
-    from ..provenance import atomic_write_json, base_attrs
+    from ..provenance import atomic_write_json, base_attrs, check_output_path
     from ..relax import model_potential, relax
     from ..samples import SampleSet
     from .anneal import _system_spec
 
     if args.temperature <= 0 or not math.isfinite(args.temperature):
         raise PitaInputError(f"--temperature: must be positive, got {args.temperature}")
-    if args.n_steps < 0:
-        raise PitaInputError("--n-steps: must be >= 0")
+    for name, value, minimum in (("--n-steps", args.n_steps, 0), ("--burn-in", args.burn_in, 0),
+                                 ("--bridge-mala-steps", args.bridge_mala_steps, 0), ("--n-out", args.n_out, 1),
+                                 ("--batch-size", args.batch_size, 1)):
+        if value is not None and value < minimum:
+            raise PitaInputError(f"{name}: must be >= {minimum}, got {value}")
+    if args.step_size is not None and not (0 < args.step_size < math.inf):
+        raise PitaInputError(f"--step-size: must be positive, got {args.step_size}")
+    if not (0 <= args.friction < math.inf):
+        raise PitaInputError(f"--friction: must be >= 0, got {args.friction}")
+    if not (0 <= args.bridge_ess_threshold <= 1):
+        raise PitaInputError(f"--bridge-ess-threshold: must be in [0, 1], got {args.bridge_ess_threshold}")
+    check_output_path(args.out, "--out")
+    check_output_path(args.diagnostics, "--diagnostics")
     system = systems.load(_system_spec(args.system))
     samples = SampleSet.read(args.samples, temperature=args.temperature, n_atoms=system.n_atoms)
     phi0_fn, A = None, None

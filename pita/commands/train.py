@@ -111,9 +111,12 @@ def _system(spec: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..provenance import check_output_path
     from ..training import train
 
     config = _read_config(args)
+    check_output_path(args.out, "--out")
+    check_output_path(args.losses_csv, "--losses-csv")
     if args.threads is not None:
         if args.threads < 1:
             raise PitaInputError(f"--threads: must be at least 1, got {args.threads}")
