@@ -16,23 +16,33 @@ energy of that System, term by term:
 
 Anything else raises UnsupportedForceError naming the force class (use the OpenMM backend).
 
-Layout: the batch is the innermost (contiguous) axis everywhere: coordinates (3, n, B),
-bonded vectors (3, k, B), pair matrices (n, n, B), so every operation vectorises over
-configurations (molecules have few atoms; batches are long). Parameters carry a trailing
-axis of length 1 to broadcast over the batch.
+Layout: the batch is the innermost (contiguous) axis everywhere: coordinates (n, 3, B),
+difference vectors (k, 3, B), per-pair quantities (P, B), so every operation vectorises over
+configurations (molecules have few atoms; batches are long) and gathers/scatters by atom
+index move whole contiguous rows. Parameters carry a trailing axis of length 1 to broadcast
+over the batch.
 
 Bonded terms are functions of a few difference vectors x_a - x_b, gathered by index, and
 return dE/d(vector), scattered back with index_add. Pair terms (nonbonded, generalized Born)
-work on full n x n matrices: no gathers, the Born-radius sums are row sums, the GB self
-energy is the diagonal, and the forces come out as dE/dx_a = x_a sum_b w_ab - sum_b w_ab x_b.
-Everything is elementwise or a reduction, which torch.compile fuses well.
+share one list of atom pairs a < b, ordered so that each term uses a prefix of it (the GB
+terms need every pair, Coulomb + LJ skip the excluded 1-2 and 1-3 pairs); each returns
+w = (dE/dr)/r per pair and the forces are one scatter of w (x_a - x_b). The Born radii need
+the ordered pairs (the descreening integral is not symmetric): the same list twice.
+
+Performance (CPU, one thread): eager torch costs one pass over memory plus a few
+microseconds of dispatch per operation, so the kernels keep the number of operations and
+transcendentals low (one rsqrt per pair, one log per ordered pair, one exp per pair), avoid
+boolean masks (slow to build and apply) where a max() does the same, and the batch is
+processed in chunks whose intermediates stay in cache.
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import functools
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,13 +82,41 @@ def coulomb_constant() -> float:
     return float(ctx.getState(getEnergy=True).getPotentialEnergy()._value)
 
 
-# ---- small vector helpers on (3, ...) tensors -------------------------------------------
+@functools.lru_cache(maxsize=1)
+def retain_freed_memory() -> bool:
+    """Let glibc keep freed memory for reuse instead of handing it back to the OS at once.
+
+    A chunk's intermediates are a few dozen tensors of ~0.1-1 MB that are freed and allocated
+    again for the next chunk. With glibc's default thresholds they are mmap'ed or trimmed off
+    the heap and come back as fresh pages: a page fault per 4 KiB, and on a virtual machine
+    that doubled the time of an evaluation. Raising the mmap and trim thresholds (process-wide,
+    once; freed memory up to 256 MiB stays with the process) makes the allocations reuse warm
+    memory. No effect with other allocators or C libraries.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 256 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
+# ---- small vector helpers on (k, 3, B) tensors ---------------------------------------------
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+    return (a * b).sum(1)
 
 
 def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.stack((a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]))
+    # component-wise: several times faster than torch.linalg.cross on these shapes
+    a0, a1, a2 = a.unbind(1)
+    b0, b1, b2 = b.unbind(1)
+    return torch.stack((a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0), 1)
+
+
+def _norm(a: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt(_dot(a, a))  # torch.linalg.vector_norm over a middle axis is very slow on CPU
 
 
 # ---- energy terms ---------------------------------------------------------------------------
@@ -87,7 +125,7 @@ class Term:
     """A term of the potential: parameters (float64 CPU tensors until cast) and atom-index pairs.
 
     `vectors` lists the difference vectors (a, b) -> x_a - x_b the term needs; `evaluate`
-    gets them as a (3, k, B) tensor and returns (energy (B,), dE/dvectors (3, k, B) or None).
+    gets them as a (k, 3, B) tensor and returns (energy (B,), dE/dvectors (k, 3, B) or None).
     """
 
     def vectors(self) -> np.ndarray:  # (k, 2)
@@ -121,10 +159,11 @@ class HarmonicBonds(Term):
         return self.atoms[:, [1, 0]]
 
     def evaluate(self, v, grad):
-        r = torch.sqrt(_dot(v, v))
+        r = _norm(v)
         stretch = r - self.length
-        energy = (0.5 * self.k * stretch * stretch).sum(0)
-        return energy, (v * (self.k * stretch / r)) if grad else None
+        k_stretch = self.k * stretch
+        energy = 0.5 * (k_stretch * stretch).sum(0)
+        return energy, (v * (k_stretch / r)[:, None]) if grad else None
 
 
 @dataclass
@@ -139,91 +178,148 @@ class HarmonicAngles(Term):
 
     def evaluate(self, v, grad):
         m = self.atoms.shape[0]
-        u, w = v[:, :m], v[:, m:]
+        u, w = v[:m], v[m:]
         c = _dot(u, w)
-        s = torch.sqrt(_dot(*(_cross(u, w),) * 2))
+        s = _norm(_cross(u, w))
         theta = torch.atan2(s, c)  # atan2 stays accurate near 0 and pi, unlike acos
         bend = theta - self.angle
-        energy = (0.5 * self.k * bend * bend).sum(0)
+        k_bend = self.k * bend
+        energy = 0.5 * (k_bend * bend).sum(0)
         if not grad:
             return energy, None
         # d theta/du = (c u/|u|^2 - w)/s, and symmetrically for w
-        de = self.k * bend / s.clamp_min(torch.finfo(s.dtype).tiny)
-        gu = (u * (c / _dot(u, u)) - w) * de
-        gw = (w * (c / _dot(w, w)) - u) * de
-        return energy, torch.cat([gu, gw], dim=1)
+        de = (k_bend / s.clamp_min(torch.finfo(s.dtype).tiny))[:, None]
+        gu = (u * (c / _dot(u, u))[:, None] - w) * de
+        gw = (w * (c / _dot(w, w))[:, None] - u) * de
+        return energy, torch.cat([gu, gw])
 
 
 @dataclass
 class PeriodicTorsions(Term):
+    """k (1 + cos(n phi - phase)); phi is computed once per distinct atom quadruple (force
+    fields stack several periodicities on one dihedral)."""
+
     atoms: np.ndarray  # (k, 4)
     periodicity: torch.Tensor
     phase: torch.Tensor
     k: torch.Tensor
 
+    def __post_init__(self):
+        quads, which = np.unique(self.atoms.reshape(-1, 4), axis=0, return_inverse=True)
+        self._quads = quads.reshape(-1, 4)
+        self._which = torch.as_tensor(which.reshape(-1))
+
+    def cast(self, device, dtype):
+        out = super().cast(device, dtype)
+        out._which = out._which.to(device)
+        out._k_sum = float(self.k.sum())
+        out._minus_kn = -out.k * out.periodicity
+        return out
+
     def vectors(self):
-        a = self.atoms
+        a = self._quads
         return np.concatenate([a[:, [0, 1]], a[:, [1, 2]], a[:, [3, 2]]])
 
     def evaluate(self, v, grad):
-        m = self.atoms.shape[0]
-        f, g, h = v[:, :m], v[:, m:2 * m], v[:, 2 * m:]
+        m = self._quads.shape[0]
+        f, g, h = v[:m], v[m:2 * m], v[2 * m:]
         a = _cross(f, g)
         b = _cross(h, g)
-        g_norm = torch.sqrt(_dot(g, g))
+        g_norm = _norm(g)
         phi = torch.atan2(-g_norm * _dot(f, b), _dot(a, b))  # OpenMM's sign convention
-        arg = self.periodicity * phi - self.phase
-        energy = (self.k * (1.0 + torch.cos(arg))).sum(0)
+        arg = self.periodicity * phi.index_select(0, self._which) - self.phase
+        energy = (self.k * torch.cos(arg)).sum(0) + self._k_sum
         if not grad:
             return energy, None
         # Blondel & Karplus (1996) derivatives of phi with respect to the three bond vectors
-        de = -self.k * self.periodicity * torch.sin(arg)
-        a2, b2 = _dot(a, a), _dot(b, b)
-        da = a * (de / a2)
-        db = b * (de / b2)
-        gf = -g_norm * da
-        gh = g_norm * db
-        gg = da * (_dot(f, g) / g_norm) - db * (_dot(h, g) / g_norm)
-        return energy, torch.cat([gf, gg, gh], dim=1)
+        de = phi.new_zeros(phi.shape).index_add_(0, self._which, self._minus_kn * torch.sin(arg))
+        da = a * (de / _dot(a, a))[:, None]
+        db = b * (de / _dot(b, b))[:, None]
+        inv_g = 1.0 / g_norm
+        gf = da * (-g_norm)[:, None]
+        gh = db * g_norm[:, None]
+        gg = da * (_dot(f, g) * inv_g)[:, None] - db * (_dot(h, g) * inv_g)[:, None]
+        return energy, torch.cat([gf, gg, gh])
+
+
+@dataclass
+class PairGeometry:
+    """Distances over a pair list (a_p, b_p): d = x_a - x_b (P, 3, B) and r^2, r, 1/r, 1/r^2 (P, B)."""
+
+    d: torch.Tensor
+    r2: torch.Tensor
+    r: torch.Tensor
+    inv_r: torch.Tensor
+    inv_r2: torch.Tensor
+
+    @classmethod
+    def of(cls, xt: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> "PairGeometry":
+        d = xt.index_select(0, a) - xt.index_select(0, b)
+        r2 = _dot(d, d)
+        inv_r = torch.rsqrt(r2)  # one transcendental per pair; r and 1/r^2 follow by products
+        return cls(d, r2, r2 * inv_r, inv_r, inv_r * inv_r)
 
 
 @dataclass
 class PairTerm(Term):
-    """A term over all atom pairs, evaluated on full (n, n, B) distance matrices.
+    """A term over atom pairs a < b, evaluated on one pair list shared by all pair terms.
 
-    `pair_energy(r, r2)` gets r with ones on the diagonal (so 1/r stays finite) and the true
-    r^2, and returns (energy (B,), w (n, n, B)) with dE/dx_a = sum_b w_ab (x_a - x_b).
+    `needed()` is the (n, n) symmetric mask of the pairs the term depends on; the force field
+    orders its pair list so that each term works on a prefix of it (pairs the term does not
+    need but that fall inside its prefix get parameters that contribute exactly zero).
+    `bind(a, b, device, dtype)` returns a copy with per-pair parameters along that list, and
+    `pair_energy(geometry, grad)` returns (energy (B,), w (P_term, B)), w = (dE/dr)/r, so that
+    dE/dx_a = sum_b w_ab (x_a - x_b).
     """
 
     n_atoms: int
 
+    def needed(self) -> np.ndarray:
+        raise NotImplementedError
 
-def _offdiagonal(n: int) -> torch.Tensor:
-    return 1.0 - torch.eye(n, dtype=torch.float64)
+    def bind(self, a: np.ndarray, b: np.ndarray, device, dtype) -> "PairTerm":
+        raise NotImplementedError
+
+
+def _per_pair(matrix: torch.Tensor, a: np.ndarray, b: np.ndarray, device, dtype) -> torch.Tensor:
+    """matrix[a_p, b_p] as a (P, 1) tensor that broadcasts over the batch."""
+    return matrix[torch.as_tensor(a), torch.as_tensor(b)].to(device=device, dtype=dtype)[:, None]
 
 
 @dataclass
 class CoulombLennardJones(PairTerm):
     """NonbondedForce with NoCutoff: every pair with its combined or exception parameters.
 
-    The parameter matrices are symmetric with a zero diagonal; E = 1/2 sum over all (a, b).
+    The parameter matrices are symmetric with a zero diagonal; excluded pairs have qq = eps4 = 0
+    and are left out of the pair prefix when they can be.
     """
 
     qq: torch.Tensor  # coulomb constant * q_a q_b
     sigma: torch.Tensor
     eps4: torch.Tensor  # 4 epsilon_ab
 
-    def pair_energy(self, r, r2, grad):
-        inv_r = 1.0 / r
-        coulomb = self.qq * inv_r
-        sr6 = self.sigma * inv_r
-        sr6 = sr6 * sr6 * sr6
-        sr6 = sr6 * sr6
-        lj = self.eps4 * (sr6 * sr6 - sr6)
-        energy = 0.5 * (coulomb + lj).sum((0, 1))
+    def needed(self):
+        return ((self.qq != 0) | (self.eps4 != 0)).numpy()
+
+    def bind(self, a, b, device, dtype):
+        out = dataclasses.replace(self)
+        out._qq = _per_pair(self.qq, a, b, device, dtype)
+        out._sigma2 = _per_pair(self.sigma, a, b, device, dtype) ** 2
+        out._eps4 = _per_pair(self.eps4, a, b, device, dtype)
+        return out
+
+    def pair_energy(self, g, grad):
+        m = self._qq.shape[0]
+        inv_r, inv_r2 = g.inv_r[:m], g.inv_r2[:m]
+        coulomb = self._qq * inv_r
+        sr6 = (self._sigma2 * inv_r2) ** 3  # (sigma/r)^6
+        a6 = self._eps4 * sr6
+        energy = (coulomb + a6 * (sr6 - 1.0)).sum(0)  # 4 eps (sr^12 - sr^6)
         if not grad:
             return energy, None
-        return energy, -(coulomb + self.eps4 * (12.0 * sr6 * sr6 - 6.0 * sr6)) * inv_r * inv_r
+        # r dE/dr = -(coulomb + 4 eps (12 sr^12 - 6 sr^6)) = -(coulomb + 6 a6 (2 sr^6 - 1))
+        w = torch.addcmul(coulomb, a6, sr6 * 12.0 - 6.0).mul_(inv_r2).neg_()
+        return energy, w
 
 
 @dataclass
@@ -233,8 +329,11 @@ class OBCGeneralizedBorn(PairTerm):
     Born radii: I_a = sum_{b != a} h(r_ab, or_a, sr_b) (pairwise descreening integral, with an
     engulfment correction in OpenMM's native GBSAOBCForce only), psi = I or,
     B = 1/(1/or - tanh(c1 psi + c2 psi^2 + c3 psi^3)/radius).
-    Polar energy: 1/2 sum_{a, b} qq_ab / f_ab, f^2 = r^2 + B_a B_b exp(-r^2/(4 B_a B_b)); the
-    diagonal (f = B_a) is the self energy. Non-polar (ACE): ace_coeff (radius+probe)^2 (radius/B)^6.
+    Polar energy: sum_{a < b} qq_ab / f_ab, f^2 = r^2 + B_a B_b exp(-r^2/(4 B_a B_b)), plus the
+    self energy sum_a self_coeff q_a^2 / B_a. Non-polar (ACE): ace_coeff (radius+probe)^2 (radius/B)^6.
+
+    The descreening integral is not symmetric in (a, b), so it runs over the ordered pairs: the
+    pair list twice, as (2, P, B) tensors ([0]: a descreened by b, [1]: b by a).
     """
 
     charge: torch.Tensor
@@ -248,73 +347,101 @@ class OBCGeneralizedBorn(PairTerm):
     probe_radius: float
     engulf: bool
 
-    def cast(self, device, dtype):
-        out = super().cast(device, dtype)
-        n, q = self.n_atoms, self.charge
-        off = _offdiagonal(n)
-        qq = self.pair_coeff * q[:, None] * q[None, :] * off + torch.diag(2.0 * self.self_coeff * q * q)
-        out._qq = qq.to(device=device, dtype=dtype)[..., None]
-        out._offdiag = off.to(device=device, dtype=dtype)[..., None]
-        out._or_row = out.offset_radius[:, None]  # (n, 1, 1)
-        out._sr_col = out.scaled_radius[None]  # (1, n, 1)
-        out._ace = out.ace_coeff * (out.radius + out.probe_radius) ** 2 * out.radius ** 6
+    def needed(self):
+        return ~np.eye(self.n_atoms, dtype=bool)
+
+    def bind(self, a, b, device, dtype):
+        def per_atom(t):
+            return t.to(device=device, dtype=dtype)[:, None]
+
+        out = dataclasses.replace(self)
+        q, o, s = self.charge, self.offset_radius, self.scaled_radius
+        out._a = torch.as_tensor(a, device=device)
+        out._b = torch.as_tensor(b, device=device)
+        # ordered pairs (descreened atom, descreening atom): (a, b) then (b, a)
+        descreened = np.concatenate([a, b])
+        descreening = np.concatenate([b, a])
+        out._descreened = torch.as_tensor(descreened, device=device)
+        out._or_q = o[descreened].to(device=device, dtype=dtype).view(2, -1, 1)
+        out._sr_q = s[descreening].to(device=device, dtype=dtype).view(2, -1, 1)
+        out._sr2_q = out._sr_q ** 2
+        out._inv_or_q = 1.0 / out._or_q
+        # atoms closer than this may be engulfed (or_a < sr_b - r): about 0.01 nm, never at physical
+        # geometries, so the engulfment branch runs only when some pair is that close
+        out._engulf_reach = 1.01 * float((s[descreening] - o[descreened]).max()) + 1e-6
+        out._qq = per_atom(self.pair_coeff * q)[a] * per_atom(q)[b]
+        out._self_qq = per_atom(self.self_coeff * q * q)
+        out._or = per_atom(o)
+        out._inv_or = 1.0 / out._or
+        out._or_over_radius = per_atom(o / self.radius)
+        out._inv_radius = 1.0 / per_atom(self.radius)
+        out._ace = per_atom(self.ace_coeff * (self.radius + self.probe_radius) ** 2 * self.radius ** 6)
         return out
 
-    def descreening(self, r, grad):
-        """h_ab = h(r_ab, or_a, sr_b) (zero on the diagonal), and dh/dr."""
-        o, s = self._or_row, self._sr_col
-        u = r + s
-        d = r - s
-        use_d = d.abs() > o
-        lo = torch.where(use_d, d.abs(), o)
-        inv_l, inv_u, inv_r = 1.0 / lo, 1.0 / u, 1.0 / r
-        log_ratio = torch.log(lo * inv_u)
+    def descreening(self, g, grad):
+        """2 h(r, or_a, sr_b) and 8 dh/dr on the ordered pairs, (2, P, B) each (dh None without grad).
+
+        OpenMM's derivative of h is the simplified one: the terms from dL/dr and dU/dr cancel
+        (on every branch of L = max(or, |r - sr|), engulfment correction included).
+        """
+        o, s, s2 = self._or_q, self._sr_q, self._sr2_q
+        r, inv_r = g.r[None], g.inv_r[None]
+        # b descreens a only if or_a < r + sr_b = U; otherwise L = or as well, and U clamped to or
+        # makes h and dh exactly zero without a mask
+        inv_u = torch.reciprocal(torch.maximum(r + s, o))
+        lower = torch.maximum((r - s).abs(), o)
+        inv_l = torch.reciprocal(lower)
+        log_ratio = torch.log(lower * inv_u)
         diff_sq = inv_u * inv_u - inv_l * inv_l
-        lever = r - s * s * inv_r
-        active = (u > o) * self._offdiag
-        h = 0.5 * (inv_l - inv_u + 0.25 * lever * diff_sq + 0.5 * log_ratio * inv_r)
-        if self.engulf:  # atom a lies inside the descreening sphere of b
-            engulfed = o < s - r
-            h = h + torch.where(engulfed, 1.0 / o - inv_l, torch.zeros_like(h))
-        h = h * active
-        if not grad:
-            return h, None
-        dl = torch.where(use_d, torch.sign(d), torch.zeros_like(d))  # d lo / d r
-        dh = 0.5 * (-dl * inv_l * inv_l + inv_u * inv_u + 0.25 * (1.0 + s * s * inv_r * inv_r) * diff_sq
-                    + 0.5 * lever * (dl * inv_l ** 3 - inv_u ** 3)
-                    + 0.5 * (dl * inv_l - inv_u) * inv_r - 0.5 * log_ratio * inv_r * inv_r)
-        if self.engulf:
-            dh = dh + torch.where(engulfed, dl * inv_l * inv_l, torch.zeros_like(dh))
-        return h, dh * active
+        h2 = (inv_l - inv_u) + 0.25 * (r - s2 * inv_r) * diff_sq + 0.5 * log_ratio * inv_r
+        dh8 = None
+        if grad:
+            inv_r2 = g.inv_r2[None]
+            dh8 = (1.0 + s2 * inv_r2) * diff_sq - 2.0 * log_ratio * inv_r2
+        if self._engulf_reach > 0 and float(g.r.detach().min()) < self._engulf_reach:
+            engulfed = (r < s - o).to(r.dtype)  # a inside b's descreening sphere (then L = sr_b - r)
+            if self.engulf:  # GBSAOBCForce adds 2 (1/or - 1/L) (its derivative cancels, see above)
+                h2 = h2 + 2.0 * engulfed * (self._inv_or_q - inv_l)
+            elif grad:  # CustomGB has no such term, so the dL/dr terms no longer cancel
+                dh8 = dh8 + 8.0 * engulfed * inv_l * inv_l
+        return h2, dh8
 
     def born_radii(self, integral):
         """B(I) and dB/dI, per atom: (n, B)."""
-        o = self.offset_radius
-        psi = integral * o
+        psi = integral * self._or
         c1, c2, c3 = self.tanh_coeffs
         t = torch.tanh(psi * (c1 + psi * (c2 + psi * c3)))
-        born = 1.0 / (1.0 / o - t / self.radius)
+        born = torch.reciprocal(self._inv_or - t * self._inv_radius)
         dpoly = c1 + psi * (2.0 * c2 + psi * (3.0 * c3))
-        return born, born * born * (1.0 - t * t) * dpoly * o / self.radius
+        return born, born * born * (1.0 - t * t) * dpoly * self._or_over_radius
 
-    def pair_energy(self, r, r2, grad):
-        h, dh = self.descreening(r, grad)
-        born, dborn = self.born_radii(h.sum(1))
-        inv_b = 1.0 / born
-        b_col = born[None]
-        bb = born[:, None] * b_col
-        ex = torch.exp(-0.25 * r2 / bb)
-        inv_f2 = 1.0 / (r2 + bb * ex)
-        polar = self._qq * torch.sqrt(inv_f2)
+    def pair_energy(self, g, grad):
+        n = self.n_atoms
+        batch = g.r.shape[1:]
+        h2, dh8 = self.descreening(g, grad)
+        integral = 0.5 * h2.new_zeros((n,) + batch).index_add_(0, self._descreened, h2.flatten(0, 1))
+        born, dborn = self.born_radii(integral)
+        inv_b = torch.reciprocal(born)
+        b_a, b_b = born.index_select(0, self._a), born.index_select(0, self._b)
+        bb = b_a * b_b
+        q = g.r2 / bb  # r^2 / (B_a B_b)
+        ex = torch.exp(-0.25 * q)
+        inv_f = torch.rsqrt(torch.addcmul(g.r2, bb, ex))
+        polar = self._qq * inv_f
+        self_energy = self._self_qq * inv_b
         ace = self._ace * inv_b ** 6
-        energy = 0.5 * polar.sum((0, 1)) + ace.sum(0)
+        energy = polar.sum(0) + (self_energy + ace).sum(0)
         if not grad:
             return energy, None
-        w = -polar * inv_f2 * (1.0 - 0.25 * ex)  # (dE/dr)/r of the polar energy at fixed B
-        de_dbb = -0.5 * polar * inv_f2 * ex * (1.0 + 0.25 * r2 / bb)
-        de_dborn = (de_dbb * b_col).sum(1) - 6.0 * ace * inv_b
-        m = (de_dborn * dborn)[:, None] * dh / r  # chain rule through I_a = sum_b h_ab
-        return energy, w + m + m.transpose(0, 1)
+        pf = polar * inv_f * inv_f
+        w = pf * (0.25 * ex - 1.0)  # (dE/dr)/r at fixed Born radii
+        de_dbb = -0.5 * pf * ex * (1.0 + 0.25 * q)  # dE/d(B_a B_b)
+        de_dborn = (-self_energy - 6.0 * ace) * inv_b
+        de_dborn.index_add_(0, self._a, de_dbb * b_b).index_add_(0, self._b, de_dbb * b_a)
+        # chain rule through I_a = sum_b h_ab, with dh8 = 8 dh/dr
+        m = (de_dborn * dborn * 0.125).index_select(0, self._descreened).view_as(dh8)
+        w = w + (m * dh8).sum(0) * g.inv_r
+        return energy, w
 
 
 # ---- reading the OpenMM System --------------------------------------------------------------
@@ -498,16 +625,32 @@ def terms_from_openmm(system) -> list[Term]:
 
 
 # ---- the batched evaluator --------------------------------------------------------------------
+def pair_list(terms: list, n: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The pairs a < b any pair term needs, ordered so that each term's pairs form a prefix.
+
+    Pairs needed by more terms come first (nonbonded + GB: the 1-4 and farther pairs, then the
+    1-2 and 1-3 pairs that only GB sees). Returns (a, b, prefix length per term).
+    """
+    a, b = np.triu_indices(n, 1)
+    needed = np.array([t.needed()[a, b] for t in terms], dtype=bool).reshape(len(terms), -1)
+    keep = needed.any(0)
+    order = np.argsort(-needed[:, keep].sum(0), kind="stable")
+    a, b, needed = a[keep][order], b[keep][order], needed[:, keep][:, order]
+    lengths = [int(np.flatnonzero(nd).max()) + 1 if nd.any() else 0 for nd in needed]
+    return a, b, lengths
+
+
 @dataclass
 class _Cast:
-    """The terms cast to one (device, dtype), with the index lists of the bonded vectors."""
+    """The terms cast to one (device, dtype), with the index lists of the bonded vectors and pairs."""
 
     bonded: list
     slices: list
     head: torch.Tensor  # vector c is x[head[c]] - x[tail[c]]
     tail: torch.Tensor
-    pairs: list
-    eye: torch.Tensor
+    pairs: list  # pair terms, longest prefix of the pair list first
+    pair_a: torch.Tensor  # pair p is x[pair_a[p]] - x[pair_b[p]]
+    pair_b: torch.Tensor
 
 
 class TorchForceField:
@@ -515,9 +658,10 @@ class TorchForceField:
 
     method="analytic" (default) uses the hand-written derivatives; "autograd" differentiates
     the energy with torch autograd (slower; for cross-checks). Batches are processed in chunks
-    of `chunk_size` configurations to bound memory and stay cache-friendly. compile=True runs
-    the analytic kernel through torch.compile (fuses the elementwise work: several times
-    faster on CPU, but the first call per dtype/device takes tens of seconds to compile).
+    of `chunk_size` configurations: eager torch makes one pass over memory per operation, so
+    chunks whose intermediates stay in cache are faster than one big batch. compile=True runs
+    the analytic kernel through torch.compile (the first call per dtype/device compiles for
+    minutes on CPU).
     """
 
     def __init__(self, system, chunk_size: int = 256, compile: bool = False):
@@ -535,6 +679,8 @@ class TorchForceField:
     def _cast(self, device, dtype) -> _Cast:
         key = (str(device), dtype)
         if key not in self._cache:
+            if torch.device(device).type == "cpu":
+                retain_freed_memory()
             bonded = [t for t in self.terms if not isinstance(t, PairTerm)]
             blocks, slices, start = [], [], 0
             for t in bonded:
@@ -543,48 +689,47 @@ class TorchForceField:
                 slices.append(slice(start, start + len(v)))
                 start += len(v)
             cols = np.concatenate(blocks) if blocks else np.zeros((0, 2), dtype=np.int64)
+            pair_terms = [t for t in self.terms if isinstance(t, PairTerm)]
+            a, b, lengths = pair_list(pair_terms, self.n_atoms)
+            order = sorted(range(len(pair_terms)), key=lambda k: -lengths[k])
             self._cache[key] = _Cast(
                 [t.cast(device, dtype) for t in bonded], slices,
                 torch.as_tensor(cols[:, 0], device=device), torch.as_tensor(cols[:, 1], device=device),
-                [t.cast(device, dtype) for t in self.terms if isinstance(t, PairTerm)],
-                torch.eye(self.n_atoms, device=device, dtype=dtype)[..., None])
+                [pair_terms[k].bind(a[:lengths[k]], b[:lengths[k]], device, dtype) for k in order],
+                torch.as_tensor(a, device=device), torch.as_tensor(b, device=device))
         return self._cache[key]
 
     def _evaluate(self, x: torch.Tensor, grad: bool):
         c = self._cast(x.device, x.dtype)
-        xt = x.permute(2, 1, 0).contiguous()  # (3, n, B)
+        xt = x.permute(1, 2, 0).contiguous()  # (n, 3, B): gathers and scatters move whole rows
         energy = x.new_zeros(x.shape[0])
-        grad_x = None
+        grad_x = torch.zeros_like(xt) if grad else None
         if c.bonded:
-            v = xt[:, c.head] - xt[:, c.tail]  # (3, K, B)
+            v = xt.index_select(0, c.head) - xt.index_select(0, c.tail)  # (K, 3, B)
             dvs = []
             for term, sl in zip(c.bonded, c.slices):
-                e, dv = term.evaluate(v[:, sl], grad)
+                e, dv = term.evaluate(v[sl], grad)
                 energy = energy + e
                 dvs.append(dv)
             if grad:
-                dv = torch.cat(dvs, dim=1)
-                grad_x = torch.zeros_like(xt).index_add_(1, c.head, dv).index_add_(1, c.tail, -dv)
+                dv = torch.cat(dvs)
+                grad_x.index_add_(0, c.head, dv).index_add_(0, c.tail, dv, alpha=-1)
         if c.pairs:
-            r, r2 = self._distances(xt, c)
+            g = PairGeometry.of(xt, c.pair_a, c.pair_b)
             w = None
             for term in c.pairs:
-                e, wt = term.pair_energy(r, r2, grad)
+                e, wt = term.pair_energy(g, grad)
                 energy = energy + e
-                w = wt if w is None else w + wt
-            if grad:  # dE/dx_a = x_a sum_b w_ab - sum_b w_ab x_b
-                g = xt * w.sum(1) - (w * xt[:, None]).sum(2)
-                grad_x = g if grad_x is None else grad_x + g
+                if grad and w is None:
+                    w = wt  # the longest prefix comes first
+                elif grad:
+                    w[:wt.shape[0]] += wt
+            if grad:  # dE/dx_a = sum_b w_ab (x_a - x_b)
+                gw = g.d * w[:, None]
+                grad_x.index_add_(0, c.pair_a, gw).index_add_(0, c.pair_b, gw, alpha=-1)
         if not grad:
             return energy, None
-        return energy, -grad_x.permute(2, 1, 0)
-
-    @staticmethod
-    def _distances(xt, c):
-        """r (ones on the diagonal, so 1/r stays finite) and r^2, both (n, n, B)."""
-        d = xt[:, :, None] - xt[:, None]  # (3, n, n, B): x_a - x_b
-        r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
-        return torch.sqrt(r2 + c.eye), r2
+        return energy, -grad_x.permute(2, 0, 1)
 
     def _kernel(self):
         if not self.compile:
@@ -627,11 +772,12 @@ class TorchForceField:
         c = self._cast(x.device, x.dtype)
         out = {}
         with torch.no_grad():
-            xt = x.permute(2, 1, 0)
-            v = xt[:, c.head] - xt[:, c.tail]
+            xt = x.permute(1, 2, 0)
+            v = xt[c.head] - xt[c.tail]
             for t, sl in zip(c.bonded, c.slices):
-                out[type(t).__name__] = t.evaluate(v[:, sl], False)[0]
-            r, r2 = self._distances(xt, c)
-            for t in c.pairs:
-                out[type(t).__name__] = t.pair_energy(r, r2, False)[0]
+                out[type(t).__name__] = t.evaluate(v[sl], False)[0]
+            if c.pairs:
+                g = PairGeometry.of(xt, c.pair_a, c.pair_b)
+                for t in c.pairs:
+                    out[type(t).__name__] = t.pair_energy(g, False)[0]
         return out
