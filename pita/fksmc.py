@@ -77,24 +77,10 @@ ESS_COLLAPSE = 0.01
 # ---------------------------------------------------------------------------------------------
 # schedule
 # ---------------------------------------------------------------------------------------------
-class _EDMSchedule:
-    """sigma(t) = (sigma_max^(1/rho) t + sigma_min^(1/rho) (1 - t))^rho (fallback if pita.diffusion is absent)."""
-
-    def __init__(self, sigma_min: float, sigma_max: float, rho: float) -> None:
-        self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
-
-    def sigma(self, t):
-        a, b = self.sigma_max ** (1 / self.rho), self.sigma_min ** (1 / self.rho)
-        return (a * t + b * (1 - t)) ** self.rho
-
-
 def make_schedule(sigma_min: float, sigma_max: float, rho: float):
-    try:  # the shared schedule, if it is there
-        from .diffusion import EDMSchedule  # type: ignore
+    from .diffusion import EDMSchedule
 
-        return EDMSchedule(sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
-    except (ImportError, TypeError):
-        return _EDMSchedule(sigma_min, sigma_max, rho)
+    return EDMSchedule(sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
 
 
 def sigma_grid(n_steps: int, sigma_min: float, sigma_max: float, rho: float) -> np.ndarray:
