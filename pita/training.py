@@ -584,6 +584,9 @@ def train(samples: Sequence[str | os.PathLike | SampleSet], system, *, config: d
                 bar.set_postfix(loss=f"{values['loss']:.4g}")
             if trainer.step % cfg["checkpoint_every"] == 0 and trainer.step < cfg["steps"]:
                 save_state()
+            if trainer.step % max(1, cfg["steps"] // 10) == 0:  # a log line every 10%, for batch jobs
+                log.info("step %d/%d: %s", trainer.step, cfg["steps"],
+                         ", ".join(f"{k} {v:.4g}" for k, v in values.items() if isinstance(v, float)))
             if callback is not None:
                 callback(trainer)
     finally:
