@@ -143,7 +143,7 @@ def main(argv=None):
     p.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--chunk-size", type=int, default=256, help="configurations per kernel call")
+    p.add_argument("--chunk-size", type=int, default=1024, help="configurations per kernel call (torch force field chunk_size)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     p.add_argument("--openmm-platform", default="Reference")
     p.add_argument("--openmm-configs", type=int, default=2000, help="configurations timed for the OpenMM loop")

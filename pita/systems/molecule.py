@@ -115,7 +115,7 @@ class MolecularSystem(System):
     def __init__(self, pdb: str | Path, forcefield: list[str] | tuple[str, ...] | str, name: str | None = None,
                  length_scale: float | None = None, backend: str = "torch", platform: str = "Reference",
                  device: str | None = None, dtype: str | None = None, compile: bool = False,
-                 chunk_size: int = 256):
+                 chunk_size: int = 1024):
         super().__init__()
         import mdtraj
 
