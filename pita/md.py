@@ -18,19 +18,24 @@ splitting; their positions coincide, only the velocity bookkeeping differs), wit
 configurational timestep error.
 
 ``engine="auto"``: torch on CUDA when the system has a torch evaluator; on CPU OpenMM for
-molecules with an OpenMM System, torch for everything else (Lennard-Jones, toys). Why OpenMM
-on CPU: bench/bench_md.py, alanine dipeptide (OBC implicit solvent, 22 atoms, 1 fs, 300 K) on
-the 2-core development machine, mixed precision, 1 torch thread:
+molecules with an OpenMM System unless at least TORCH_CPU_MIN_REPLICAS replicas are asked
+for (and the system has a torch evaluator), torch for everything else (Lennard-Jones, toys).
+Why: bench/bench_md.py, alanine dipeptide (OBC implicit solvent, 22 atoms, 1 fs, 300 K) on
+the 2-core development machine (second core busy), mixed precision, 1 torch thread:
 
-    OpenMM Reference, one trajectory    20,400 steps/s
-    torch BAOAB,   16 replicas           7,800 replica-steps/s  (0.38x)
-    torch BAOAB,  256 replicas          16,200 replica-steps/s  (0.79x)
-    torch BAOAB, 1024 replicas          17,800 replica-steps/s  (0.87x)
-    (2 torch threads on a shared 2-core machine: 0.06-0.11x, the threads fight other jobs)
+    OpenMM Reference, one trajectory    23,800 steps/s
+    torch BAOAB,    1 replica              800 replica-steps/s  (0.03x)
+    torch BAOAB,   16 replicas          10,700 replica-steps/s  (0.45x)
+    torch BAOAB,   32 replicas          22,800 replica-steps/s  (0.96x)
+    torch BAOAB,   64 replicas          30,200 replica-steps/s  (1.27x)
+    torch BAOAB,  256 replicas          54,600 replica-steps/s  (2.29x)
+    torch BAOAB, 1024 replicas          70,000 replica-steps/s  (2.94x)
 
-so a single OpenMM trajectory is at least as fast per evaluation, needs one equilibration
-instead of one per replica, and is bit-reproducible (Reference platform, double precision).
-On a GPU the batched integrator runs thousands of replicas per step and wins.
+With R replicas asked for, both engines do the same work (R equilibrations, R trajectories
+that OpenMM runs one after the other), so the batched integrator wins from ~64 replicas on.
+With the default replica count (one OpenMM trajectory) OpenMM stays: it needs one
+equilibration instead of one per replica, and is bit-reproducible (Reference platform,
+double precision). On a GPU the batched integrator runs thousands of replicas per step and wins.
 
 Every energy evaluation is counted, minimisation and equilibration included, and recorded
 in the output as ``n_energy_evals``.
@@ -56,10 +61,14 @@ PLATFORMS = ("auto", "Reference", "CPU", "CUDA", "OpenCL")
 PRECISIONS = {"mixed": (torch.float64, torch.float32), "float64": (torch.float64, torch.float64),
               "float32": (torch.float32, torch.float32)}
 
+#: on CPU, batched torch beats one OpenMM Reference trajectory per replica-step from about this
+#: many replicas on (bench/bench_md.py, see the module docstring)
+TORCH_CPU_MIN_REPLICAS = 64
 #: why "auto" picks what it picks (measured with bench/bench_md.py, see the module docstring)
 AUTO_NOTE = (
     "auto engine: torch on CUDA; on CPU OpenMM (Reference platform) for molecules with an OpenMM System "
-    "(one trajectory >= batched torch replica-steps/s on CPU), torch otherwise"
+    f"unless >= {TORCH_CPU_MIN_REPLICAS} replicas are asked for (then batched torch replica-steps/s beat "
+    "OpenMM's one-trajectory steps/s), torch otherwise"
 )
 
 
@@ -97,7 +106,8 @@ def has_openmm_system(system) -> bool:
     return getattr(system, "openmm_system", None) is not None
 
 
-def choose_engine(system, engine: str, device: torch.device) -> str:
+def choose_engine(system, engine: str, device: torch.device, replicas: int | None = None) -> str:
+    """The engine run_md uses; `replicas` is the count asked for (None: the engine's default)."""
     if engine not in ENGINES:
         raise PitaInputError(f"engine: unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine == "openmm":
@@ -110,7 +120,8 @@ def choose_engine(system, engine: str, device: torch.device) -> str:
     # auto
     if not has_openmm_system(system):
         return "torch"
-    if device.type == "cuda" and has_torch_evaluator(system):
+    many = replicas is not None and replicas >= TORCH_CPU_MIN_REPLICAS
+    if has_torch_evaluator(system) and (device.type == "cuda" or many):
         return "torch"
     return "openmm"
 
@@ -572,7 +583,7 @@ def run_md(system, temperature: float, n_samples: int, *, engine: str = "auto", 
     seed = _check_count("seed", seed, 0)
     rung = _check_count("rung", rung, 0)
     dev = resolve_device(device)
-    eng = choose_engine(system, engine, dev)
+    eng = choose_engine(system, engine, dev, None if replicas is None else min(int(replicas), n_samples))
     if engine == "auto":
         log.info("md: engine auto -> %s on %s (%s)", eng, dev, AUTO_NOTE)
     d = default_settings(system)

@@ -296,9 +296,13 @@ def test_auto_engine_choice():
     assert md.choose_engine(load("lj13"), "auto", cpu) == "torch"
     assert md.choose_engine(HarmonicRd(), "auto", cuda) == "torch"
     aldp = aldp_openmm_system()
-    # CPU: one OpenMM trajectory beats the batched torch force field (bench/bench_md.py)
+    # CPU: one OpenMM trajectory beats a few batched torch replicas, many replicas beat one
+    # trajectory each (bench/bench_md.py)
     assert md.choose_engine(aldp, "auto", cpu) == "openmm"
-    assert md.choose_engine(aldp, "auto", cuda) == ("torch" if md.has_torch_evaluator(aldp) else "openmm")
+    assert md.choose_engine(aldp, "auto", cpu, replicas=md.TORCH_CPU_MIN_REPLICAS - 1) == "openmm"
+    torch_if_evaluator = "torch" if md.has_torch_evaluator(aldp) else "openmm"
+    assert md.choose_engine(aldp, "auto", cpu, replicas=md.TORCH_CPU_MIN_REPLICAS) == torch_if_evaluator
+    assert md.choose_engine(aldp, "auto", cuda) == torch_if_evaluator
 
 
 def test_engines_agree_on_short_aldp_run():
