@@ -9,7 +9,8 @@ with torch.compile unless --no-compile) and of OpenMM looping a Context over the
 (for big batches the OpenMM rate is measured on --openmm-configs configurations and
 extrapolated: it is a per-configuration loop, so its rate does not depend on the batch).
 Rates are the best of --repeats runs by wall clock and, on CPU, also by process CPU time,
-which is less sensitive to other jobs sharing the cores. torch uses --threads threads
+which is less sensitive to other jobs sharing the cores; the torch and OpenMM runs of a row
+alternate, so the ratio compares them under the same load. torch uses --threads threads
 (default 1, the same as OpenMM's Reference platform).
 """
 from __future__ import annotations
@@ -77,17 +78,30 @@ def accuracy(args):
 class Timer:
     """Best-of-n wall and process-CPU seconds of fn()."""
 
-    def __init__(self, fn, repeats, sync=None):
+    def __init__(self, fn, repeats=0, sync=None):
+        self.fn, self.sync = fn, sync
         self.wall, self.cpu = float("inf"), float("inf")
         for _ in range(repeats):
-            if sync:
-                sync()
-            w, c = time.perf_counter(), time.process_time()
-            fn()
-            if sync:
-                sync()
-            self.wall = min(self.wall, time.perf_counter() - w)
-            self.cpu = min(self.cpu, time.process_time() - c)
+            self.run()
+
+    def run(self):
+        if self.sync:
+            self.sync()
+        w, c = time.perf_counter(), time.process_time()
+        self.fn()
+        if self.sync:
+            self.sync()
+        self.wall = min(self.wall, time.perf_counter() - w)
+        self.cpu = min(self.cpu, time.process_time() - c)
+
+
+def interleaved(timers, repeats):
+    """Run the timers in turn, `repeats` rounds: on a shared machine the load then changes
+    under all of them alike, so their ratios are fair even when the absolute rates drift."""
+    for _ in range(repeats):
+        for t in timers:
+            t.run()
+    return timers
 
 
 def timing(args):
@@ -98,15 +112,9 @@ def timing(args):
     omm = system.openmm_evaluator(args.openmm_platform)
     cuda = args.device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else None
-    omm_cache: dict[int, Timer] = {}
-
-    def openmm_rates(batch):
-        n = min(batch, args.openmm_configs)
-        if n not in omm_cache:
-            xo = base[rng.integers(0, len(base), n)]
-            omm_cache[n] = Timer(lambda: omm.evaluate(xo), args.repeats)
-        t = omm_cache[n]
-        return n / t.wall, n / t.cpu
+    def openmm_timer(batch):
+        xo = base[rng.integers(0, len(base), min(batch, args.openmm_configs))]
+        return Timer(lambda: omm.evaluate(xo)), len(xo)
 
     modes = ["eager"] + ([] if args.no_compile else ["compiled"])
     print(f"# {args.system}: {system.n_atoms} atoms, forcefield {'+'.join(system.forcefield)}; device {args.device}; "
@@ -128,8 +136,10 @@ def timing(args):
             for batch in args.batches:
                 x = base[rng.integers(0, len(base), batch)] + 0.005 * rng.standard_normal((batch, system.n_atoms, 3))
                 xt = torch.as_tensor(x, dtype=dt, device=args.device)
-                t = Timer(lambda: ff.energy_and_forces(xt), args.repeats, sync)
-                ow, oc = openmm_rates(batch)
+                t = Timer(lambda: ff.energy_and_forces(xt), sync=sync)
+                o, n_omm = openmm_timer(batch)
+                interleaved([t, o], args.repeats)
+                ow, oc = n_omm / o.wall, n_omm / o.cpu
                 tw, tc = batch / t.wall, batch / t.cpu
                 cpu_cols = f" {tc:12.0f} {oc:13.0f} {tc / oc:9.2f}" if not cuda else ""
                 print(f"{batch:6d} {dtype:8s} {mode:9s} {tw:10.0f} {ow:10.0f} {tw / ow:7.2f}{cpu_cols}", flush=True)
