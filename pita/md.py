@@ -21,18 +21,19 @@ configurational timestep error.
 molecules with an OpenMM System unless at least TORCH_CPU_MIN_REPLICAS replicas are asked
 for (and the system has a torch evaluator), torch for everything else (Lennard-Jones, toys).
 Why: bench/bench_md.py, alanine dipeptide (OBC implicit solvent, 22 atoms, 1 fs, 300 K) on
-the 2-core development machine (second core busy), mixed precision, 1 torch thread:
+the 2-core development machine (second core busy), mixed precision, 1 torch thread, each
+row's OpenMM and torch runs alternating (OpenMM Reference: 16,500-18,600 steps/s):
 
-    OpenMM Reference, one trajectory    23,800 steps/s
-    torch BAOAB,    1 replica              800 replica-steps/s  (0.03x)
-    torch BAOAB,   16 replicas          10,700 replica-steps/s  (0.45x)
-    torch BAOAB,   32 replicas          22,800 replica-steps/s  (0.96x)
-    torch BAOAB,   64 replicas          30,200 replica-steps/s  (1.27x)
-    torch BAOAB,  256 replicas          54,600 replica-steps/s  (2.29x)
-    torch BAOAB, 1024 replicas          70,000 replica-steps/s  (2.94x)
+    torch BAOAB,    1 replica              840 replica-steps/s  (0.05x one OpenMM trajectory)
+    torch BAOAB,   16 replicas           9,700 replica-steps/s  (0.52x)
+    torch BAOAB,   32 replicas          18,200 replica-steps/s  (1.04x)
+    torch BAOAB,   64 replicas          25,200 replica-steps/s  (1.43x)
+    torch BAOAB,  256 replicas          44,300 replica-steps/s  (2.68x)
+    torch BAOAB, 1024 replicas          54,400 replica-steps/s  (3.13x)
 
 With R replicas asked for, both engines do the same work (R equilibrations, R trajectories
-that OpenMM runs one after the other), so the batched integrator wins from ~64 replicas on.
+that OpenMM runs one after the other), so the batched integrator wins from ~32 replicas on
+(the threshold, 64, leaves a margin).
 With the default replica count (one OpenMM trajectory) OpenMM stays: it needs one
 equilibration instead of one per replica, and is bit-reproducible (Reference platform,
 double precision). On a GPU the batched integrator runs thousands of replicas per step and wins.
