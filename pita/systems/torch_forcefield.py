@@ -665,7 +665,7 @@ class TorchForceField:
 
     method="analytic" (default) uses the hand-written derivatives; "autograd" differentiates
     the energy with torch autograd (slower; for cross-checks). Batches are processed in chunks
-    of `chunk_size` configurations to bound memory (about 100 MB at 1024 configurations of
+    of `chunk_size` configurations to bound memory (about 65 MB at 1024 configurations of
     alanine dipeptide in float64). On CPU each torch operation costs a few microseconds of
     dispatch besides its arithmetic, so the chunks should be long: from 1 to 4096
     configurations per chunk the rate rises up to ~512 and is flat to ~2048 (cache effects
