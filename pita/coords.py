@@ -53,3 +53,30 @@ def random_rotations(n: int, generator: torch.Generator | None = None, dtype=tor
     det = torch.linalg.det(q)
     q[det < 0, :, 0] *= -1
     return q.to(dtype=dtype, device=device)
+
+
+def kabsch_rotations(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Proper rotations R (B, 3, 3) that best superpose each centred x[b] (n, 3) onto the
+    centred reference (n, 3): argmin_R sum_i |R x_i - r_i|^2 with det R = +1 (no reflections)."""
+    xc = x - x.mean(dim=1, keepdim=True)
+    rc = (reference - reference.mean(dim=0, keepdim=True)).to(xc)
+    h = xc.transpose(1, 2) @ rc.unsqueeze(0)  # (B, 3, 3) covariance
+    u, _, vt = torch.linalg.svd(h)
+    d = torch.sign(torch.linalg.det(vt.transpose(1, 2) @ u.transpose(1, 2)))
+    d = torch.where(d == 0, torch.ones_like(d), d)
+    fix = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], dim=-1))
+    return vt.transpose(1, 2) @ fix @ u.transpose(1, 2)
+
+
+def align_to_reference(x: torch.Tensor, reference: torch.Tensor, vectors: torch.Tensor | None = None):
+    """Centre and rotate configurations (B, n, 3) onto a reference; rotate `vectors` (e.g. forces) alike.
+
+    The Boltzmann density is rotation invariant, so a model of aligned configurations loses
+    nothing for invariant observables, and a non-equivariant network need not learn SO(3).
+    """
+    rot = kabsch_rotations(x, reference)
+    xc = x - x.mean(dim=1, keepdim=True)
+    aligned = xc @ rot.transpose(1, 2)
+    if vectors is None:
+        return aligned
+    return aligned, vectors @ rot.transpose(1, 2)

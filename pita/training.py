@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .coords import mean_free_dim, normalize, random_rotations, sample_mean_free_normal
+from .coords import align_to_reference, mean_free_dim, normalize, random_rotations, sample_mean_free_normal
 from .diffusion import LogNormalSigma, LogUniformSigma, SigmaMixture, estimate_sigma_max, measure_sd
 from .errors import PitaInputError
 from .losses import DenoisingScoreMatching, EnergyDistillation, EnergyMatching, TargetScore
@@ -84,7 +84,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "weight_decay": 0.0,
     "grad_clip": 1.0,
     "ema_decay": 0.999,
-    "random_rotations": True,  # particle systems only
+    "random_rotations": True,  # particle systems only; off when configurations are aligned
+    # "auto": align molecules to their reference structure (Kabsch, proper rotations) unless the
+    # backbone is E(3)-equivariant; "reference": always for molecules; "none": never
+    "align": "auto",
     "duplicates": "drop",  # "drop" or "count"
     "log_every": 10,
     "checkpoint_every": 500,
@@ -119,6 +122,7 @@ def _check_config(c: dict) -> None:
 
     m = c["model"]
     need(m["backbone"] in BACKBONES, "model.backbone", f"{m['backbone']!r} is not one of {', '.join(BACKBONES)}")
+    need(c["align"] in ("auto", "reference", "none"), "align", "must be one of auto, reference, none")
     need(m["score_source"] in SCORE_SOURCES, "model.score_source", f"must be one of {', '.join(SCORE_SOURCES)}")
     need(m["backbone_options"] is None or isinstance(m["backbone_options"], dict), "model.backbone_options",
          "must be a mapping")
@@ -166,6 +170,7 @@ class TrainingData:
     n_read: int = 0
     offset: torch.Tensor | None = None  # (N,) per-sample energy offset, set by the trainer
     cond: torch.Tensor | None = None  # (N,) ln(T_ref / T), set by the trainer
+    aligned: bool = False  # configurations superposed on the reference structure
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -184,8 +189,19 @@ def _array_digest(s: SampleSet) -> str:
     return h.hexdigest()[:16]
 
 
+def alignment_reference(cfg: dict, system) -> np.ndarray | None:
+    """The structure to align training data to, or None (see DEFAULT_CONFIG["align"])."""
+    ref = getattr(system, "reference_positions", None)
+    if cfg["align"] == "none" or ref is None or system.n_atoms is None:
+        return None
+    if cfg["align"] == "auto" and cfg["model"]["backbone"] == "egnn":
+        return None
+    return np.asarray(ref, dtype=np.float64)
+
+
 def load_training_data(samples: Sequence[str | os.PathLike | SampleSet], system, length_scale: float,
-                       duplicates: str = "drop", want_forces: bool = True) -> TrainingData:
+                       duplicates: str = "drop", want_forces: bool = True,
+                       align_to: np.ndarray | None = None) -> TrainingData:
     if not samples:
         raise PitaInputError("--samples: no sample set given")
     sets, digests, names = [], [], []
@@ -224,11 +240,15 @@ def load_training_data(samples: Sequence[str | os.PathLike | SampleSet], system,
             log.info("%s: %d duplicate configurations (%d unique of %d)", names[i], len(s) - len(keep), len(keep), len(s))
         kT = system.kT(s.temperature)
         pos = torch.as_tensor(s.positions[keep], dtype=torch.float64)
+        forces = torch.as_tensor(s.forces[keep], dtype=torch.float64) if has_forces and want_forces else None
+        if align_to is not None:
+            ref = torch.as_tensor(align_to, dtype=torch.float64)
+            pos, forces = align_to_reference(pos, ref, forces if forces is not None else pos)
         x = normalize(pos, length_scale) if system.n_atoms is not None else pos / length_scale
         xs.append(x.float())
         energies.append(torch.as_tensor(s.energy[keep], dtype=torch.float64) / kT)
         if has_forces and want_forces:
-            f = torch.as_tensor(s.forces[keep], dtype=torch.float64).reshape(len(keep), -1)
+            f = forces.reshape(len(keep), -1)
             grads.append((-length_scale * f / kT).float())
         w = np.ones(len(keep)) if s.log_weight is None else np.exp(s.log_weight[keep] - np.max(s.log_weight[keep]))
         if duplicates == "count":
@@ -242,7 +262,7 @@ def load_training_data(samples: Sequence[str | os.PathLike | SampleSet], system,
         x=torch.cat(xs), reduced_energy=torch.cat(energies),
         reduced_energy_grad=torch.cat(grads) if grads else None,
         temperature=torch.cat(temps), weight=(weight / weight.mean()).float(), file_index=torch.cat(files),
-        primary_temperature=sets[0].temperature,
+        primary_temperature=sets[0].temperature, aligned=align_to is not None,
         n_energy_evals_total=max(int(s.attrs.get("n_energy_evals_total", 0)) for s in sets),
         digests=digests, rung=sets[0].attrs.get("rung"), n_read=n_read,
     )
@@ -343,7 +363,7 @@ class Trainer:
         self.energy_distillation = EnergyDistillation(mc["sd"])
         self.energy_matching = EnergyMatching()
         self.target_score = TargetScore(config["target_score_max_sigma"])
-        self.rotate = bool(config["random_rotations"]) and self.n_atoms is not None
+        self.rotate = bool(config["random_rotations"]) and self.n_atoms is not None and not data.aligned
         self.step = 0
         self.history: list[dict] = []
         self._log_sums: dict[str, float] = {}
@@ -539,7 +559,10 @@ def train(samples: Sequence[str | os.PathLike | SampleSet], system, *, config: d
         init_digest = config_digest({k: v.tolist() for k, v in init.state_dict().items()})
     length_scale = float(init.config["length_scale"]) if init is not None else float(system.length_scale)
     want_forces = cfg["loss_weights"]["target_score"] > 0
-    data = load_training_data(samples, system, length_scale, cfg["duplicates"], want_forces)
+    align_to = alignment_reference(cfg, system)
+    if align_to is not None:
+        log.info("aligning configurations to the reference structure (random rotations off)")
+    data = load_training_data(samples, system, length_scale, cfg["duplicates"], want_forces, align_to)
     run_key = {
         "config": {k: v for k, v in cfg.items() if k not in RUN_CONTROLS},
         "system": system.spec(), "samples": data.digests, "init": init_digest, "seed": int(seed),
