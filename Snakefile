@@ -6,7 +6,12 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
-configfile: "config.yaml"
+# config.yaml is the default run; a --configfile (workflow/configs/*.yaml) is a complete config
+# that replaces it rather than being merged into it
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
 
 
 include: "workflow/rules/common.smk"
