@@ -330,6 +330,16 @@ def _tqdm(total: int, desc: str, progress: bool | None):
     return tqdm(total=total, desc=desc, disable=(None if progress is None else not progress), leave=False)
 
 
+
+def _advance(step, n_steps: int, chunk: int, bar) -> None:
+    """Run `n_steps` integrator steps in calls of at most `chunk`, updating the progress bar."""
+    done = 0
+    while done < n_steps:
+        k = min(chunk, n_steps - done)
+        step(k)
+        done += k
+        bar.update(k)
+
 def run_torch_md(system, temperature: float, n_frames: int, *, replicas: int, stride_steps: int,
                  equilibration_steps: int, timestep: float, friction: float, minimize: bool = True,
                  minimize_steps: int = 500, start=None, seed: int = 0, device="cpu",
@@ -360,12 +370,7 @@ def run_torch_md(system, temperature: float, n_frames: int, *, replicas: int, st
     integ.initialize(x)
     chunk = max(1, min(stride_steps, 100))
     with _tqdm(equilibration_steps, f"md equilibration ({replicas} replicas)", progress) as bar:
-        done = 0
-        while done < equilibration_steps:
-            k = min(chunk, equilibration_steps - done)
-            integ.step(k)
-            done += k
-            bar.update(k)
+        _advance(integ.step, equilibration_steps, chunk, bar)
         _check_finite(integ.energy, "equilibration")
     if equilibration_steps:
         log.info("torch md: equilibrated %d steps, kinetic T %.1f K (target %.1f), mean U %.4g",
@@ -378,12 +383,7 @@ def run_torch_md(system, temperature: float, n_frames: int, *, replicas: int, st
     integ.time = 0.0
     with _tqdm(n_frames * stride_steps, f"md production ({replicas} replicas)", progress) as bar:
         for k in range(n_frames):
-            done = 0
-            while done < stride_steps:
-                s = min(chunk, stride_steps - done)
-                integ.step(s)
-                done += s
-                bar.update(s)
+            _advance(integ.step, stride_steps, chunk, bar)
             _check_finite(integ.energy, f"production frame {k}")
             pos[:, k] = integ.x.cpu().numpy()
             frc[:, k] = integ.forces.cpu().numpy()
@@ -498,20 +498,10 @@ def run_openmm_md(openmm_system, positions, temperature: float, n_frames: int, *
         ctx.setVelocitiesToTemperature(temperature * u.kelvin, int(seeds[r, 1]))
         desc = f"openmm md trajectory {r + 1}/{n_trajectories}"
         with _tqdm(equilibration_steps + n_frames * stride_steps, desc, progress) as bar:
-            done = 0
-            while done < equilibration_steps:
-                k = min(chunk, equilibration_steps - done)
-                integ.step(k)
-                done += k
-                bar.update(k)
+            _advance(integ.step, equilibration_steps, chunk, bar)
             n_evals += equilibration_steps
             for f in range(n_frames):
-                done = 0
-                while done < stride_steps:
-                    k = min(chunk, stride_steps - done)
-                    integ.step(k)
-                    done += k
-                    bar.update(k)
+                _advance(integ.step, stride_steps, chunk, bar)
                 st = ctx.getState(getPositions=True, getEnergy=True, getForces=True)
                 n_evals += stride_steps + 1
                 pos[r, f] = st.getPositions(asNumpy=True).value_in_unit(u.nanometer)

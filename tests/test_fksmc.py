@@ -17,13 +17,6 @@ from pita.fksmc import anneal, divergence, ess, systematic_resample
 from pita.systems.gmm import AnalyticDiffusionModel, GaussianMixture
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small tensors: threading only adds overhead (and contention on shared CI machines)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 SCHED = dict(sigma_min=0.01, sigma_max=10.0, rho=7.0)

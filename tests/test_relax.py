@@ -13,12 +13,6 @@ from pita.samples import SampleSet
 from pita.systems.gmm import GaussianMixture
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _set(x, energy=None, log_weight=None, total=0, temperature=1.0, extra=None):
