@@ -13,6 +13,14 @@ What is compared with what:
 * Energies are the stored `energy` datasets divided by k_B T of the common temperature.
 * Molecules (a system with an mdtraj topology): everything. Particle systems without topology
   (Lennard-Jones): energy W1/W2, pairwise-distance W2 and ESS only.
+* Residues: every residue with a (phi, psi) pair (ALDP: ALA2; the tripeptide: ALA2 and ALA3)
+  gets its own Ramachandran KL, torus W2 and basin free energies, in `per_residue`
+  ({"ALA2": {"rama_kl": ..., "torus_w2": ..., "dF_alpha_R": ..., ...}, ...}) and, for
+  summary.csv, as flat keys with the residue in the name (rama_kl_ALA3, dF_alpha_R_ALA3_ref, ...);
+  `residues` lists them. Summary scalars: `torus_w2` on the joint torus of all residues' angles,
+  `rama_kl` the mean over residues, `rama_kl_max`, `torus_w2_max_residue`, `dF_diff_max_abs`.
+  Plots: one Ramachandran PNG per residue (samples and reference side by side),
+  ramachandran.png for one residue, ramachandran_<residue>.png for several.
 * Error bars: basin free energies of the reference carry block-jackknife errors along its
   trajectories (`trajectory`/`time_ps`, file order when absent).
 * Cost: `n_energy_evals` and `n_energy_evals_total` come from the sample set's attributes,
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -94,20 +103,82 @@ def _weights(s: SampleSet) -> np.ndarray | None:
 
 
 def _basin_metrics(ang_s: np.ndarray, ang_r: np.ndarray, labels: list[str], ws, wr, blocks) -> dict:
-    out: dict[str, Any] = {}
+    """Basin populations and free energies per residue: {label: {p_C7eq, ..., dF_alpha_R_ref_err, ...}}."""
+    out: dict[str, dict[str, Any]] = {}
     for r, lab in enumerate(labels):
-        suffix = "" if len(labels) == 1 else f"_{lab}"
+        res: dict[str, Any] = {}
         fs = M.basin_free_energies(M.basin_labels(ang_s[:, r]), ws)
         fr = M.basin_free_energies_with_errors(M.basin_labels(ang_r[:, r]), blocks, wr)
         for name in M.BASIN_NAMES:
-            out[f"p_{name}{suffix}"] = fs[f"p_{name}"]
-            out[f"p_{name}{suffix}_ref"] = fr[f"p_{name}"]
+            res[f"p_{name}"] = fs[f"p_{name}"]
+            res[f"p_{name}_ref"] = fr[f"p_{name}"]
         for name in M.BASIN_NAMES[1:]:
             key = f"dF_{name}"
-            out[f"{key}{suffix}"] = fs[key]
-            out[f"{key}{suffix}_ref"] = fr[key]
-            out[f"{key}{suffix}_ref_err"] = fr[f"{key}_err"]
-            out[f"{key}{suffix}_diff"] = fs[key] - fr[key]
+            res[key] = fs[key]
+            res[f"{key}_ref"] = fr[key]
+            res[f"{key}_ref_err"] = fr[f"{key}_err"]
+            res[f"{key}_diff"] = fs[key] - fr[key]
+        out[lab] = res
+    return out
+
+
+def _residue_metrics(ang_s: np.ndarray, ang_r: np.ndarray, labels: list[str], ws, wr, blocks, ot_max_n: int,
+                     rng: np.random.Generator, joint_torus_w2: float) -> dict[str, dict[str, Any]]:
+    """Ramachandran metrics of every residue with a (phi, psi) pair, keyed by residue label:
+    rama_kl, torus_w2 (on that residue's (phi, psi) torus), basin populations and free energies."""
+    basins = _basin_metrics(ang_s, ang_r, labels, ws, wr, blocks)
+    out: dict[str, dict[str, Any]] = {}
+    for r, lab in enumerate(labels):
+        tw2 = joint_torus_w2 if len(labels) == 1 else M.torus_w2(ang_s[:, r], ang_r[:, r], ws, wr, max_n=ot_max_n,
+                                                                 rng=rng)
+        res: dict[str, Any] = {"rama_kl": M.ramachandran_kl(ang_s[:, r], ang_r[:, r], ws, wr), "torus_w2": tw2}
+        res.update(basins[lab])
+        out[lab] = res
+    return out
+
+
+_KEY_SUFFIXES = ("_ref_err", "_ref", "_diff")
+
+
+def _residue_key(key: str, label: str) -> str:
+    """Flat key of one residue's value: the residue goes before _ref/_ref_err/_diff
+    (dF_alpha_R_ref_err, ALA3 -> dF_alpha_R_ALA3_ref_err; rama_kl, ALA2 -> rama_kl_ALA2)."""
+    for suffix in _KEY_SUFFIXES:
+        if key.endswith(suffix):
+            return f"{key[:-len(suffix)]}_{label}{suffix}"
+    return f"{key}_{label}"
+
+
+def _flatten_residues(per_residue: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Flat scalar keys (summary.csv) and summary scalars from the per-residue metrics.
+
+    One residue (ALDP): its values under the plain names (rama_kl, p_C7eq, dF_alpha_R, ...).
+    Several (tripeptide): every value with the residue in its name (rama_kl_ALA2, torus_w2_ALA3,
+    dF_alpha_R_ALA2_ref, dF_alpha_R_ALA2_ref_err, ...) plus the summaries rama_kl (mean over
+    residues), rama_kl_max and torus_w2_max_residue. Always: dF_diff_max_abs, the largest
+    |dF - dF_ref| over residues and basins (inf when a basin is empty on one side only; basins
+    empty on both sides are skipped). torus_w2 itself (the W2 on the joint torus of all angles)
+    is computed by the caller.
+    """
+    out: dict[str, Any] = {}
+    labels = list(per_residue)
+    if len(labels) == 1:
+        out.update({k: v for k, v in per_residue[labels[0]].items() if k != "torus_w2"})
+    else:
+        for lab, res in per_residue.items():
+            out.update({_residue_key(k, lab): v for k, v in res.items()})
+        out["rama_kl"] = float(np.mean([per_residue[lab]["rama_kl"] for lab in labels]))
+        out["rama_kl_max"] = float(max(per_residue[lab]["rama_kl"] for lab in labels))
+        out["torus_w2_max_residue"] = float(max(per_residue[lab]["torus_w2"] for lab in labels))
+    diffs = []
+    for res in per_residue.values():
+        for name in M.BASIN_NAMES[1:]:
+            f, f_ref = res[f"dF_{name}"], res[f"dF_{name}_ref"]
+            if math.isfinite(f) and math.isfinite(f_ref):
+                diffs.append(abs(f - f_ref))
+            elif math.isfinite(f) or math.isfinite(f_ref):
+                diffs.append(float("inf"))  # a basin empty on one side only
+    out["dF_diff_max_abs"] = float(max(diffs)) if diffs else float("nan")
     return out
 
 
@@ -149,15 +220,14 @@ def compute_metrics(samples: SampleSet, reference: SampleSet, system: Any = None
         data.update(ang_s=ang_s, ang_r=ang_r, residues=labels)
         out["residues"] = labels
         if labels:
-            kls = [M.ramachandran_kl(ang_s[:, r], ang_r[:, r], ws, wr) for r in range(len(labels))]
-            out["rama_kl"] = float(np.mean(kls))
-            if len(labels) > 1:
-                out.update({f"rama_kl_{lab}": kl for lab, kl in zip(labels, kls)})
+            # joint torus W2 over every residue's (phi, psi); per-residue values in per_residue
             out["torus_w2"] = M.torus_w2(ang_s.reshape(len(samples), -1), ang_r.reshape(len(reference), -1),
                                          ws, wr, max_n=ot_max_n, rng=rng)
             blocks = M.trajectory_blocks(len(reference), reference.trajectory, reference.time_ps, n_blocks)
             out["n_blocks"] = int(np.unique(blocks).size)
-            out.update(_basin_metrics(ang_s, ang_r, labels, ws, wr, blocks))
+            per_residue = _residue_metrics(ang_s, ang_r, labels, ws, wr, blocks, ot_max_n, rng, out["torus_w2"])
+            out["per_residue"] = data["per_residue"] = per_residue
+            out.update(_flatten_residues(per_residue))
         # TICA on the reference's time-lagged frames
         try:
             feats_r = M.tica_features(reference.positions, topology)
@@ -267,6 +337,43 @@ def _hist_weights(w: np.ndarray | None, n: int) -> np.ndarray:
     return M.normalize_weights(w, n)
 
 
+def ramachandran_plot_name(residue: str | None = None) -> str:
+    """ramachandran.png for a molecule with one (phi, psi) pair, ramachandran_<residue>.png per
+    residue when there are several (ramachandran_ALA2.png, ramachandran_ALA3.png)."""
+    if residue is None:
+        return PLOT_FILES["ramachandran"]
+    return f"ramachandran_{re.sub(r'[^A-Za-z0-9_-]', '_', residue)}.png"
+
+
+def _ramachandran_figure(ang_s: np.ndarray, ang_r: np.ndarray, ws, wr, title: str, stats: dict) -> Any:
+    """One residue: samples and reference free-energy surfaces -ln p(phi, psi) side by side."""
+    fig = _figure(figsize=(8.6, 3.9))
+    fig.subplots_adjust(left=0.08, right=0.88, bottom=0.13, top=0.8, wspace=0.3)
+    edges = np.linspace(-180, 180, M.RAMA_BINS + 1)
+    hs = M.ramachandran_histogram(ang_s, ws)
+    hr = M.ramachandran_histogram(ang_r, wr)
+    with np.errstate(divide="ignore"):
+        fs, fr = -np.log(hs), -np.log(hr)
+    finite = np.concatenate([fs[np.isfinite(fs)], fr[np.isfinite(fr)]])
+    vmin = finite.min() if finite.size else 0.0
+    axes = []
+    for c, (f, name) in enumerate(((fs, "samples"), (fr, "reference"))):
+        ax = fig.add_subplot(1, 2, c + 1)
+        im = ax.pcolormesh(edges, edges, (f - vmin).T, cmap="viridis", vmin=0, vmax=10)
+        ax.set_xlim(-180, 180)
+        ax.set_ylim(-180, 180)
+        ax.set_aspect("equal")
+        ax.set_xlabel(r"$\phi$ (deg)")
+        ax.set_ylabel(r"$\psi$ (deg)")
+        ax.set_title(name)
+        axes.append(ax)
+    fig.colorbar(im, ax=axes, label="free energy (kT)", fraction=0.04, pad=0.03)
+    parts = [f"{name} {stats[k]:.3g}" for k, name in (("rama_kl", "KL"), ("torus_w2", "torus W2"))
+             if isinstance(stats.get(k), (int, float)) and math.isfinite(stats[k])]
+    fig.suptitle(f"Ramachandran {title}" + (f"  ({', '.join(parts)})" if parts else ""))
+    return fig
+
+
 def write_plots(data: dict, out_dir: str | Path, temperature: float | None = None) -> list[str]:
     """PNG plots from `compute_metrics`' data; returns the file names written (relative to out_dir)."""
     out_dir = Path(out_dir)
@@ -309,29 +416,12 @@ def write_plots(data: dict, out_dir: str | Path, temperature: float | None = Non
 
     if "ang_s" in data and data.get("residues"):
         labels = data["residues"]
-        fig = _figure(figsize=(8.6, 3.6 * len(labels)))
-        fig.subplots_adjust(left=0.08, right=0.9, bottom=0.12 / len(labels), top=1 - 0.08 / len(labels),
-                            wspace=0.3, hspace=0.35)
-        edges = np.linspace(-180, 180, M.RAMA_BINS + 1)
         for r, lab in enumerate(labels):
-            hs = M.ramachandran_histogram(data["ang_s"][:, r], ws)
-            hr = M.ramachandran_histogram(data["ang_r"][:, r], wr)
-            with np.errstate(divide="ignore"):
-                fs, fr = -np.log(hs), -np.log(hr)
-            finite = np.concatenate([fs[np.isfinite(fs)], fr[np.isfinite(fr)]])
-            vmin = finite.min() if finite.size else 0.0
-            for c, (f, name) in enumerate(((fs, "samples"), (fr, "reference"))):
-                ax = fig.add_subplot(len(labels), 2, 2 * r + c + 1)
-                im = ax.pcolormesh(edges, edges, (f - vmin).T, cmap="viridis", vmin=0, vmax=10)
-                ax.set_xlim(-180, 180)
-                ax.set_ylim(-180, 180)
-                ax.set_aspect("equal")
-                ax.set_xlabel(r"$\phi$ (deg)")
-                ax.set_ylabel(r"$\psi$ (deg)")
-                ax.set_title(f"{name} {lab}{title_t}")
-            fig.colorbar(im, ax=fig.axes[-2:], label="free energy (kT)", fraction=0.04, pad=0.03)
-        _save(fig, out_dir / PLOT_FILES["ramachandran"])
-        written.append(PLOT_FILES["ramachandran"])
+            name = ramachandran_plot_name(lab if len(labels) > 1 else None)
+            stats = (data.get("per_residue") or {}).get(lab, {})
+            fig = _ramachandran_figure(data["ang_s"][:, r], data["ang_r"][:, r], ws, wr, lab + title_t, stats)
+            _save(fig, out_dir / name)
+            written.append(name)
 
     if "tica_s" in data:
         ps, pr = data["tica_s"], data["tica_r"]
@@ -356,4 +446,4 @@ def write_plots(data: dict, out_dir: str | Path, temperature: float | None = Non
     return written
 
 
-__all__ = ["evaluate", "compute_metrics", "check_inputs", "write_plots", "METRICS_FILE"]
+__all__ = ["evaluate", "compute_metrics", "check_inputs", "write_plots", "ramachandran_plot_name", "METRICS_FILE"]

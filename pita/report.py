@@ -6,7 +6,9 @@
 * `report.html`: no external resources: CSS inline, plots embedded as base64 PNG (paths in a
   metrics.json's `plots` list are relative to that file). Sections: headline table, a
   method comparison (rows tagged by `method`: pita / md / replica_exchange / ...; a metrics.json
-  without `method` counts as pita), then one section per rung with all its values and plots.
+  without `method` counts as pita), then one section per rung with a per-residue Ramachandran
+  table (molecules: one row per residue of `per_residue`), its plots (one Ramachandran plot
+  per residue) and all its values.
 """
 from __future__ import annotations
 
@@ -32,13 +34,17 @@ KEY_COLUMNS = [
     "rung", "method", "system", "temperature", "n_samples", "weighted", "ess", "ess_fraction",
     "energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2",
     "dF_alpha_R", "dF_alpha_R_ref", "dF_alpha_R_ref_err", "dF_alpha_L", "dF_alpha_L_ref", "dF_alpha_L_ref_err",
+    "dF_diff_max_abs", "rama_kl_max", "torus_w2_max_residue",
     "chirality_wrong_fraction", "n_energy_evals", "n_energy_evals_total", "wall_time_s", "eval_wall_time_s",
 ]
 #: columns of the headline and method-comparison tables in the HTML report
 HEADLINE = ["energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2", "dF_alpha_R",
-            "dF_alpha_L", "ess", "chirality_wrong_fraction", "n_energy_evals_total", "wall_time_s"]
+            "dF_alpha_L", "dF_diff_max_abs", "ess", "chirality_wrong_fraction", "n_energy_evals_total",
+            "wall_time_s"]
+#: columns of the per-residue Ramachandran table of a rung (metrics.json's per_residue)
+RESIDUE_COLUMNS = ["rama_kl", "torus_w2", "p_C7eq", "p_alpha_R", "p_alpha_L", "dF_alpha_R", "dF_alpha_L"]
 #: non-scalar or bookkeeping keys left out of the CSV body
-_SKIP = {"plots", "residues", "_path"}
+_SKIP = {"plots", "residues", "per_residue", "_path"}
 
 
 def load_metrics(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
@@ -134,10 +140,30 @@ def _image(path: Path) -> str:
            f"<figcaption>{html.escape(path.stem)}</figcaption></figure>"
 
 
+def _residue_table(m: dict) -> str:
+    """Per-residue Ramachandran metrics (one row per residue; p_* with the reference's in brackets)."""
+    per = m.get("per_residue")
+    if not isinstance(per, dict) or not per:
+        return ""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["residue"] + RESIDUE_COLUMNS)
+    body = []
+    for lab, res in per.items():
+        res = res if isinstance(res, dict) else {}
+        tds = [f"<td>{html.escape(str(lab))}</td>"]
+        for c in RESIDUE_COLUMNS:
+            text = _cell(res, c)
+            if c.startswith("p_") and res.get(f"{c}_ref") is not None:
+                text += html.escape(f" (ref {_fmt(res.get(f'{c}_ref'))})")
+            tds.append(f"<td>{text}</td>")
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    return (f"<h3>Ramachandran per residue</h3><table class='residues'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
 def _rung_section(m: dict) -> str:
     unit = " K" if m.get("units", "kJ/mol,nm") == "kJ/mol,nm" else " (reduced units)"
     title = f"Rung {_fmt(m.get('rung'))} — {m.get('method', 'pita')}, T = {_fmt(m.get('temperature'))}{unit}"
-    items = [(k, v) for k, v in sorted(m.items()) if k not in ("plots", "_path")]
+    items = [(k, v) for k, v in sorted(m.items()) if k not in ("plots", "_path", "per_residue")]
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in items)
     imgs = []
     base = Path(m["_path"]).parent
@@ -148,7 +174,7 @@ def _rung_section(m: dict) -> str:
         else:
             log.warning("%s: plot %s listed but missing", m["_path"], p)
     return (f"<section><h2>{html.escape(title)}</h2><p class='path'>{html.escape(m['_path'])}</p>"
-            f"<div class='plots'>{''.join(imgs)}</div>"
+            f"{_residue_table(m)}<div class='plots'>{''.join(imgs)}</div>"
             f"<details><summary>all values</summary><table class='kv'>{rows}</table></details></section>")
 
 

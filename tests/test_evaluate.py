@@ -16,11 +16,12 @@ from pita.samples import SampleSet
 from pita.systems import DATA_DIR
 
 ALDP_PDB = DATA_DIR / "alanine_dipeptide.pdb"
+ALA3_PDB = DATA_DIR / "alanine_tripeptide.pdb"
 HEADLINE = ("energy_w1", "energy_w2", "distance_w2", "rama_kl", "torus_w2", "tica_w2")
 FAST = dict(ot_max_n=400, distance_max_n=400)
 
 
-def _md(pdb, system, temperature, n_traj, n_frames, stride, seed):
+def _md(pdb, system, temperature, n_traj, n_frames, stride, seed, name="alanine_dipeptide", length_scale=0.164):
     """Short Langevin MD (Reference platform, 1 fs, HBonds) -> SampleSet with trajectory/time_ps."""
     import openmm
     import openmm.unit as u
@@ -41,8 +42,8 @@ def _md(pdb, system, temperature, n_traj, n_frames, stride, seed):
             traj.append(k)
             time_ps.append((i + 1) * stride * 1e-3)
     n_evals = n_traj * (300 + n_frames * stride)
-    attrs = {"system": "alanine_dipeptide", "temperature": float(temperature), "units": "kJ/mol,nm",
-             "length_scale": 0.164, "n_energy_evals": n_evals, "n_energy_evals_total": n_evals, "rung": 0,
+    attrs = {"system": name, "temperature": float(temperature), "units": "kJ/mol,nm",
+             "length_scale": length_scale, "n_energy_evals": n_evals, "n_energy_evals_total": n_evals, "rung": 0,
              "producing_step": "test_md", "wall_time_s": 1.0}
     return SampleSet(np.asarray(pos, dtype=np.float32), np.asarray(energy), attrs,
                      trajectory=np.asarray(traj, dtype=np.int32), time_ps=np.asarray(time_ps))
@@ -71,6 +72,107 @@ def aldp():
     return system, ref, other, hot
 
 
+@pytest.fixture(scope="module")
+def ala3():
+    """(system stand-in, ref 300 K, 1200 K relabelled as 300 K) for ACE-ALA-ALA-NME — about 3 s of MD."""
+    app = pytest.importorskip("openmm.app")
+    import mdtraj as md
+    import openmm.unit as u
+
+    if not ALA3_PDB.exists():
+        pytest.skip(f"{ALA3_PDB} missing")
+    pdb = app.PDBFile(str(ALA3_PDB))
+    ff = app.ForceField("amber99sbildn.xml", "amber99_obc.xml")
+    omm = ff.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
+    system = types.SimpleNamespace(
+        name="alanine_tripeptide", topology=md.Topology.from_openmm(pdb.topology), n_atoms=32,
+        kT=lambda t: KB_KJ_PER_MOL_K * float(t),
+        reference_positions=np.asarray(pdb.positions.value_in_unit(u.nanometer)))
+    kw = dict(name="alanine_tripeptide", length_scale=0.2)
+    ref = _md(pdb, omm, 300.0, 4, 100, 25, seed=1, **kw)
+    hot = _md(pdb, omm, 1200.0, 4, 100, 25, seed=201, **kw)
+    hot.attrs["temperature"] = 300.0  # 1200 K samples offered as 300 K ones: every residue is off
+    return system, ref, hot
+
+
+ALA3_RESIDUES = ["ALA2", "ALA3"]
+RESIDUE_KEYS = ("rama_kl", "torus_w2", "p_C7eq", "p_alpha_R", "p_alpha_L", "dF_alpha_R", "dF_alpha_R_ref",
+                "dF_alpha_R_ref_err", "dF_alpha_R_diff", "dF_alpha_L", "dF_alpha_L_ref", "dF_alpha_L_ref_err")
+
+
+def test_tripeptide_every_residue_has_metrics_and_a_plot(ala3, tmp_path):
+    system, ref, hot = ala3
+    m = evaluate(hot, ref, system, tmp_path, samples_path="hot.h5", reference_path="ref.h5", **FAST)
+    assert m["residues"] == ALA3_RESIDUES
+    assert list(m["per_residue"]) == ALA3_RESIDUES
+    for lab in ALA3_RESIDUES:
+        res = m["per_residue"][lab]
+        for k in RESIDUE_KEYS:
+            assert k in res, (lab, k)
+        assert res["torus_w2"] > 0.05 and res["rama_kl"] > 0.05, lab
+        assert sum(res[f"p_{b}"] for b in ("C7eq", "alpha_R", "alpha_L")) == pytest.approx(1.0)
+        # flat keys for summary.csv, residue before _ref/_ref_err/_diff
+        for flat in (f"rama_kl_{lab}", f"torus_w2_{lab}", f"p_C7eq_{lab}", f"p_C7eq_{lab}_ref", f"dF_alpha_R_{lab}",
+                     f"dF_alpha_R_{lab}_ref", f"dF_alpha_R_{lab}_ref_err", f"dF_alpha_R_{lab}_diff"):
+            assert flat in m, flat
+        assert m[f"torus_w2_{lab}"] == res["torus_w2"]
+        assert m[f"rama_kl_{lab}"] == res["rama_kl"]
+    # summaries over residues
+    kls = [m["per_residue"][lab]["rama_kl"] for lab in ALA3_RESIDUES]
+    assert m["rama_kl"] == pytest.approx(np.mean(kls)) and m["rama_kl_max"] == pytest.approx(max(kls))
+    assert m["torus_w2_max_residue"] == max(m["per_residue"][lab]["torus_w2"] for lab in ALA3_RESIDUES)
+    assert m["torus_w2"] >= m["torus_w2_max_residue"] * 0.9  # joint torus: all four angles
+    assert m["dF_diff_max_abs"] is None or m["dF_diff_max_abs"] >= 0
+    assert m["n_chiral_centers"] == 2 and m["chirality_wrong_fraction"] == 0.0
+    # one Ramachandran plot per residue, no combined one
+    plots = set(m["plots"])
+    assert {"ramachandran_ALA2.png", "ramachandran_ALA3.png"} <= plots
+    assert "ramachandran.png" not in plots
+    for p in plots:
+        assert (tmp_path / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(on_disk["per_residue"]) == ALA3_RESIDUES
+    # the report shows both residues: a per-residue table row and a plot each
+    write_report([tmp_path / "metrics.json"], tmp_path / "report.html", tmp_path / "summary.csv")
+    html = (tmp_path / "report.html").read_text()
+    assert "Ramachandran per residue" in html
+    for lab in ALA3_RESIDUES:
+        assert f"<td>{lab}</td>" in html and f'alt="ramachandran_{lab}.png"' in html
+    assert html.count("data:image/png;base64,") == len(plots)
+    with open(tmp_path / "summary.csv") as fh:
+        row = next(csv.DictReader(fh))
+    for lab in ALA3_RESIDUES:
+        assert float(row[f"torus_w2_{lab}"]) > 0 and float(row[f"p_C7eq_{lab}_ref"]) > 0
+    assert "per_residue" not in row
+
+
+def test_tripeptide_self_evaluation_is_zero_per_residue(ala3):
+    system, ref, _ = ala3
+    m = evaluate(ref, ref, system, None, **FAST)
+    assert m["residues"] == ALA3_RESIDUES
+    for lab in ALA3_RESIDUES:
+        assert m["per_residue"][lab]["torus_w2"] == pytest.approx(0.0, abs=1e-6)
+        assert m["per_residue"][lab]["rama_kl"] == pytest.approx(0.0, abs=1e-9)
+    assert m["torus_w2"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_tripeptide_one_wrong_centre_counts(ala3):
+    """Two chiral centres: a sample with only ALA3 inverted (CB <-> HA swapped) is wrong, too."""
+    system, ref, _ = ala3
+    top = system.topology
+    res3 = [r for r in top.residues if str(r) == "ALA3"][0]
+    cb = [a.index for a in res3.atoms if a.name == "CB"][0]
+    ha = [a.index for a in res3.atoms if a.name == "HA"][0]
+    x = ref.positions.copy()
+    x[::2, [cb, ha]] = x[::2, [ha, cb]]
+    s = SampleSet(x, ref.energy, dict(ref.attrs))
+    m = evaluate(s, ref, system, None, **FAST)
+    assert m["n_chiral_centers"] == 2
+    assert m["chirality_wrong_fraction"] == pytest.approx(0.5)
+    whole = SampleSet(-ref.positions, ref.energy, dict(ref.attrs))  # both centres mirrored
+    assert evaluate(whole, ref, system, None, **FAST)["chirality_wrong_fraction"] == 1.0
+
+
 def test_self_evaluation_is_near_zero(aldp, tmp_path):
     system, ref, _, _ = aldp
     m = evaluate(ref, ref, system, tmp_path, samples_path="ref.h5", reference_path="ref.h5", **FAST)
@@ -82,7 +184,9 @@ def test_self_evaluation_is_near_zero(aldp, tmp_path):
     assert m["n_energy_evals_total"] == ref.attrs["n_energy_evals_total"]
     assert m["method"] == "pita" and m["temperature"] == 300.0 and m["rung"] == 0
     assert m["wall_time_s"] == 1.0 and m["eval_wall_time_s"] > 0
-    assert m["residues"] == ["ALA2"]
+    assert m["residues"] == ["ALA2"] and list(m["per_residue"]) == ["ALA2"]
+    assert m["per_residue"]["ALA2"]["torus_w2"] == m["torus_w2"]
+    assert m["per_residue"]["ALA2"]["rama_kl"] == m["rama_kl"]
     assert m["dF_alpha_R_diff"] in (None, pytest.approx(0.0, abs=1e-12))
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk["energy_w2"] == m["energy_w2"]
