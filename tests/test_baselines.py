@@ -1,0 +1,324 @@
+"""Baselines at the PITA budget: replica exchange and plain MD (pita.baselines, `pita baseline`).
+
+Exact answers: a 1-D double well (two-component Gaussian mixture, modes at -3 and +3, weights
+0.7/0.3, std 0.5) whose mode populations plain MD at T = 1 cannot get (no crossings) and replica
+exchange must; equipartition per rung of the ladder with swaps (velocity rescaling); the swap
+rule against a hand computation; the evaluation ledger against the budget, exactly.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pita import baselines as B
+from pita.cli import main
+from pita.errors import PitaInputError
+from pita.samples import SampleSet
+from pita.systems import load
+from pita.systems.base import System
+
+DOUBLE_WELL = {"name": "gmm", "means": [[-3.0], [3.0]], "stds": [0.5, 0.5], "weights": [0.7, 0.3]}
+P_LEFT, STD = 0.7, 0.5
+
+
+class Harmonic(System):
+    """U = k/2 |x|^2 in R^d (reduced units): <U> = d/2 kT, kinetic T = T."""
+
+    units = "reduced"
+    kB = 1.0
+    n_atoms = None
+    mean_free = False
+    name = "harmonic"
+
+    def __init__(self, d: int = 10, k: float = 1.0):
+        super().__init__()
+        self._d, self.k = d, k
+
+    @property
+    def dim(self):
+        return self._d
+
+    def _energy(self, x):
+        return 0.5 * self.k * (x * x).sum(-1)
+
+    def _energy_and_forces(self, x):
+        return 0.5 * self.k * (x * x).sum(-1), -self.k * x
+
+
+def _per_walker(values: np.ndarray, walker: np.ndarray) -> np.ndarray:
+    return np.array([values[walker == w].mean() for w in np.unique(walker)])
+
+
+# ---- the swap rule ------------------------------------------------------------------------------
+def test_swap_log_acceptance_by_hand():
+    # (beta_i - beta_j)(U_i - U_j): a hot walker with the lower energy always moves down
+    assert B.swap_log_acceptance(0.5, 1.0, 1.0, 3.0) == pytest.approx(1.0)
+    assert B.swap_log_acceptance(0.5, 1.0, 5.0, 2.0) == pytest.approx(-1.5)
+    assert B.swap_log_acceptance(1.0, 1.0, 5.0, 2.0) == 0.0
+
+
+def test_swaps_exchange_configurations_and_rescale_velocities():
+    system = Harmonic(d=3)
+    ladder = B.TemperatureLadder.from_values([4.0, 2.0, 1.0], 1.0)
+    re = B.ReplicaExchange(system, ladder, 2, 0.05, 1.0, generator=torch.Generator().manual_seed(0))
+    x = torch.arange(18, dtype=torch.float64).reshape(6, 3) / 10  # slot k*M + m
+    re.initialize(x)
+    integ = re.integrator
+    # hand-made energies U[k, m] and uniforms for the even pairs (k = 0: T 4 <-> T 2)
+    integ.energy = torch.tensor([1.0, 5.0, 3.0, 2.0, 7.0, 7.0], dtype=torch.float64)
+    v0, x0, f0 = integ.v.clone(), integ.x.clone(), integ.forces.clone()
+    # m = 0: (1/4 - 1/2)(1 - 3) = +0.5 -> accept whatever u; m = 1: (-1/4)(5 - 2) = -0.75 -> a = 0.472
+    ks, accept = re.accept_mask(0, torch.tensor([[0.99, 0.5]], dtype=torch.float64))
+    assert ks.tolist() == [0] and accept.tolist() == [[True, False]]
+    ks, accept = re.accept_mask(0, torch.tensor([[0.99, 0.45]], dtype=torch.float64))
+    assert accept.tolist() == [[True, True]]
+    n = re.attempt_swaps(0, torch.tensor([[0.99, 0.5]], dtype=torch.float64))
+    assert n == 1
+    # slots 0 (T=4, m=0) and 2 (T=2, m=0) exchanged; velocities scaled by sqrt(T_new / T_old)
+    torch.testing.assert_close(integ.x[0], x0[2])
+    torch.testing.assert_close(integ.x[2], x0[0])
+    torch.testing.assert_close(integ.v[0], v0[2] * math.sqrt(4.0 / 2.0))
+    torch.testing.assert_close(integ.v[2], v0[0] * math.sqrt(2.0 / 4.0))
+    torch.testing.assert_close(integ.forces[2], f0[0])
+    assert integ.energy.tolist() == [3.0, 5.0, 1.0, 2.0, 7.0, 7.0]
+    for s in (1, 3, 4, 5):
+        torch.testing.assert_close(integ.x[s], x0[s])
+        torch.testing.assert_close(integ.v[s], v0[s])
+    assert re.stats.attempts.tolist() == [2, 0] and re.stats.accepted.tolist() == [1, 0]
+    # odd pairs: k = 1 (T 2 <-> T 1); m = 0: (1/2 - 1)(1 - 7) = 3 -> accept; m = 1: (-1/2)(2 - 7) -> accept
+    assert re.attempt_swaps(1, torch.tensor([[0.5, 0.5]], dtype=torch.float64)) == 2
+    assert integ.energy.tolist() == [3.0, 5.0, 7.0, 7.0, 1.0, 2.0]
+    assert re.stats.attempts.tolist() == [2, 2] and re.stats.accepted.tolist() == [1, 2]
+    np.testing.assert_allclose(re.stats.acceptance, [0.5, 1.0])
+
+
+# ---- sampling the right distribution -------------------------------------------------------------
+def _double_well_run(method: str, seed: int = 1, budget: int = 200_000):
+    system = load(DOUBLE_WELL)
+    kw = dict(walkers_per_temperature=32, timestep=0.05, friction=1.0, seed=seed, progress=False)
+    if method == "replica_exchange":
+        kw["swap_every"] = 10
+    return system, B.run_baseline(method, system, [8.0, 4.0, 2.0, 1.0], 4000, B.EvaluationBudget(budget), **kw)
+
+
+def test_replica_exchange_double_well_matches_the_analytic_target():
+    system, ss = _double_well_run("replica_exchange")
+    x = ss.positions[:, 0].astype(np.float64)
+    walker = ss.trajectory
+    left = (x < 0).astype(np.float64)
+    # walkers are independent ladders: their means give honest error bars
+    p_w = _per_walker(left, walker)
+    p, se = p_w.mean(), p_w.std(ddof=1) / math.sqrt(p_w.size)
+    print(f"RE double well: p_left = {p:.3f} +- {se:.3f} (exact {P_LEFT}), swap acceptance "
+          f"{ss.attrs['swap_acceptance']}")
+    assert abs(p - P_LEFT) < 4 * se + 0.02, (p, se)
+    assert 0 < p_w.min() and p_w.max() < 1  # walkers cross the barrier
+    # E[x] = 0.7 (-3) + 0.3 (3) = -1.2; E[x^2] = 9 + 0.25
+    m_w = _per_walker(x, walker)
+    assert abs(m_w.mean() + 1.2) < 4 * m_w.std(ddof=1) / math.sqrt(m_w.size) + 0.05
+    # the width of each mode is the target temperature's (T = 2 would give 2 x 0.25)
+    for sign in (-1, 1):
+        xs = x[np.sign(x) == sign]
+        assert np.var(xs) == pytest.approx(STD**2, rel=0.12), sign
+    acc = np.asarray(ss.attrs["swap_acceptance"])
+    assert acc.shape == (3,) and np.all((acc > 0.2) & (acc < 1))
+    assert ss.attrs["method"] == "replica_exchange" and ss.attrs["temperature"] == 1.0
+
+
+def test_plain_md_at_the_same_budget_misses_the_populations():
+    """The check above can fail: plain MD at T = 1 never crosses the ~18 kT barrier, so each
+    walker stays in the mode it started in."""
+    _, ss = _double_well_run("md")
+    x = ss.positions[:, 0].astype(np.float64)
+    p_w = _per_walker((x < 0).astype(np.float64), ss.trajectory)
+    assert set(np.unique(p_w)) <= {0.0, 1.0}
+    assert ss.attrs["method"] == "md" and ss.attrs["walkers"] == 128
+
+
+def test_equipartition_on_every_rung_with_swaps():
+    """Kinetic temperature right after each round of swaps and <U> per rung: the velocities of a
+    swapped configuration must be rescaled to its new temperature."""
+    d = 10
+    system = Harmonic(d=d)
+    ladder = B.TemperatureLadder.from_values([4.0, 2.0, 1.0], 1.0)
+    M = 32
+    re = B.ReplicaExchange(system, ladder, M, 0.1, 0.5, generator=torch.Generator().manual_seed(3))
+    re.initialize(torch.zeros(3 * M, d, dtype=torch.float64))
+    re.step(400)
+    kin, pot = [], []
+    for r in range(300):
+        re.step(5)
+        re.attempt_swaps(r % 2)
+        kin.append(re.integrator.kinetic_temperatures().reshape(3, M).mean(1))
+        pot.append(re.integrator.energy.numpy().reshape(3, M).mean(1))
+    kin, pot = np.mean(kin, 0), np.mean(pot, 0)
+    T = np.asarray(ladder.temperatures)
+    print("kinetic T per rung", kin, "<U>/(d/2 T)", pot / (0.5 * d * T), "acceptance", re.stats.acceptance)
+    np.testing.assert_allclose(kin, T, rtol=0.03)
+    np.testing.assert_allclose(pot, 0.5 * d * T, rtol=0.06)
+    assert np.all(re.stats.acceptance > 0.1)
+
+
+# ---- the budget ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["md", "replica_exchange"])
+@pytest.mark.parametrize("budget", [2_000, 7_919, 50_000])
+def test_evaluations_match_the_accounting_and_never_exceed_the_budget(method, budget):
+    system = Harmonic(d=4)
+    n0 = system.n_energy_evals
+    ss = B.run_baseline(method, system, [3.0, 2.0, 1.0], 40, B.EvaluationBudget(budget, 0.25),
+                        walkers_per_temperature=3, swap_every=7, timestep=0.05, seed=0, progress=False)
+    a = ss.attrs
+    spent = system.n_energy_evals - n0
+    walkers = 9
+    assert a["n_energy_evals"] == spent == a["n_energy_evals_total"] <= budget == a["n_energy_evals_budget"]
+    assert budget - spent < walkers  # everything but less than one step of all walkers is spent
+    assert a["n_energy_evals"] == a["n_energy_evals_equilibration"] + a["n_energy_evals_production"]
+    frames = a["frames_per_walker"]
+    per_walker = 1 + a["equilibration_steps"] + frames * a["stride_steps"]
+    assert spent == a["n_energy_evals_minimization"] + walkers * per_walker
+    assert a["n_energy_evals_production"] == walkers * frames * a["stride_steps"]
+    assert a["n_energy_evals_minimization"] <= 0.1 * budget
+    assert len(ss) == 40 and np.isfinite(ss.energy).all()
+    # production takes (1 - equilibration_fraction) of what is left after minimisation, rounded down
+    left = budget - a["n_energy_evals_minimization"]
+    assert a["n_energy_evals_production"] <= 0.75 * left + 1e-9
+
+
+def test_openmm_md_baseline_counts_read_backs_exactly():
+    system = load("alanine_dipeptide")
+    n0 = system.n_energy_evals
+    ss = B.run_plain_md(system, [600.0, 300.0], 6, B.EvaluationBudget(3001), walkers_per_temperature=1,
+                        engine="openmm", seed=2, progress=False)
+    a = ss.attrs
+    spent = system.n_energy_evals - n0
+    assert a["md_engine"] == "openmm" and a["walkers"] == 2
+    # per trajectory: equilibration + frames x (stride + 1 read-back of energy and forces)
+    assert spent == a["n_energy_evals"] == a["n_energy_evals_minimization"] + 2 * (
+        a["equilibration_steps"] + a["frames_per_walker"] * (a["stride_steps"] + 1))
+    assert 3001 - 2 < spent <= 3001
+    assert a["units"] == "kJ/mol,nm" and np.all(ss.energy < 0)
+
+
+def test_budget_too_small_is_an_input_error():
+    with pytest.raises(PitaInputError, match="too few"):
+        B.run_replica_exchange(Harmonic(), [2.0, 1.0], 100, B.EvaluationBudget(50), walkers_per_temperature=4,
+                               progress=False)
+    with pytest.raises(PitaInputError, match="positive integer"):
+        B.EvaluationBudget(0)
+    with pytest.raises(PitaInputError, match="must decrease"):
+        B.TemperatureLadder.from_values([1.0, 2.0], 1.0)
+
+
+# ---- determinism, molecules ------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["md", "replica_exchange"])
+def test_deterministic_given_a_seed(method):
+    def once(seed):
+        return B.run_baseline(method, load("lj13"), [2.0, 1.0], 12, B.EvaluationBudget(3000),
+                              walkers_per_temperature=2, swap_every=5, seed=seed, progress=False)
+
+    a, b, c = once(4), once(4), once(5)
+    np.testing.assert_array_equal(a.positions, b.positions)
+    np.testing.assert_array_equal(a.energy, b.energy)
+    assert a.attrs.get("swap_accepted") == b.attrs.get("swap_accepted")
+    assert not np.array_equal(a.positions, c.positions)
+    # particles: stored with a zero centroid
+    assert np.abs(a.positions.mean(axis=1)).max() < 1e-5
+
+
+def test_replica_exchange_on_alanine_dipeptide():
+    system = load("alanine_dipeptide")
+    ss = B.run_replica_exchange(system, [1200.0, 755.95, 555.52, 300.0], 8, B.EvaluationBudget(3000),
+                                walkers_per_temperature=2, swap_every=20, seed=0, progress=False)
+    a = ss.attrs
+    assert len(ss) == 8 and ss.positions.shape == (8, 22, 3) and a["temperature"] == 300.0
+    assert a["n_energy_evals"] <= 3000 and len(a["swap_acceptance"]) == 3
+    assert a["swap_pairs"] == ["1200-755.95", "755.95-555.52", "555.52-300"]
+    # stored energies and forces are those of the stored (centred) positions
+    e, f = system.energy_and_forces(torch.as_tensor(ss.positions, dtype=torch.float64))
+    np.testing.assert_allclose(ss.energy, e.numpy(), rtol=1e-4, atol=0.05)
+    np.testing.assert_allclose(ss.forces, f.numpy(), rtol=1e-3, atol=1.0)
+
+
+# ---- the command line ------------------------------------------------------------------------------
+def _pita_run_file(path, total: int, temperature: float = 1.0):
+    """A stand-in for PITA's final rung: only its n_energy_evals_total matters."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 13, 3)).astype(np.float32)
+    return SampleSet(x, np.zeros(4), {"system": "lj13", "temperature": temperature, "units": "reduced",
+                                      "length_scale": 1.0, "n_energy_evals": 100, "n_energy_evals_total": total,
+                                      "rung": 5}).write(path)
+
+
+def test_cli_replica_exchange_then_evaluate(tmp_path, capsys):
+    pita_final = _pita_run_file(tmp_path / "rung_5.h5", 6000)
+    out = tmp_path / "baselines" / "replica_exchange" / "samples.h5"
+    cfg = json.dumps({"enabled": True, "methods": ["md", "replica_exchange"], "replicas_per_temperature": 2,
+                      "swap_every": 5, "n_samples": 20, "timestep_fs": 1.0, "friction_per_ps": 1.0,
+                      "engine": "auto", "equilibration_fraction": 0.3})
+    rc = main(["baseline", "--method", "replica_exchange", "--system", "lj13", "--temperatures", "2", "1.5", "1",
+               "--budget-from", str(pita_final), "--config-json", cfg, "--replicas", "3", "--seed", "7",
+               "--timestep", "0.004", "--out", str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    ss = SampleSet.read(out, temperature=1.0, n_atoms=13, system="lj13")
+    a = ss.attrs
+    assert len(ss) == 20 and ss.forces.shape == (20, 13, 3)
+    assert a["method"] == "replica_exchange" and a["producing_step"] == "baseline" and a["seed"] == 7
+    assert a["replicas_per_temperature"] == 3 and a["swap_every"] == 5 and a["timestep"] == 0.004
+    assert a["equilibration_fraction"] == 0.3 and a["budget_from"] == str(pita_final)
+    assert a["n_energy_evals_budget"] == 6000 and 6000 - 9 < a["n_energy_evals"] <= 6000
+    assert a["n_energy_evals_total"] == a["n_energy_evals"] and len(a["config_digest"]) == 16
+    assert len(a["swap_acceptance"]) == 2 and 0 <= a["swap_acceptance_mean"] <= 1
+    # the reference at the target and the evaluation of the baseline
+    ref = tmp_path / "ref.h5"
+    assert main(["md", "--system", "lj13", "--temperature", "1", "--n-samples", "40", "--replicas", "4",
+                 "--stride-steps", "10", "--equilibration-steps", "50", "--out", str(ref), "--no-progress"]) == 0
+    ev = tmp_path / "baselines" / "replica_exchange"
+    assert main(["evaluate", "--samples", str(out), "--reference", str(ref), "--method", "replica_exchange",
+                 "--out", str(ev), "--no-plots"]) == 0
+    m = json.loads((ev / "metrics.json").read_text())
+    assert m["method"] == "replica_exchange" and m["n_energy_evals_total"] == a["n_energy_evals"]
+    assert m["energy_w2"] is not None and m["distance_w2"] is not None
+    # same call for plain MD: the method attribute tags the metrics without --method
+    out_md = tmp_path / "baselines" / "md" / "samples.h5"
+    assert main(["baseline", "--method", "md", "--system", "lj13", "--temperatures", "2", "1.5", "1", "--budget",
+                 "6000", "--n-samples", "20", "--replicas", "3", "--out", str(out_md), "--no-progress"]) == 0
+    assert main(["evaluate", "--samples", str(out_md), "--reference", str(ref), "--out", str(tmp_path / "ev_md"),
+                 "--no-plots"]) == 0
+    assert json.loads((tmp_path / "ev_md" / "metrics.json").read_text())["method"] == "md"
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--temperatures", "1", "2", "--budget", "5000"], "must decrease"),
+    (["--temperatures", "1", "--budget", "5000"], "at least two temperatures"),
+    (["--temperatures", "2", "1", "--budget", "-3"], "--budget"),
+    (["--temperatures", "2", "1", "--budget", "30"], "too few"),
+    (["--temperatures", "2", "1"], "--budget/--budget-from"),
+    (["--temperatures", "2", "1", "--budget", "5000", "--budget-from", "x.h5"], "exactly one"),
+    (["--temperatures", "2", "1", "--budget-from", "nope.h5"], "nope.h5: file not found"),
+    (["--temperatures", "2", "1", "--budget", "5000", "--timestep-fs", "1"], "reduced units"),
+    (["--temperatures", "2", "1", "--budget", "5000", "--engine", "openmm"], "batched torch"),
+    (["--temperatures", "2", "1", "--budget", "5000", "--config-json", '{"swap_every": "often"}'],
+     "'swap_every' must be an integer"),
+    (["--temperatures", "2", "1", "--budget", "5000", "--config-json", '{"walkers": 3}'], "unknown setting"),
+])
+def test_cli_bad_arguments(tmp_path, capsys, argv, needle):
+    out = tmp_path / "x.h5"
+    rc = main(["baseline", "--method", "replica_exchange", "--system", "lj13", "--n-samples", "8", *argv,
+               "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and needle in err and len(err.splitlines()) == 1, err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_cli_budget_from_a_set_at_another_temperature(tmp_path, capsys):
+    other = _pita_run_file(tmp_path / "hot.h5", 6000, temperature=2.0)
+    out = tmp_path / "x.h5"
+    rc = main(["baseline", "--method", "md", "--system", "lj13", "--temperatures", "2", "1", "--n-samples", "8",
+               "--budget-from", str(other), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and str(other) in err and "'temperature' is 2 but 1 was expected" in err, err
+    assert not out.exists()
