@@ -26,7 +26,8 @@ What is compared with what:
 * Cost: `n_energy_evals` and `n_energy_evals_total` come from the sample set's attributes,
   `wall_time_s` from its attribute of that name when the producing step recorded one, and
   `eval_wall_time_s` is the time this evaluation took. The reference MD's count is reported
-  separately as `reference_n_energy_evals`.
+  separately as `reference_n_energy_evals`. Baselines (`pita baseline`) also carry their budget
+  (`n_energy_evals_budget`) and, for replica exchange, the swap acceptance per pair and overall.
 
 Keys whose value is not finite (an empty basin, too little data for TICA) are written as null.
 """
@@ -49,6 +50,9 @@ from .samples import SampleSet
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+#: sample-set attributes of a baseline copied into its metrics.json
+BASELINE_ATTRS = ("n_energy_evals_budget", "walkers", "replicas_per_temperature", "swap_every", "swap_pairs",
+                  "swap_acceptance", "swap_acceptance_mean")
 PLOT_FILES = {"energy": "energy.png", "distances": "distances.png", "ramachandran": "ramachandran.png",
               "tica": "tica.png"}
 
@@ -279,6 +283,8 @@ def _provenance(samples: SampleSet, reference: SampleSet, samples_path: str, ref
         "reference": reference_path,
         "samples_config_digest": a.get("config_digest"),
         "reference_config_digest": r.get("config_digest"),
+        # baselines (pita.baselines): their budget and replica exchange's swap acceptance
+        **{k: a[k] for k in BASELINE_ATTRS if k in a},
     }
 
 

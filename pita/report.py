@@ -6,9 +6,10 @@
 * `report.html`: no external resources: CSS inline, plots embedded as base64 PNG (paths in a
   metrics.json's `plots` list are relative to that file). Sections: headline table, a
   method comparison (rows tagged by `method`: pita / md / replica_exchange / ...; a metrics.json
-  without `method` counts as pita), then one section per rung with a per-residue Ramachandran
-  table (molecules: one row per residue of `per_residue`), its plots (one Ramachandran plot
-  per residue) and all its values.
+  without `method` counts as pita; with baselines, first a table of PITA's final rung beside
+  them at the target temperature with their energy evaluations), then one section per rung with
+  a per-residue Ramachandran table (molecules: one row per residue of `per_residue`), its plots
+  (one Ramachandran plot per residue) and all its values.
 """
 from __future__ import annotations
 
@@ -35,12 +36,18 @@ KEY_COLUMNS = [
     "energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2",
     "dF_alpha_R", "dF_alpha_R_ref", "dF_alpha_R_ref_err", "dF_alpha_L", "dF_alpha_L_ref", "dF_alpha_L_ref_err",
     "dF_diff_max_abs", "rama_kl_max", "torus_w2_max_residue",
-    "chirality_wrong_fraction", "n_energy_evals", "n_energy_evals_total", "wall_time_s", "eval_wall_time_s",
+    "chirality_wrong_fraction", "n_energy_evals", "n_energy_evals_total", "n_energy_evals_budget",
+    "swap_acceptance_mean", "wall_time_s", "eval_wall_time_s",
 ]
 #: columns of the headline and method-comparison tables in the HTML report
 HEADLINE = ["energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2", "dF_alpha_R",
             "dF_alpha_L", "dF_diff_max_abs", "ess", "chirality_wrong_fraction", "n_energy_evals_total",
             "wall_time_s"]
+#: columns of the PITA-vs-baselines table at the target temperature
+BASELINE_COLUMNS = HEADLINE[:-2] + ["n_energy_evals_total", "n_energy_evals_budget", "swap_acceptance_mean",
+                                    "wall_time_s"]
+#: order of methods in that table
+METHOD_ORDER = {"pita": 0, "md": 1, "replica_exchange": 2}
 #: columns of the per-residue Ramachandran table of a rung (metrics.json's per_residue)
 RESIDUE_COLUMNS = ["rama_kl", "torus_w2", "p_C7eq", "p_alpha_R", "p_alpha_L", "dF_alpha_R", "dF_alpha_L"]
 #: non-scalar or bookkeeping keys left out of the CSV body
@@ -192,6 +199,23 @@ img{max-width:680px;border:1px solid #eee}
 """
 
 
+def _baseline_table(rows: Sequence[dict]) -> str:
+    """PITA's final rung beside the baselines at the target (coldest) temperature: metrics,
+    energy evaluations spent and the budget they were given, swap acceptance."""
+    temps = [m.get("temperature") for m in rows if m.get("temperature") is not None]
+    if not temps:
+        return ""
+    target = min(temps)
+    at = [m for m in rows if m.get("temperature") is not None and math.isclose(m["temperature"], target)]
+    at.sort(key=lambda m: (METHOD_ORDER.get(str(m.get("method")), 9), str(m.get("method")), -(m.get("rung") or 0)))
+    unit = " K" if at and at[0].get("units", "kJ/mol,nm") == "kJ/mol,nm" else ""
+    return (f"<h3>PITA and baselines at the target temperature T = {html.escape(_fmt(target))}{unit}</h3>"
+            "<p class='note'>Baselines spend at most the energy evaluations of the PITA run "
+            "(n_energy_evals_budget = the final rung's n_energy_evals_total); swap_acceptance_mean is "
+            "replica exchange's overall swap acceptance.</p>"
+            + _table(at, BASELINE_COLUMNS, lead=("method", "rung", "temperature")))
+
+
 def render_html(rows: Sequence[dict], title: str = "PITA evaluation report") -> str:
     """The whole report as one HTML string (plots embedded)."""
     methods = sorted({str(m.get("method", "pita")) for m in rows})
@@ -205,8 +229,10 @@ def render_html(rows: Sequence[dict], title: str = "PITA evaluation report") -> 
         "in kT with the reference value and its block-averaging error in brackets; W2 on the torus in radians.</p>",
         "<h2>Summary</h2>",
         _table(pita_rows, HEADLINE),
-        "<h2>Methods compared</h2>",
     ]
+    if len(methods) > 1:
+        parts.append(_baseline_table(rows))
+    parts.append("<h2>Methods compared</h2>")
     if len(methods) > 1:
         order = sorted(rows, key=lambda m: (-(m.get("temperature") or 0), str(m.get("method"))))
         parts.append(_table(order, HEADLINE, lead=("temperature", "method", "rung")))

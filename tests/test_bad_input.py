@@ -147,6 +147,12 @@ def _md(p, o, *more, system="lj13"):
             "--engine", "torch", "--device", "cpu", "--equilibration-steps", "2", "--stride-steps", "2", *more]
 
 
+def _baseline(p, o, *more, method="replica_exchange", temperatures=("1200", "755.95")):
+    return ["baseline", "--method", method, "--system", "alanine_dipeptide", "--temperatures", *temperatures,
+            "--n-samples", "4", "--replicas", "2", "--out", str(o / "out.h5"), "--device", "cpu", "--no-progress",
+            *more]
+
+
 def _evaluate(p, o, samples="good", reference="ref300", *more):
     return ["evaluate", "--samples", str(p[samples] if samples in p else samples),
             "--reference", str(p[reference] if reference in p else reference), "--system", "alanine_dipeptide",
@@ -240,6 +246,33 @@ CASES = [
          ["--config-json", "'replicas'", "must be a number"]),
     Case("md-config-json-unknown-setting", lambda p, o: _md(p, o, "--config-json", '{"n_sample": 3}'),
          ["--config-json", "'n_sample'", "unknown setting"]),
+    # --- baselines -----------------------------------------------------------------------------
+    Case("baseline-budget-from-other-temperature",
+         lambda p, o: _baseline(p, o, "--budget-from", str(p["ref300"])),
+         [_f("ref300"), "'temperature' is 300 but 755.95 was expected"]),
+    Case("baseline-budget-from-nan-set", lambda p, o: _baseline(p, o, "--budget-from", str(p["nan"])),
+         [_f("nan"), "'positions' has 1 sample(s) with NaN"]),
+    Case("baseline-budget-from-bad-total", lambda p, o: _baseline(p, o, "--budget-from", str(p["bad_total"])),
+         [_f("bad_total"), "attribute 'n_energy_evals_total' must be an integer"]),
+    Case("baseline-budget-too-small",
+         lambda p, o: _baseline(p, o, "--budget-from", str(p["good"]), "--n-samples", "1000"),
+         [_f("good"), "1012 energy evaluations are too few"]),
+    Case("baseline-ladder-rising", lambda p, o: _baseline(p, o, "--budget", "100000",
+                                                          temperatures=("300", "755.95")),
+         ["--temperatures", "must decrease", "300 is followed by 755.95"]),
+    Case("baseline-one-temperature", lambda p, o: _baseline(p, o, "--budget", "100000", temperatures=("755.95",)),
+         ["--temperatures", "at least two temperatures"]),
+    Case("baseline-zero-budget", lambda p, o: _baseline(p, o, "--budget", "0"), ["--budget", "positive integer"]),
+    Case("baseline-no-budget", lambda p, o: _baseline(p, o), ["--budget/--budget-from", "exactly one"]),
+    Case("baseline-zero-replicas", lambda p, o: _baseline(p, o, "--budget", "100000", "--replicas", "0"),
+         ["replicas", ">= 1"]),
+    Case("baseline-zero-swap-every", lambda p, o: _baseline(p, o, "--budget", "100000", "--swap-every", "0"),
+         ["swap_every", ">= 1"]),
+    Case("baseline-config-json-unknown", lambda p, o: _baseline(p, o, "--budget", "100", "--config-json",
+                                                               '{"swap_evry": 5}'),
+         ["--config-json", "'swap_evry'", "unknown setting"]),
+    Case("baseline-out-is-a-folder", lambda p, o: _baseline(p, o, "--budget", "100000"),
+         ["--out", "out.h5", "is a folder"], folders=["out.h5"]),
     # --- checkpoints ---------------------------------------------------------------------------
     Case("anneal-garbage-checkpoint", lambda p, o: _anneal(p, o, ckpt="garbage_pt"),
          [_f("garbage_pt"), "not a loadable model checkpoint"]),

@@ -281,6 +281,8 @@ def test_cli_replica_exchange_then_evaluate(tmp_path, capsys):
                  "--out", str(ev), "--no-plots"]) == 0
     m = json.loads((ev / "metrics.json").read_text())
     assert m["method"] == "replica_exchange" and m["n_energy_evals_total"] == a["n_energy_evals"]
+    assert m["n_energy_evals_budget"] == 6000 and m["swap_acceptance_mean"] == a["swap_acceptance_mean"]
+    assert m["swap_pairs"] == ["2-1.5", "1.5-1"] and len(m["swap_acceptance"]) == 2
     assert m["energy_w2"] is not None and m["distance_w2"] is not None
     # same call for plain MD: the method attribute tags the metrics without --method
     out_md = tmp_path / "baselines" / "md" / "samples.h5"
@@ -322,3 +324,42 @@ def test_cli_budget_from_a_set_at_another_temperature(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and str(other) in err and "'temperature' is 2 but 1 was expected" in err, err
     assert not out.exists()
+
+
+# ---- the report ------------------------------------------------------------------------------------
+def test_report_puts_pita_and_baselines_side_by_side(tmp_path):
+    from pita.report import write_report
+
+    common = {"system": "alanine_dipeptide", "units": "kJ/mol,nm", "plots": []}
+    rows = {
+        "rung_0": {"method": "pita", "rung": 0, "temperature": 1200.0, "energy_w2": 0.5, "n_energy_evals_total": 10},
+        "rung_1": {"method": "pita", "rung": 1, "temperature": 300.0, "energy_w2": 1.25, "torus_w2": 0.3,
+                   "n_energy_evals_total": 123456},
+        "replica_exchange": {"method": "replica_exchange", "rung": 1, "temperature": 300.0, "energy_w2": 2.5,
+                             "torus_w2": 0.7, "n_energy_evals_total": 123450, "n_energy_evals_budget": 123456,
+                             "swap_acceptance_mean": 0.125, "swap_acceptance": [0.2, 0.05]},
+        "md": {"method": "md", "rung": 1, "temperature": 300.0, "energy_w2": 3.5, "torus_w2": 0.9,
+               "n_energy_evals_total": 123440, "n_energy_evals_budget": 123456},
+    }
+    paths = []
+    for name, m in rows.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({**common, **m}))
+        paths.append(tmp_path / name / "metrics.json")
+    write_report(paths, tmp_path / "report.html", tmp_path / "summary.csv")
+    html = (tmp_path / "report.html").read_text()
+    start = html.index("PITA and baselines at the target temperature T = 300 K")
+    table = html[start:html.index("</table>", start)]
+    # PITA's final rung first, then md, then replica exchange; the hot rung is not in this table
+    order = [table.index(f"<td>{m}</td>") for m in ("pita", "md", "replica_exchange")]
+    assert order == sorted(order) and "<td>1200</td>" not in table
+    for header in ("energy_w2", "torus_w2", "n_energy_evals_total", "n_energy_evals_budget", "swap_acceptance_mean"):
+        assert f"<th>{header}</th>" in table
+    for value in ("123,456", "123,450", "123,440", "0.125", "1.25", "2.5", "3.5"):
+        assert f"<td>{value}</td>" in table, value
+    import csv
+
+    with open(tmp_path / "summary.csv") as fh:
+        got = {r["method"] + r["rung"]: r for r in csv.DictReader(fh)}
+    assert got["replica_exchange1"]["swap_acceptance_mean"] == "0.125"
+    assert got["md1"]["n_energy_evals_budget"] == "123456" and got["pita1"]["n_energy_evals_total"] == "123456"

@@ -84,6 +84,18 @@ def test_tiny_completes_after_kill_and_resumes_training(tiny_run):
     final = SampleSet.read(run / "rung_2" / "samples.h5", temperature=555.52, n_atoms=22)
     assert final.attrs["n_energy_evals_total"] > final.attrs["n_energy_evals"] > 0
     assert "report" in (run / "report.html").read_text().lower()
+    # baselines at the final rung's budget, evaluated and reported beside PITA
+    budget = final.attrs["n_energy_evals_total"]
+    for method in ("md", "replica_exchange"):
+        base = SampleSet.read(run / "baselines" / method / "samples.h5", temperature=555.52, n_atoms=22)
+        assert base.attrs["method"] == method and base.attrs["n_energy_evals_budget"] == budget
+        assert budget - 3 * 8 < base.attrs["n_energy_evals"] <= budget
+    import csv
+
+    with open(run / "summary.csv") as fh:
+        methods = [r["method"] for r in csv.DictReader(fh)]
+    assert methods.count("pita") == 3 and {"md", "replica_exchange"} <= set(methods)
+    assert "PITA and baselines at the target temperature" in (run / "report.html").read_text()
 
 
 def test_second_invocation_has_nothing_to_do(tiny_run):
@@ -106,6 +118,25 @@ def test_changed_rung_setting_plans_only_that_rung_and_downstream(tiny_run):
     assert jobs.get("anneal") == 2 and jobs.get("relax") == 2 and jobs.get("train") == 1, jobs
     assert jobs.get("evaluate") == 2 and jobs.get("report") == 1, jobs
     assert "md_seed" not in jobs and "reference_md" not in jobs, jobs
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_tiny_plan_has_the_baselines_when_enabled(tmp_path, enabled):
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["baselines"]["enabled"] = enabled
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "--configfile", str(path), "--cores", "1", "-n", timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = planned_jobs(out.stdout + out.stderr)
+    if enabled:
+        assert jobs.get("baseline") == 2 and jobs.get("evaluate_baseline") == 2, jobs
+        for method in ("md", "replica_exchange"):
+            assert f"results/tiny/baselines/{method}/metrics.json" in out.stdout
+        assert "--budget-from results/tiny/rung_2/samples.h5" in out.stdout or "rung_2/samples.h5" in out.stdout
+    else:
+        assert "baseline" not in jobs and "evaluate_baseline" not in jobs, jobs
+    assert jobs.get("report") == 1 and jobs.get("evaluate") == 3, jobs
 
 
 def test_lint_is_clean():

@@ -25,6 +25,7 @@ USE_GPU = config["device"] == "cuda"
 wildcard_constraints:
     rung=r"\d+",
     later=r"[1-9]\d*",
+    method="md|replica_exchange",
 
 
 def temperature(w, offset=0):
@@ -85,3 +86,19 @@ def reference_file(k):
         if abs(float(temp) - TEMPS[k]) < 1e-9:
             return path
     return None
+
+
+# baselines (config `baselines`, rules in baselines.smk)
+BASELINES = config.get("baselines") or {}
+BASELINE_METHODS = list(BASELINES.get("methods") or []) if BASELINES.get("enabled") else []
+
+
+def baseline_settings(method):
+    """The `baselines` section as `pita baseline --config-json` settings for one method."""
+    skip = {"enabled", "methods"} | ({"engine"} if method == "replica_exchange" else set())
+    return {k: v for k, v in BASELINES.items() if k not in skip}
+
+
+def baseline_metrics():
+    """The baselines' metrics.json files the report shows beside PITA's (none when disabled)."""
+    return [f"{RUN}/baselines/{m}/metrics.json" for m in BASELINE_METHODS]

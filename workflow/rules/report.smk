@@ -1,7 +1,8 @@
 rule report:
-    """All rungs' metrics -> summary.csv and a self-contained HTML report."""
+    """All rungs' metrics (and the baselines', when enabled) -> summary.csv and a self-contained HTML report."""
     input:
         metrics=expand(f"{RUN}/rung_{{rung}}/metrics.json", rung=range(K + 1)),
+        baselines=baseline_metrics(),
     output:
         summary=f"{RUN}/summary.csv",
         html=report(f"{RUN}/report.html", caption="../report/report.rst", category="Summary"),
@@ -14,4 +15,4 @@ rule report:
     conda:
         "../../envs/pita.yaml"
     shell:
-        "pita report --metrics {input.metrics} --summary {output.summary} --out {output.html} > {log} 2>&1"
+        "pita report --metrics {input.metrics} {input.baselines} --summary {output.summary} --out {output.html} > {log} 2>&1"

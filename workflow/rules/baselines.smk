@@ -1,0 +1,59 @@
+# Baselines at the PITA run's energy-evaluation budget (config `baselines`): plain MD at the
+# target temperature and replica exchange across the ladder, each spending at most the final
+# rung's n_energy_evals_total, evaluated against the final rung's reference.
+
+rule baseline:
+    """Plain MD or replica exchange within the final rung's energy-evaluation total."""
+    input:
+        budget=f"{RUN}/rung_{K}/samples.h5",
+    output:
+        samples=f"{RUN}/baselines/{{method}}/samples.h5",
+    params:
+        system=SYSTEM_ARG,
+        temperatures=" ".join(f"{t:g}" for t in TEMPS),
+        settings=lambda w: json.dumps(baseline_settings(w.method), sort_keys=True),
+        device=config["device"],
+        seed=lambda w: config["seed"] + 1000 * K + (11 if w.method == "md" else 12),
+    log:
+        f"{RUN}/logs/baseline_{{method}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/baseline_{{method}}.tsv"
+    threads: config["threads"]
+    resources:
+        runtime=240,
+        mem_mb=4000,
+        **gpu_resources(),
+    conda:
+        "../../envs/pita.yaml"
+    shell:
+        "pita baseline --method {wildcards.method} --system '{params.system}' --temperatures {params.temperatures}"
+        " --budget-from {input.budget} --config-json '{params.settings}' --device {params.device} --seed {params.seed}"
+        " --no-progress --out {output.samples} > {log} 2>&1"
+
+
+rule evaluate_baseline:
+    """A baseline against the reference MD at the target temperature (as rule evaluate for rung K)."""
+    input:
+        samples=f"{RUN}/baselines/{{method}}/samples.h5",
+        reference=f"{RUN}/reference/rung_{K}.h5",
+    output:
+        metrics=f"{RUN}/baselines/{{method}}/metrics.json",
+    params:
+        system=SYSTEM_ARG,
+        flags=f"--ot-max-samples {rung_settings(config, K, 'evaluate')['max_samples']}",
+        outdir=lambda w: f"{RUN}/baselines/{w.method}",
+        seed=config["seed"] + 1000 * K + 5,
+    log:
+        f"{RUN}/logs/evaluate_baseline_{{method}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/evaluate_baseline_{{method}}.tsv"
+    threads: 1
+    resources:
+        runtime=60,
+        mem_mb=4000,
+    conda:
+        "../../envs/pita.yaml"
+    shell:
+        "pita evaluate --samples {input.samples} --reference {input.reference} --system '{params.system}'"
+        " --method {wildcards.method} {params.flags} --seed {params.seed} --out {params.outdir}"
+        " --metrics {output.metrics} > {log} 2>&1"
