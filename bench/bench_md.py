@@ -153,6 +153,9 @@ def main(argv=None) -> int:
     p.add_argument("--precision", choices=list(md.PRECISIONS), default="mixed",
                    help="torch engine precision (default mixed: float64 state, float32 forces, as run_md)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="configurations per force-field kernel call (default: the system's, 1024); "
+                        "on a GPU the rate is launch-bound below ~65536")
     p.add_argument("--repeats", type=int, default=3, help="alternating OpenMM/torch measurements per row (best kept)")
     p.add_argument("--json", help="write the figures to this JSON file")
     p.add_argument("--validate", action="store_true", help="compare the engines' energy distributions instead")
@@ -175,8 +178,12 @@ def main(argv=None) -> int:
     replicas = args.replicas or ([1, 16, 64, 256, 1024] if device.type == "cpu" else [1, 256, 1024, 4096, 16384, 65536])
     steps = args.steps or (300 if device.type == "cpu" else 200)
     system = load_aldp()
+    if args.chunk_size:
+        ff = getattr(system, "torch_forcefield", None) or getattr(system, "ff", None)
+        ff.chunk_size = int(args.chunk_size)
+    chunk = getattr(getattr(system, "torch_forcefield", None) or getattr(system, "ff", None), "chunk_size", None)
     print(f"alanine dipeptide ({system.n_atoms} atoms, implicit solvent), 300 K, dt 1 fs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {device}, {args.precision} precision")
+          f"{torch.get_num_threads()} threads, device {device}, {args.precision} precision, force-field chunk {chunk}")
     omm_steps = steps * (10 if device.type == "cpu" else 50)
     omm_run, plat = openmm_runner(system, args.platform, device)
     print(f"OpenMM {plat}: one trajectory, {omm_steps} steps per measurement; torch {steps} steps; "
