@@ -314,7 +314,8 @@ def evaluate(samples: SampleSet, reference: SampleSet, system: Any = None, out_d
     if metrics_path is not None:
         metrics_path = Path(metrics_path)
         if plots:
-            result["plots"] = write_plots(data, metrics_path.parent, temperature=samples.temperature)
+            result["plots"] = write_plots(data, metrics_path.parent, temperature=samples.temperature,
+                                          units=samples.attrs.get("units"))
         result["eval_wall_time_s"] = time.perf_counter() - t0
         atomic_write_json(metrics_path, _jsonable(result))
         log.info("wrote %s", metrics_path)
@@ -380,12 +381,14 @@ def _ramachandran_figure(ang_s: np.ndarray, ang_r: np.ndarray, ws, wr, title: st
     return fig
 
 
-def write_plots(data: dict, out_dir: str | Path, temperature: float | None = None) -> list[str]:
+def write_plots(data: dict, out_dir: str | Path, temperature: float | None = None, units: str | None = None
+                ) -> list[str]:
     """PNG plots from `compute_metrics`' data; returns the file names written (relative to out_dir)."""
     out_dir = Path(out_dir)
     written: list[str] = []
     ws, wr = data.get("ws"), data.get("wr")
-    title_t = f" at {temperature:g} K" if temperature is not None else ""
+    reduced = units is not None and units != "kJ/mol,nm"  # Lennard-Jones: T in reduced units, no kelvin
+    title_t = "" if temperature is None else (f" at T = {temperature:g}" if reduced else f" at {temperature:g} K")
 
     # energy histograms
     u_s, u_r = data["u_s"], data["u_r"]

@@ -256,6 +256,41 @@ def test_lj_like_particles_without_topology(tmp_path):
     assert evaluate(a, a, None, None)["distance_w2"] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_lj_energy_and_distance_w2_follow_the_pita_convention(tmp_path):
+    """LJ-13 headline metrics as in the PITA code (energytemp_module: energy W2 =
+    sqrt(ot.emd2_1d) of the reduced energies U/kT, dist_w2 = sqrt(ot.emd2_1d) of all pooled
+    interatomic distances i < j), on the real LJ-13 energy, at T = 2 so that kT matters."""
+    import ot
+    import torch
+
+    from pita.systems import load
+
+    lj = load("lj13")
+    rng = np.random.default_rng(1)
+    x = rng.normal(scale=0.7, size=(400, 13, 3))
+    a_x, b_x = x[:200], 1.05 * x[200:]
+    sets = []
+    for pos in (a_x, b_x):
+        e = lj.energy(torch.as_tensor(pos)).numpy()
+        sets.append(SampleSet(pos.astype(np.float32), e, {"system": "lj13", "temperature": 2.0, "units": "reduced",
+                                                         "length_scale": 1.0, "n_energy_evals": 0,
+                                                         "n_energy_evals_total": 0}))
+    s, r = sets
+    m = evaluate(s, r, lj, tmp_path)
+    assert m["energy_w2"] == pytest.approx(np.sqrt(ot.emd2_1d(r.energy / 2.0, s.energy / 2.0)), rel=1e-6)
+    iu = np.triu_indices(13, k=1)
+
+    def dists(p):
+        p = p.astype(np.float64)
+        return np.linalg.norm(p[:, iu[0]] - p[:, iu[1]], axis=-1).reshape(-1)
+
+    assert m["distance_w2"] == pytest.approx(np.sqrt(ot.emd2_1d(dists(s.positions), dists(r.positions))), rel=1e-6)
+    assert m["energy_mean"] == pytest.approx(np.mean(s.energy) / 2.0)
+    assert set(m["plots"]) == {"energy.png", "distances.png"}
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["energy_w2"] == m["energy_w2"] and on_disk["distance_w2"] == m["distance_w2"]
+
+
 def test_report_on_two_rungs(aldp, tmp_path):
     system, ref, other, hot = aldp
     paths = []
