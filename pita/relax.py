@@ -317,6 +317,7 @@ def relax(samples: SampleSet, system: Any, temperature: float, *, method: str = 
           bridge_mode: str = "auto", bridge_ess_threshold: float = 0.01, bridge_ess_fraction: float = 0.5,
           bridge_mala_steps: int = 10, bridge_max_levels: int = 50, phi0_fn=None,
           log_weight_path: np.ndarray | None = None, n_out: int | None = None, batch_size: int | None = None,
+          torsion_moves: int = 0, torsion_max_angle: float = math.pi,
           seed: int | None = 0, generator: torch.Generator | None = None, dtype=torch.float64,
           attrs: dict | None = None) -> RelaxResult:
     """Resample `samples` by their weights (bridging first when the ESS is tiny) and move at T.
@@ -376,17 +377,61 @@ def relax(samples: SampleSet, system: Any, temperature: float, *, method: str = 
     else:
         state = state.index(idx)
     tau = float(step_size) if step_size is not None else default_step_size(system, method)
+    movers = None
+    if torsion_moves > 0:
+        from .torsions import TorsionMoves
+
+        movers = TorsionMoves.for_system(system, torsion_max_angle) if mean_free else None
+        if movers is None:
+            log.warning("relax: torsion moves asked for, but %s has no rotatable bond: none made",
+                        getattr(system, "name", "the system"))
+    n_cycles = int(torsion_moves) if movers is not None else 0
+    tors_acc: list[float] = []
+    tors_by_bond: dict[str, list[float]] = {}
+
+    def torsion_move(state: _State) -> _State:
+        state, ts = movers.run(state, lambda y: _evaluate(y, pot), kT, 1, generator)
+        tors_acc.append(ts.accept_rate)
+        for name, a in ts.accept_by_bond.items():
+            if a == a:  # not NaN: the bond was tried
+                tors_by_bond.setdefault(name, []).append(a)
+        return state
+
+    def chunks(total: int) -> list[int]:  # `total` local steps spread over the torsion cycles
+        if n_cycles == 0:
+            return [total]
+        return [(i + 1) * total // n_cycles - i * total // n_cycles for i in range(n_cycles)]
+
     if method == "mala":
-        burn = n_steps // 2 if n_burnin is None else int(n_burnin)
-        state, st = mala(state, pot, n_steps, tau, n_burnin=burn, mean_free=mean_free, generator=generator)
-        diag.update(accept_rate=st.accept_rate, step_size=st.step_size, n_burnin=burn,
-                    accept_trace=st.accept_trace)
-        if n_steps > burn and not (0.2 <= st.accept_rate <= 0.9):
-            log.warning("relax: MALA acceptance %.2f after burn-in", st.accept_rate)
+        burn = n_steps // 2 if n_burnin is None else min(int(n_burnin), n_steps)
+        state, st = mala(state, pot, burn, tau, n_burnin=burn, mean_free=mean_free, generator=generator)
+        tau_run, acc_trace = (st.step_size if burn else tau), list(st.accept_trace)
+        n_acc, n_post = 0.0, 0
+        for m in chunks(n_steps - burn):
+            if n_cycles:
+                state = torsion_move(state)
+            if m:
+                state, st = mala(state, pot, m, tau_run, n_burnin=0, mean_free=mean_free, generator=generator)
+                acc_trace += st.accept_trace
+                n_acc += st.accept_rate * m
+                n_post += m
+        accept_rate = n_acc / n_post if n_post else (float(np.mean(acc_trace)) if acc_trace else float("nan"))
+        diag.update(accept_rate=accept_rate, step_size=tau_run, n_burnin=burn, accept_trace=acc_trace)
+        if n_post and not (0.2 <= accept_rate <= 0.9):
+            log.warning("relax: MALA acceptance %.2f after burn-in", accept_rate)
     else:
-        state = langevin(state, pot, n_steps, tau, friction=friction,
-                         masses=system.masses if system.n_atoms is not None else None, generator=generator)
+        masses = system.masses if system.n_atoms is not None else None
+        for m in chunks(n_steps):
+            if n_cycles:
+                state = torsion_move(state)
+            if m:
+                state = langevin(state, pot, m, tau, friction=friction, masses=masses, generator=generator)
         diag.update(dt=tau, friction=friction)
+    if n_cycles:
+        diag.update(torsion_moves=n_cycles, torsion_accept_rate=float(np.mean(tors_acc)),
+                    torsion_accept_by_bond={k: float(np.mean(v)) for k, v in tors_by_bond.items()})
+        log.info("relax: %d torsion moves per particle, acceptance %.3f (%s)", n_cycles, float(np.mean(tors_acc)),
+                 ", ".join(f"{k} {np.mean(v):.2f}" for k, v in tors_by_bond.items()))
     n_evals = system.n_energy_evals - n0
     good = torch.isfinite(state.U) & torch.isfinite(state.x.reshape(state.x.shape[0], -1)).all(-1)
     n_bad = int((~good).sum())

@@ -3,13 +3,16 @@
     pita relax --samples weighted.h5 --system alanine_dipeptide --temperature T --out relaxed.h5
                [--method mala|langevin] [--n-steps 100] [--step-size S] [--burn-in B]
                [--bridge auto|never|always] [--bridge-ess-threshold 0.01] [--checkpoint model.pt]
-               [--n-out N] [--batch-size B] [--diagnostics relax.json] [--seed 0]
+               [--n-out N] [--batch-size B] [--torsion-moves K] [--torsion-max-angle-deg 180]
+               [--diagnostics relax.json] [--seed 0]
 
 MALA (default) is exact: its step size (nm^2 for molecules) adapts during the burn-in (default
 half of the steps) only. Langevin runs BAOAB with --step-size as the timestep (ps for
 molecules; default 1 fs) and --friction (1/ps). The bridge (a resample-move SMC from the
 model's density exp(-gamma E(x~, sigma_min)) to the target) needs the checkpoint that produced
 the weighted set; with --bridge auto it runs when ESS/N < --bridge-ess-threshold.
+--torsion-moves K interleaves K Metropolis rotations about rotatable bonds (pita/torsions.py:
+exact, they change phi/psi by large angles) per particle with the post-burn-in steps.
 The output is unweighted, with energies and forces; n_energy_evals_total = input's total + this step.
 """
 from __future__ import annotations
@@ -44,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-out", dest="n_out", type=int, help="output size (default: input size)")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="configurations per energy call")
     p.add_argument("--device", default="cpu", help="device of the model for the bridge")
+    p.add_argument("--torsion-moves", dest="torsion_moves", type=int, default=0,
+                   help="Metropolis torsion moves per particle, interleaved with the steps after burn-in (molecules)")
+    p.add_argument("--torsion-max-angle-deg", dest="torsion_max_angle_deg", type=float, default=180.0,
+                   help="torsion moves draw the angle from U(-a, a)")
     p.add_argument("--rung", type=int, help="rung index of the output (default: the input's)")
     p.add_argument("--diagnostics", help="diagnostics JSON")
     p.add_argument("--seed", type=int, default=0)
@@ -60,11 +67,13 @@ def run(args: argparse.Namespace) -> int:
         raise PitaInputError(f"--temperature: must be positive, got {args.temperature}")
     for name, value, minimum in (("--n-steps", args.n_steps, 0), ("--burn-in", args.burn_in, 0),
                                  ("--bridge-mala-steps", args.bridge_mala_steps, 0), ("--n-out", args.n_out, 1),
-                                 ("--batch-size", args.batch_size, 1)):
+                                 ("--batch-size", args.batch_size, 1), ("--torsion-moves", args.torsion_moves, 0)):
         if value is not None and value < minimum:
             raise PitaInputError(f"{name}: must be >= {minimum}, got {value}")
     if args.step_size is not None and not (0 < args.step_size < math.inf):
         raise PitaInputError(f"--step-size: must be positive, got {args.step_size}")
+    if not (0 < args.torsion_max_angle_deg <= 180):
+        raise PitaInputError(f"--torsion-max-angle-deg: must be in (0, 180], got {args.torsion_max_angle_deg}")
     if not (0 <= args.friction < math.inf):
         raise PitaInputError(f"--friction: must be >= 0, got {args.friction}")
     if not (0 <= args.bridge_ess_threshold <= 1):
@@ -90,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
     settings = dict(samples=str(args.samples), system=system.spec(), temperature=args.temperature, method=args.method,
                     n_steps=args.n_steps, step_size=args.step_size, burn_in=args.burn_in, friction=args.friction,
                     bridge=args.bridge, bridge_ess_threshold=args.bridge_ess_threshold,
-                    bridge_mala_steps=args.bridge_mala_steps, n_out=args.n_out,
-                    input_digest=samples.attrs.get("config_digest"))
+                    bridge_mala_steps=args.bridge_mala_steps, n_out=args.n_out, torsion_moves=args.torsion_moves,
+                    torsion_max_angle_deg=args.torsion_max_angle_deg, input_digest=samples.attrs.get("config_digest"))
     attrs = base_attrs("relax", settings, args.seed)
     attrs.update(system=system.name, units=system.units, length_scale=float(samples.attrs["length_scale"]),
                  rung=args.rung if args.rung is not None else samples.attrs.get("rung", -1))
@@ -102,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
                 n_burnin=args.burn_in, friction=args.friction, bridge_mode=args.bridge,
                 bridge_ess_threshold=args.bridge_ess_threshold, bridge_mala_steps=args.bridge_mala_steps,
                 phi0_fn=phi0_fn, log_weight_path=A, n_out=args.n_out, batch_size=args.batch_size, seed=args.seed,
+                torsion_moves=args.torsion_moves, torsion_max_angle=math.radians(args.torsion_max_angle_deg),
                 attrs=attrs)
     _keep_data_enantiomer(res, system)
     if len(res.samples) == 0:
