@@ -149,13 +149,33 @@ def test_perturbed_energy_with_final_correction_is_exact():
     assert abs(wrong["mean"] - ref["mean"]) > 0.2, (wrong, ref)
 
 
-@pytest.mark.parametrize("drift", ["energy", "score"])
+@pytest.mark.parametrize("drift", ["energy", "score", "tempered"])
 def test_general_rate_for_other_drifts(drift):
     """Drifts other than PITA's need the general formula (laplacian of E): still exact."""
     gmm = mixture_1d()
     ref = grid_reference(lambda x: -GAMMA * gmm.diffused_energy(x, SCHED["sigma_min"]))
     w, _ = run_seeds(AnalyticDiffusionModel(gmm), n_seeds=3, steps=150, resample_threshold=0.5, drift=drift)
     assert abs(w["mass_left"] - ref["mass_left"]) < 0.06, (w, ref)
+
+
+def test_tempered_drift_tracks_a_gaussian():
+    """On a 10-dimensional Gaussian PITA's drift contracts the particles too much (variance
+    below s^2/gamma) and its weights repair that in every direction; the tempered drift's
+    particles follow N(mu, s^2/gamma) up to the time step and its weights spread far less
+    (measured: weight sd 0.69 / 0.58 (noise 1) vs 1.92; variance 0.326 vs 0.233, target 0.306)."""
+    d, gamma, s = 10, 1.6, 0.7
+    target = s * s / gamma
+    model = AnalyticDiffusionModel(GaussianMixture(means=[[0.5] * d], stds=[s], weights=[1.0]))
+    kw = dict(dtype=torch.float64, seed=0, resample_threshold=0.0, sigma_min=0.01, sigma_max=10.0, rho=7.0)
+    out = {}
+    for key, extra in (("tempered", {"drift": "tempered"}), ("tempered_noise1", {"drift": "tempered", "noise_scale": 1.0}),
+                       ("pita", {"drift": "pita"})):
+        r = anneal(model, gamma, 500, 100, **extra, **kw)
+        out[key] = (float(np.std(r.log_weight)), float(r.x.numpy().var(0).mean()))
+        assert abs(float(r.x.numpy().mean()) - 0.5) < 0.03, (key, out)
+    for key in ("tempered", "tempered_noise1"):
+        assert out[key][0] < 0.5 * out["pita"][0], out
+        assert abs(out[key][1] - target) < 0.5 * abs(out["pita"][1] - target), out
 
 
 def test_discrete_time_weights_exact():

@@ -4,7 +4,8 @@
                 --samples-in rung_k.h5 --out weighted.h5 [--diagnostics diag.json]
                 [--n-particles 1000] [--n-steps 200] [--resample-threshold 1.0]
                 [--stop-resample-sigma 0.0] [--divergence exact|hutchinson] [--probes 1]
-                [--weights continuous|discrete] [--schedule SMIN SMAX RHO] [--batch-size B] [--device cpu|cuda] [--seed 0]
+                [--weights continuous|discrete] [--drift pita|tempered|score|energy] [--noise-scale L]
+                [--score-source score|energy] [--schedule SMIN SMAX RHO] [--batch-size B] [--device cpu|cuda] [--seed 0]
                 [--forces] [--no-chirality-fix]
 
 gamma = T_k / T_{k+1}, T_k the model's temperature (checked against --samples-in, whose
@@ -48,6 +49,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe", choices=["rademacher", "gaussian"], default="rademacher")
     p.add_argument("--weights", choices=["continuous", "discrete"], default="continuous",
                    help="continuous FK rate (DESIGN.md) or the exact discrete-time step weights")
+    p.add_argument("--drift", choices=["pita", "tempered", "score", "energy"], default="pita",
+                   help="pita: u = gamma (g^2/2)(s - grad E) (DESIGN.md); tempered: u = (1 + L^2 gamma)(g^2/2) s with "
+                        "noise L g, exact for Gaussians (far lower weight variance; pita/fksmc.py)")
+    p.add_argument("--noise-scale", dest="noise_scale", type=float,
+                   help="noise L g instead of g (default: 1, or gamma^-1/2 with --drift tempered)")
+    p.add_argument("--score-source", dest="score_source", choices=["score", "energy"], default="score",
+                   help="score field of the drift: the score network, or -grad E of the energy network")
     p.add_argument("--time-derivative", dest="time_derivative", choices=["finite_difference", "autograd"],
                    default="finite_difference")
     p.add_argument("--schedule", dest="sigma_override", nargs=3, type=float, metavar=("SMIN", "SMAX", "RHO"),
@@ -86,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         raise PitaInputError(f"--resample-threshold: must be in [0, 1], got {args.resample_threshold}")
     if args.stop_resample_sigma < 0 or not math.isfinite(args.stop_resample_sigma):
         raise PitaInputError(f"--stop-resample-sigma: must be >= 0, got {args.stop_resample_sigma}")
+    if args.noise_scale is not None and not (args.noise_scale > 0 and math.isfinite(args.noise_scale)):
+        raise PitaInputError(f"--noise-scale: must be positive and finite, got {args.noise_scale}")
     if args.sigma_override:
         smin, smax, rho = args.sigma_override
         if not (0 < smin < smax < math.inf and 0 < rho < math.inf):
@@ -118,12 +128,14 @@ def run(args: argparse.Namespace) -> int:
                     gamma=gamma, n_particles=args.n_particles, n_steps=args.n_steps,
                     resample_threshold=args.resample_threshold, stop_resample_sigma=args.stop_resample_sigma,
                     divergence=args.divergence, probes=args.probes, probe=args.probe, weights=args.weights,
+                    drift=args.drift, noise_scale=args.noise_scale, score_source=args.score_source,
                     time_derivative=args.time_derivative, schedule=sched, chirality_fix=args.chirality_fix)
     log.info("anneal: T %g -> %g (gamma %.4f), %d particles x %d steps on %s", T_k, T_next, gamma,
              args.n_particles, args.n_steps, device)
     res = anneal(model, gamma, args.n_particles, args.n_steps, divergence_method=args.divergence,
                  n_probes=args.probes, probe=args.probe, resample_threshold=args.resample_threshold,
-                 stop_resample_sigma=args.stop_resample_sigma, weights=args.weights,
+                 stop_resample_sigma=args.stop_resample_sigma, weights=args.weights, drift=args.drift,
+                 noise_scale=args.noise_scale, score_source=args.score_source,
                  time_derivative=args.time_derivative, batch_size=args.batch_size, system=system,
                  temperature=T_next, length_scale=L, fix_chirality=args.chirality_fix,
                  compute_forces=args.forces, seed=args.seed, device=device, progress=args.progress, **sched)
