@@ -115,7 +115,7 @@ class MolecularSystem(System):
     def __init__(self, pdb: str | Path, forcefield: list[str] | tuple[str, ...] | str, name: str | None = None,
                  length_scale: float | None = None, backend: str = "torch", platform: str = "Reference",
                  device: str | None = None, dtype: str | None = None, compile: bool = False,
-                 chunk_size: int = 1024):
+                 chunk_size: int | None = None):
         super().__init__()
         import mdtraj
 
@@ -138,7 +138,7 @@ class MolecularSystem(System):
         self.device = torch.device(device) if device else None
         self.dtype = DTYPES[dtype] if dtype else None
         self.compile = bool(compile)
-        self.chunk_size = int(chunk_size)
+        self.chunk_size = None if chunk_size is None else int(chunk_size)  # None: 1024 on CPU, 65536 on CUDA
 
         pdb_file = read_pdb(self.pdb)
         self.openmm_topology = pdb_file.topology

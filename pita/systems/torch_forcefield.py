@@ -671,13 +671,17 @@ class TorchForceField:
     configurations per chunk the rate rises up to ~512 and is flat to ~2048 (cache effects
     of the larger intermediates are smaller than the dispatch saved). compile=True runs the
     analytic kernel through torch.compile (the first call per dtype/device compiles for
-    minutes on CPU).
+    minutes on CPU). On a GPU each chunk costs ~2.5 ms of kernel launches whatever its size,
+    so the default there is 65536 (an H100 went from 26x to 500x OpenMM Reference; ~4 GB of
+    transient memory in float64; bench/RESULTS_GPU.md).
     """
 
-    def __init__(self, system, chunk_size: int = 1024, compile: bool = False):
+    CPU_CHUNK, GPU_CHUNK = 1024, 65536
+
+    def __init__(self, system, chunk_size: int | None = None, compile: bool = False):
         self.n_atoms = system.getNumParticles()
         self.terms = terms_from_openmm(system)
-        self.chunk_size = int(chunk_size)
+        self.chunk_size = None if chunk_size is None else int(chunk_size)  # None: by device
         self.compile = bool(compile)
         self._cache: dict = {}
         self._compiled_fn = None
@@ -755,9 +759,10 @@ class TorchForceField:
         return self._compiled_fn
 
     def _chunks(self, x, fn):
-        if x.shape[0] <= self.chunk_size:
+        chunk = self.chunk_size or (self.GPU_CHUNK if x.device.type == "cuda" else self.CPU_CHUNK)
+        if x.shape[0] <= chunk:
             return fn(x)
-        outs = [fn(xc) for xc in torch.split(x, self.chunk_size)]
+        outs = [fn(xc) for xc in torch.split(x, chunk)]
         return tuple(None if o[0] is None else torch.cat(o) for o in zip(*outs))
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
