@@ -281,7 +281,7 @@ def bridge(state: _State, log_weight0: torch.Tensor, pot: SystemPotential, phi0_
         lam = new
         lambdas.append(lam)
         ess_trace.append(ess(lw) / N)
-        idx = systematic_resample(lw, N, generator)
+        idx = systematic_resample(lw, N, generator).to(lw.device)
         state = state.index(idx)
         lw = torch.zeros(N, dtype=torch.float64, device=lw.device)
         n_res += 1
@@ -317,7 +317,7 @@ def relax(samples: SampleSet, system: Any, temperature: float, *, method: str = 
           bridge_mode: str = "auto", bridge_ess_threshold: float = 0.01, bridge_ess_fraction: float = 0.5,
           bridge_mala_steps: int = 10, bridge_max_levels: int = 50, phi0_fn=None,
           log_weight_path: np.ndarray | None = None, n_out: int | None = None, batch_size: int | None = None,
-          torsion_moves: int = 0, torsion_max_angle: float = math.pi,
+          torsion_moves: int = 0, torsion_max_angle: float = math.pi, device: str | torch.device | None = None,
           seed: int | None = 0, generator: torch.Generator | None = None, dtype=torch.float64,
           attrs: dict | None = None) -> RelaxResult:
     """Resample `samples` by their weights (bridging first when the ESS is tiny) and move at T.
@@ -340,8 +340,11 @@ def relax(samples: SampleSet, system: Any, temperature: float, *, method: str = 
     pot = SystemPotential(system, temperature, batch_size)
     kT = pot.kT
     n0 = system.n_energy_evals
-    x_in = torch.as_tensor(np.asarray(samples.positions)).to(dtype)
-    lw_in = torch.as_tensor(samples.log_weight if samples.log_weight is not None else np.zeros(N), dtype=torch.float64)
+    # positions (and so the true energies, moves and weights) live on `device`; draws stay on the CPU generator
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    x_in = torch.as_tensor(np.asarray(samples.positions)).to(dtype=dtype, device=dev)
+    lw_in = torch.as_tensor(samples.log_weight if samples.log_weight is not None else np.zeros(N),
+                            dtype=torch.float64).to(dev)
     ess_in = ess(lw_in)
     diag: dict[str, Any] = {"n_in": N, "ess_in": ess_in, "ess_in_fraction": ess_in / N, "method": method}
     use_bridge = bridge_mode == "always" or (bridge_mode == "auto" and ess_in / N < bridge_ess_threshold)
@@ -355,7 +358,7 @@ def relax(samples: SampleSet, system: Any, temperature: float, *, method: str = 
     if use_bridge:
         state = _evaluate(x_in, pot, phi0_fn)
         if log_weight_path is not None:
-            A = torch.as_tensor(np.asarray(log_weight_path), dtype=torch.float64)
+            A = torch.as_tensor(np.asarray(log_weight_path), dtype=torch.float64).to(dev)
         else:
             # log_weight = A - U/kT + phi0  =>  A = log_weight + U/kT - phi0 (phi0 re-evaluated now)
             A = lw_in + state.U / kT - state.phi0
@@ -370,7 +373,7 @@ def relax(samples: SampleSet, system: Any, temperature: float, *, method: str = 
     else:
         state = None
         lw = lw_in
-    idx = systematic_resample(lw, n_out, generator)
+    idx = systematic_resample(lw, n_out, generator).to(dev)
     diag["n_unique_after_resampling"] = int(torch.unique(idx).numel())
     if state is None:
         state = _evaluate(x_in[idx], pot)

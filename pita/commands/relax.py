@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="model checkpoint that produced the weighted set (for the bridge)")
     p.add_argument("--n-out", dest="n_out", type=int, help="output size (default: input size)")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="configurations per energy call")
-    p.add_argument("--device", default="cpu", help="device of the model for the bridge")
+    p.add_argument("--device", default="cpu", help="device of the energies, moves and the bridge's model (cpu, cuda)")
     p.add_argument("--torsion-moves", dest="torsion_moves", type=int, default=0,
                    help="Metropolis torsion moves per particle, interleaved with the steps after burn-in (molecules)")
     p.add_argument("--torsion-max-angle-deg", dest="torsion_max_angle_deg", type=float, default=180.0,
@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
                 bridge_ess_threshold=args.bridge_ess_threshold, bridge_mala_steps=args.bridge_mala_steps,
                 phi0_fn=phi0_fn, log_weight_path=A, n_out=args.n_out, batch_size=args.batch_size, seed=args.seed,
                 torsion_moves=args.torsion_moves, torsion_max_angle=math.radians(args.torsion_max_angle_deg),
+                device=args.device,
                 attrs=attrs)
     _keep_data_enantiomer(res, system)
     if len(res.samples) == 0:
