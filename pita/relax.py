@@ -153,12 +153,15 @@ class MalaStats:
 
 def mala(state: _State, pot: SystemPotential, n_steps: int, step_size: float, *, lam: float = 1.0, phi0_fn=None,
          n_burnin: int = 0, target_accept: float = TARGET_ACCEPT, mean_free: bool = False,
-         generator: torch.Generator | None = None) -> tuple[_State, MalaStats]:
+         generator: torch.Generator | None = None,
+         same_class: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> tuple[_State, MalaStats]:
     """MALA targeting exp(-[lam U/kT + (1-lam) phi0]) (lam = 1: the Boltzmann density at T).
 
     Proposal y = x - tau grad V(x) + sqrt(2 tau) xi. The step size tau (position units^2)
     is adapted (Robbins-Monro on log tau towards `target_accept`) during the first `n_burnin`
     steps only, then frozen, so the remaining steps are exact MH moves.
+    same_class(x, y) -> (N,) bool: proposals outside the current particle's class are rejected
+    (chirality: MH for the target restricted to one enantiomer, which the moves then keep).
     """
     kT = pot.kT
     log_tau = math.log(step_size)
@@ -180,6 +183,8 @@ def mala(state: _State, pot: SystemPotential, n_steps: int, step_size: float, *,
         u = torch.rand(x.shape[0], generator=generator, dtype=torch.float64).to(x.device)
         finite = torch.isfinite(log_alpha) & torch.isfinite(y.reshape(y.shape[0], -1)).all(-1)
         accept = finite & (torch.log(u) < torch.where(finite, log_alpha, torch.zeros_like(log_alpha)))
+        if same_class is not None:
+            accept &= same_class(x, y)
         state = state.where(accept, prop)
         a = float(accept.double().mean())
         acc_trace.append(a)
@@ -241,7 +246,8 @@ class BridgeResult:
 
 def bridge(state: _State, log_weight0: torch.Tensor, pot: SystemPotential, phi0_fn, *, ess_fraction: float = 0.5,
            max_levels: int = 50, n_mala: int = 10, step_size: float = 1e-3, n_burnin: int | None = None,
-           mean_free: bool = False, generator: torch.Generator | None = None) -> BridgeResult:
+           mean_free: bool = False, generator: torch.Generator | None = None,
+           same_class: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> BridgeResult:
     """Resample-move SMC from pi_0 ∝ exp(-phi0) (weights `log_weight0` w.r.t. pi_0) to exp(-U/kT).
 
     The next lambda is the largest one whose incremental weights keep ESS/N >= ess_fraction
@@ -286,7 +292,7 @@ def bridge(state: _State, log_weight0: torch.Tensor, pot: SystemPotential, phi0_
         lw = torch.zeros(N, dtype=torch.float64, device=lw.device)
         n_res += 1
         state, st = mala(state, pot, n_mala, tau, lam=lam, phi0_fn=phi0_fn, n_burnin=burn, mean_free=mean_free,
-                         generator=generator)
+                         generator=generator, same_class=same_class)
         if lam < 1.0 and state.phi0 is None:
             raise RuntimeError("bridge: lost the model potential")
         tau = st.step_size
@@ -298,6 +304,23 @@ def bridge(state: _State, log_weight0: torch.Tensor, pot: SystemPotential, phi0_
 # ---------------------------------------------------------------------------------------------
 # the relax step
 # ---------------------------------------------------------------------------------------------
+def _chirality_guard(system: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """(x, y) -> proposals that keep every chiral centre's sign, or None (no chiral centre).
+
+    The force field gives L and D the same weight, and a MALA step from a strained start can
+    invert one centre of several (a tripeptide then has mixed chirality, which no mirror
+    repairs). Rejecting such proposals makes the moves MH for pi restricted to the particle's
+    enantiomer; the relax command then mirrors all-D particles back to L."""
+    if getattr(system, "topology", None) is None or getattr(system, "reference_positions", None) is None:
+        return None
+    from .chirality import ChiralityChecker
+
+    checker = ChiralityChecker.from_system(system)
+    if checker.n_centers == 0:
+        return None
+    return lambda x, y: (checker.signs(y.to(torch.float64)) == checker.signs(x.to(torch.float64))).all(-1)
+
+
 @dataclass
 class RelaxResult:
     samples: SampleSet
@@ -347,6 +370,7 @@ def relax(samples: SampleSet, system: Any, temperature: float, *, method: str = 
                             dtype=torch.float64).to(dev)
     ess_in = ess(lw_in)
     diag: dict[str, Any] = {"n_in": N, "ess_in": ess_in, "ess_in_fraction": ess_in / N, "method": method}
+    same_class = _chirality_guard(system) if mean_free else None
     use_bridge = bridge_mode == "always" or (bridge_mode == "auto" and ess_in / N < bridge_ess_threshold)
     if use_bridge and phi0_fn is None:
         if bridge_mode == "always":
@@ -364,7 +388,7 @@ def relax(samples: SampleSet, system: Any, temperature: float, *, method: str = 
             A = lw_in + state.U / kT - state.phi0
         br = bridge(state, A, pot, phi0_fn, ess_fraction=bridge_ess_fraction, max_levels=bridge_max_levels,
                     n_mala=bridge_mala_steps, step_size=step_size or default_step_size(system, "mala"),
-                    mean_free=mean_free, generator=generator)
+                    mean_free=mean_free, generator=generator, same_class=same_class)
         diag.update(bridge_lambdas=br.lambdas, bridge_ess_trace=br.ess_trace, bridge_accept=br.accept_trace,
                     bridge_levels=len(br.lambdas) - 1)
         state = br.state
@@ -407,14 +431,16 @@ def relax(samples: SampleSet, system: Any, temperature: float, *, method: str = 
 
     if method == "mala":
         burn = n_steps // 2 if n_burnin is None else min(int(n_burnin), n_steps)
-        state, st = mala(state, pot, burn, tau, n_burnin=burn, mean_free=mean_free, generator=generator)
+        state, st = mala(state, pot, burn, tau, n_burnin=burn, mean_free=mean_free, generator=generator,
+                         same_class=same_class)
         tau_run, acc_trace = (st.step_size if burn else tau), list(st.accept_trace)
         n_acc, n_post = 0.0, 0
         for m in chunks(n_steps - burn):
             if n_cycles:
                 state = torsion_move(state)
             if m:
-                state, st = mala(state, pot, m, tau_run, n_burnin=0, mean_free=mean_free, generator=generator)
+                state, st = mala(state, pot, m, tau_run, n_burnin=0, mean_free=mean_free, generator=generator,
+                                 same_class=same_class)
                 acc_trace += st.accept_trace
                 n_acc += st.accept_rate * m
                 n_post += m

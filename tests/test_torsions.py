@@ -98,3 +98,24 @@ def test_metropolis_torsion_moves_sample_the_dihedral_boltzmann_law():
     p_wrong = np.exp(-0.8 * u(torch.as_tensor(grid)).numpy())
     cdf_w = np.cumsum(p_wrong) / p_wrong.sum()
     assert np.abs(emp - cdf_w).max() > 1.63 / math.sqrt(N) + 0.005
+
+
+def test_relax_moves_never_invert_one_centre_of_a_tripeptide():
+    """MALA proposals that flip any chiral centre are rejected (MH on one enantiomer): a
+    tripeptide relaxed from strained starts with big steps keeps both centres."""
+    from pita.relax import _chirality_guard, _evaluate, SystemPotential, mala
+
+    tri = systems.load("alanine_tripeptide")
+    guard = _chirality_guard(tri)
+    checker = ChiralityChecker.from_system(tri)
+    assert checker.n_centers == 2
+    x = torch.as_tensor(tri.reference_positions, dtype=torch.float64)[None].repeat(8, 1, 1)
+    ca, _, _, cb = (int(i) for i in checker.centers[1])
+    y = x.clone()
+    y[:, cb] = 2 * y[:, ca] - y[:, cb]  # CB through CA: inverts the second centre only
+    assert not guard(x, y).any() and guard(x, x + 1e-4).all()
+    g = torch.Generator().manual_seed(0)
+    start = x + 0.02 * torch.randn(x.shape, generator=g, dtype=torch.float64)  # strained
+    pot = SystemPotential(tri, 300.0)
+    state, _ = mala(_evaluate(start, pot), pot, 30, 4e-4, mean_free=True, generator=g, same_class=guard)
+    assert checker.wrong_fraction(state.x.numpy()) == 0.0
