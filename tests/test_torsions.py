@@ -19,12 +19,12 @@ def aldp():
     return systems.load("alanine_dipeptide")
 
 
-def test_aldp_bonds_are_phi_psi_and_methyl_rotors(aldp):
+def test_aldp_bonds_are_phi_psi_amides_and_methyl_rotors(aldp):
     moves = TorsionMoves.for_system(aldp)
     names = sorted(moves.names)
-    # no amide C-N bond, no bond to a terminal atom
-    assert names == sorted(["ACE1-C-ACE1-CH3", "ALA2-CA-ALA2-C", "ALA2-CA-ALA2-CB", "ALA2-CA-ALA2-N",
-                            "NME3-N-NME3-C"]), names
+    # no bond to a terminal atom (H, O)
+    assert names == sorted(["ACE1-C-ACE1-CH3", "ALA2-N-ACE1-C", "ALA2-CA-ALA2-C", "ALA2-CA-ALA2-CB",
+                            "ALA2-CA-ALA2-N", "ALA2-C-NME3-N", "NME3-N-NME3-C"]), names
     n_moving = dict(zip(moves.names, moves.moving.sum(1).tolist()))
     assert n_moving["ALA2-CA-ALA2-CB"] == 3 and n_moving["ALA2-CA-ALA2-N"] == 7  # 3 H; the ACE side
 
