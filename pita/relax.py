@@ -474,7 +474,7 @@ def relax(samples: SampleSet, system: Any, temperature: float, *, method: str = 
         out_attrs.pop(k, None)
     out_attrs.update(attrs or {})
     out_attrs.update(temperature=float(temperature), n_energy_evals=int(n_evals),
-                     n_energy_evals_total=prev_total + int(n_evals))
+                     n_energy_evals_total=prev_total + int(n_evals), wall_time_s=time.perf_counter() - t0)
     diag.update(n_energy_evals=int(n_evals), n_energy_evals_total=prev_total + int(n_evals),
                 n_out=int(state.x.shape[0]), wall_time_s=time.perf_counter() - t0)
     out = SampleSet(positions=state.x.detach().cpu().numpy().astype(np.float32),
