@@ -22,7 +22,7 @@ import argparse
 import logging
 
 from ..errors import PitaInputError
-from .md import _load_json, _system_spec
+from .md import _load_json, _system_spec, resolve_timestep
 
 HELP = "run a baseline (plain MD or replica exchange) within a PITA run's energy-evaluation budget"
 
@@ -128,26 +128,6 @@ def _settings(args: argparse.Namespace) -> dict:
     return cfg
 
 
-def _timestep(args, cfg: dict, system):
-    from .. import md
-
-    timestep = cfg.get("timestep")
-    if getattr(args, "timestep_fs", None) is not None:
-        if not md.is_molecular(system):
-            raise PitaInputError(f"--timestep-fs: system {system.name!r} uses reduced units; give --timestep instead")
-        if getattr(args, "timestep", None) is not None:
-            raise PitaInputError("--timestep-fs: give either --timestep-fs or --timestep, not both")
-    if timestep is None and cfg.get("timestep_fs") is not None:
-        if md.is_molecular(system):
-            tfs = cfg["timestep_fs"]
-            if not tfs > 0:
-                raise PitaInputError(f"--timestep-fs: must be positive, got {tfs!r}")
-            timestep = float(tfs) * 1e-3
-        else:  # the config schema fills timestep_fs: reduced-unit systems keep their own default
-            log.info("baseline: timestep_fs ignored for reduced-unit system %s (set 'timestep' instead)", system.name)
-    return timestep
-
-
 def run(args: argparse.Namespace) -> int:
     from .. import baselines
     from ..provenance import check_output_path
@@ -168,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         b = cfg["budget"]
         budget = baselines.EvaluationBudget(int(b) if isinstance(b, float) and b.is_integer() else b, eq,
                                             source="--budget")
-    timestep = _timestep(args, cfg, system)
+    timestep = resolve_timestep(args, cfg, system, "baseline")
     seed = cfg.get("seed")
     kw = dict(walkers_per_temperature=16 if cfg.get("replicas") is None else cfg["replicas"],
               timestep=timestep, friction=cfg.get("friction"),

@@ -118,15 +118,10 @@ def _system_spec(value):
     return text
 
 
-def run(args: argparse.Namespace) -> int:
+def resolve_timestep(args: argparse.Namespace, cfg: dict, system, step: str) -> float | None:
+    """Timestep in the system's time unit from --timestep or --timestep-fs (molecules only), or None."""
     from .. import md
-    from ..provenance import check_output_path
-    from ..samples import SampleSet
-    from ..systems import load
 
-    cfg = _settings(args)
-    check_output_path(cfg["out"], "--out")
-    system = load(_system_spec(cfg["system"]))
     timestep = cfg.get("timestep")
     if getattr(args, "timestep_fs", None) is not None:
         if not md.is_molecular(system):
@@ -141,7 +136,20 @@ def run(args: argparse.Namespace) -> int:
                 raise PitaInputError(f"--timestep-fs: must be positive, got {tfs!r}")
             timestep = float(tfs) * 1e-3
         else:
-            log.info("md: timestep_fs ignored for reduced-unit system %s (set 'timestep' instead)", system.name)
+            log.info("%s: timestep_fs ignored for reduced-unit system %s (set 'timestep' instead)", step, system.name)
+    return timestep
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import md
+    from ..provenance import check_output_path
+    from ..samples import SampleSet
+    from ..systems import load
+
+    cfg = _settings(args)
+    check_output_path(cfg["out"], "--out")
+    system = load(_system_spec(cfg["system"]))
+    timestep = resolve_timestep(args, cfg, system, "md")
     start = None
     if cfg.get("start"):
         start = SampleSet.read(cfg["start"], n_atoms=system.n_atoms)
