@@ -1,18 +1,20 @@
 """Training losses of one rung (DESIGN.md, step 2), per sample: each returns a (B,) tensor.
 
 All quantities live in normalised coordinates x~ (B, D); x_sigma = x_0 + sigma eps. Squared
-norms are averaged over the D coordinates (so a term is O(1) whatever the molecule's size);
-the energy-matching term is per configuration. The trainer combines the terms with the
-config's weights and the per-sample importance weights.
+errors are SUMMED over the D coordinates, as in the paper (|v|^2, not |v|^2 / D): the vector
+terms (denoising, distillation, target score) then grow with the molecule's size like the
+log-density does, and keep the paper's balance against the scalar energy-matching term
+(averaging would down-weight them D-fold, 66-fold for alanine dipeptide). The trainer combines
+the terms with the config's weights and the per-sample importance weights.
 """
 from __future__ import annotations
 
 import torch
 
 
-def mean_square(v: torch.Tensor) -> torch.Tensor:
-    """|v|^2 / D per sample."""
-    return v.pow(2).mean(dim=-1)
+def sum_square(v: torch.Tensor) -> torch.Tensor:
+    """|v|^2 per sample: the squared error summed over the coordinates (the paper's reduction)."""
+    return v.pow(2).sum(dim=-1)
 
 
 def _col(sigma: torch.Tensor) -> torch.Tensor:
@@ -29,7 +31,7 @@ class DenoisingScoreMatching:
         return (sigma**2 + self.sd**2) / (sigma * self.sd) ** 2
 
     def __call__(self, denoised: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return self.weight(sigma) * mean_square(denoised - x0)
+        return self.weight(sigma) * sum_square(denoised - x0)
 
 
 class EnergyDistillation:
@@ -44,7 +46,7 @@ class EnergyDistillation:
     def __call__(self, energy_grad: torch.Tensor, x_sigma: torch.Tensor, sigma: torch.Tensor,
                  denoised: torch.Tensor) -> torch.Tensor:
         denoised_by_energy = x_sigma - _col(sigma) ** 2 * energy_grad
-        return self.weight(sigma) * mean_square(denoised_by_energy - denoised.detach())
+        return self.weight(sigma) * sum_square(denoised_by_energy - denoised.detach())
 
 
 class EnergyMatching:
@@ -71,4 +73,4 @@ class TargetScore:
     def __call__(self, denoised: torch.Tensor, x_sigma: torch.Tensor, sigma: torch.Tensor,
                  reduced_energy_grad: torch.Tensor) -> torch.Tensor:
         target = x_sigma - _col(sigma) ** 2 * reduced_energy_grad
-        return self.mask(sigma) * mean_square(denoised - target)
+        return self.mask(sigma) * sum_square(denoised - target)
