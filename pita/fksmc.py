@@ -61,6 +61,9 @@ on the subspace (the trace of P J P).
 
 At t = 0 with a target System: chirality is fixed (mirror what a mirror fixes, drop the rest),
 then log w = A - U(x)/(k_B T_{k+1}) + gamma E(x~, sigma_min), one true energy per particle.
+E is the path's end potential at the configuration the path produced, i.e. before any
+mirroring (A belongs to it; U is mirror-invariant, E need not be): mirroring is a
+measure-preserving bijection, so the mirrored particle keeps the produced one's weight.
 """
 from __future__ import annotations
 
@@ -634,11 +637,11 @@ def _final_correction(res: AnnealResult, model, system, temperature, gamma, sigm
             keep_np = keep.cpu().numpy()
             x, pos = x[keep], pos[keep]
             res.log_weight_path = res.log_weight_path[keep_np]
-            # the end potential at the (possibly mirrored) configuration
-            with torch.no_grad():
-                E = torch.cat([model.energy(x[i:i + bs], torch.full((x[i:i + bs].shape[0],), sigma_min, dtype=dtype,
-                                                                     device=device)) for i in range(0, x.shape[0], bs)])
-            res.model_energy = (gamma * E.double()).cpu().numpy()
+            # the end potential stays the one at the configuration the path PRODUCED (before
+            # mirroring): A belongs to that configuration, and U is mirror-invariant, so
+            # A - U(-x)/kT + gamma E(x) is the weight of the mirrored particle. A non-equivariant
+            # E is not mirror-invariant; re-evaluating it at -x would bias the weights.
+            res.model_energy = res.model_energy[keep_np]
     kT = float(system.kT(temperature))
     n0 = system.n_energy_evals
     U_list, F_list = [], []
