@@ -4,7 +4,9 @@ Each subcommand lives in pita/commands/<name>.py and defines
     HELP: str
     add_arguments(parser: argparse.ArgumentParser) -> None
     run(args: argparse.Namespace) -> int
-User-facing input problems raise PitaInputError: printed as one line, exit status 2.
+Every problem with the input (a bad option included) is one line on stderr,
+"pita <command>: error: <file or field>: <problem>", and exit status 2.
+Options are never abbreviated: `--n-particle` is an error, not `--n-particles`.
 """
 from __future__ import annotations
 
@@ -15,7 +17,18 @@ import sys
 
 from .errors import PitaInputError
 
-SUBCOMMANDS = ["md", "train", "anneal", "relax", "evaluate", "report", "export", "baseline"]
+SUBCOMMANDS = ["md", "reference", "train", "anneal", "relax", "evaluate", "report", "export", "baseline"]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block) and no option abbreviations."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
 def _available():
@@ -30,12 +43,13 @@ def _available():
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="pita", description="Progressive Inference-Time Annealing")
+    parser = OneLineParser(prog="pita", description="Progressive Inference-Time Annealing")
     parser.add_argument("--version", action="version", version=f"pita {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for name, mod in _available():
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
@@ -45,13 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        from .commands import check_run_controls
+
+        check_run_controls(args)
         return int(args._run(args) or 0)
     except PitaInputError as exc:
-        print(f"pita {args.command}: error: {exc}", file=sys.stderr)
+        print(f"pita {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
 

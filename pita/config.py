@@ -1,32 +1,29 @@
-"""Pipeline configuration: semantic checks beyond the JSON schema, and per-rung settings.
+"""Pipeline configuration: the whole config checked before any job, and per-rung settings.
 
-The schema (workflow/schemas/config.schema.yaml) checks types and fills defaults; this module
-checks what a schema cannot (a decreasing ladder, a loadable system, overrides that name real
-rungs and real settings) and resolves the settings of one rung of one step, so each rule's
-params depend on its own rung only.
+The settings of every step are declared once, in pita.settings; this module checks a whole
+config against them (one line naming the field for every problem, before any job starts) plus
+what a schema cannot express (a decreasing ladder, a loadable system, overrides that name real
+rungs and would apply, reference files), and resolves the settings of one rung of one step, so
+each rule's params depend on its own rung only.
 """
 from __future__ import annotations
 
 import copy
+import math
+import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import PitaInputError
+from .settings import (MAX_CONFIG_SEED, MAX_TEMPERATURE, RUN_NAME_PATTERN, RUNG_KEY_PATTERN, RUNG_SECTIONS,
+                       SECTIONS, from_mapping)
 
-SECTIONS = ("md_seed", "reference", "train", "anneal", "relax", "evaluate")
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
-
-
-def _section_schemas() -> dict[str, dict]:
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    defs = schema["$defs"]
-    return {"md_seed": defs["md"], "reference": defs["md"], "train": defs["train"], "anneal": defs["anneal"],
-            "relax": defs["relax"], "evaluate": defs["evaluate"]}
+SYSTEM_SPEC_KEYS = ("name", "pdb", "forcefield", "length_scale")
+TOP_LEVEL = ("run_name", "system", "temperatures", "device", "seed", "threads", *SECTIONS, "rungs")
 
 
 def deep_merge(base: dict, override: dict) -> dict:
+    """`base` updated by `override`, nested mappings merged key by key (the one deep merge)."""
     out = copy.deepcopy(base)
     for key, value in (override or {}).items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
@@ -43,61 +40,104 @@ def rung_settings(config: dict, rung: int, section: str) -> dict:
     return deep_merge(base, override.get(section, {}) or {})
 
 
+def resolved_settings(config: dict, rung: int, section: str, source: str = "config") -> Any:
+    """The typed settings (pita.settings) of `section` at `rung`, defaults filled."""
+    return from_mapping(SECTIONS[section], rung_settings(config, rung, section), source, prefix=f"{section}.")
+
+
+def step_rungs(section: str, n_rungs: int) -> range:
+    """The rungs at which a section's step runs (an override elsewhere would never apply)."""
+    last = n_rungs - 1
+    return {"md_seed": range(0, 1), "train": range(0, last), "anneal": range(1, last + 1),
+            "relax": range(1, last + 1), "reference": range(0, last + 1), "evaluate": range(0, last + 1)}[section]
+
+
 def _fail(source: str, field: str, problem: str) -> None:
     raise PitaInputError(f"{source}: field '{field}': {problem}")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_config(config: dict, source: str = "config.yaml") -> None:
-    """Raise PitaInputError("<source>: field '<f>': <problem>") for what the schema cannot check."""
+    """Raise PitaInputError("<source>: field '<f>': <problem>") for anything wrong in a pipeline config.
+
+    Runs before the schema's validate() so that every problem is reported in one line, before any
+    job starts: unknown keys at every level, types, bounds, the ladder, the system, per-rung
+    overrides that name no rung or would never apply, reference files.
+    """
+    if not isinstance(config, dict):
+        raise PitaInputError(f"{source}: a config must be a mapping of settings")
+    for key in config:
+        if key not in TOP_LEVEL:
+            _fail(source, str(key), f"unknown setting (known: {', '.join(TOP_LEVEL)})")
+    for key in ("system", "temperatures"):
+        if key not in config:
+            _fail(source, key, "required")
+    run_name = config.get("run_name", "pita")
+    if not isinstance(run_name, str) or not re.match(RUN_NAME_PATTERN, run_name):
+        _fail(source, "run_name", "must be letters, digits, '_', '.' or '-', not starting with a dot "
+                                  f"(outputs go to results/<run_name>/), got {run_name!r}")
     temps = config.get("temperatures")
     if not isinstance(temps, list) or len(temps) < 2:
         _fail(source, "temperatures", "needs at least two temperatures (hot start and target)")
     for i, t in enumerate(temps):
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
-            _fail(source, f"temperatures[{i}]", f"must be a positive number, got {t!r}")
+        if not _is_number(t) or not math.isfinite(t) or not 0 < t <= MAX_TEMPERATURE:
+            _fail(source, f"temperatures[{i}]", f"must be a positive finite number up to {MAX_TEMPERATURE:g}, "
+                                                f"got {t!r}")
     for i in range(1, len(temps)):
         if temps[i] == temps[i - 1]:
             _fail(source, "temperatures", f"duplicate temperature {temps[i]} at positions {i - 1} and {i}")
         if temps[i] > temps[i - 1]:
             _fail(source, "temperatures", f"must decrease from hot to cold, but {temps[i - 1]} is followed by {temps[i]}")
+    seed = config.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_CONFIG_SEED:
+        _fail(source, "seed", f"must be an integer in [0, {MAX_CONFIG_SEED}], got {seed!r}")
+    threads = config.get("threads", 1)
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024:
+        _fail(source, "threads", f"must be an integer in [1, 1024], got {threads!r}")
+    device = config.get("device", "cpu")
+    if device not in ("cpu", "cuda", "auto"):
+        _fail(source, "device", f"must be one of cpu, cuda, auto, got {device!r}")
     _check_system(config.get("system"), source)
     n_rungs = len(temps)
-    schemas = _section_schemas()
-    for key, sections in (config.get("rungs") or {}).items():
-        if not str(key).isdigit() or int(key) >= n_rungs:
-            _fail(source, f"rungs.{key}", f"is not a rung index of the ladder (0..{n_rungs - 1})")
-        for section, settings in (sections or {}).items():
-            if section not in SECTIONS:
-                _fail(source, f"rungs.{key}.{section}", f"unknown section; expected one of {', '.join(SECTIONS)}")
-            allowed = schemas[section]["properties"]
-            for name, value in (settings or {}).items():
-                if name not in allowed:
-                    _fail(source, f"rungs.{key}.{section}.{name}", "unknown setting")
-                _check_value(source, f"rungs.{key}.{section}.{name}", value, allowed[name])
+    for section, cls in SECTIONS.items():
+        from_mapping(cls, config.get(section), source, prefix=f"{section}.")
+    methods = (config.get("baselines") or {}).get("methods", ["md"])
+    for m in methods:
+        if m not in ("md", "replica_exchange"):
+            _fail(source, "baselines.methods", f"unknown baseline {m!r}; choose md or replica_exchange")
+    if not methods or len(set(methods)) != len(methods):
+        _fail(source, "baselines.methods", "must name at least one baseline, each at most once")
+    rungs = config.get("rungs") or {}
+    if not isinstance(rungs, dict):
+        _fail(source, "rungs", "must be a mapping rung index -> section -> settings")
+    for key, sections in rungs.items():
+        if not re.match(RUNG_KEY_PATTERN, str(key)) or int(key) >= n_rungs:
+            _fail(source, f"rungs.{key}", f"is not a rung index of the ladder (0..{n_rungs - 1}, written without "
+                                          "leading zeros)")
+        if not isinstance(sections, dict):
+            _fail(source, f"rungs.{key}", "must be a mapping section -> settings")
+        for section, settings in sections.items():
+            if section not in RUNG_SECTIONS:
+                _fail(source, f"rungs.{key}.{section}", f"unknown section; expected one of {', '.join(RUNG_SECTIONS)}")
+            runs_at = step_rungs(section, n_rungs)
+            if int(key) not in runs_at:
+                _fail(source, f"rungs.{key}.{section}", f"would never apply: {section} runs at rungs "
+                                                        f"{runs_at.start}..{runs_at.stop - 1} only")
+            from_mapping(SECTIONS[section], settings, source, prefix=f"rungs.{key}.{section}.")
+            resolved_settings(config, int(key), section, source)
     ref_files = (config.get("reference") or {}).get("files") or {}
     for temp, path in ref_files.items():
-        if not any(abs(float(temp) - float(t)) < 1e-9 for t in temps):
+        try:
+            value = float(temp)
+        except (TypeError, ValueError):
+            _fail(source, f"reference.files.{temp}", "key must be a temperature of the ladder")
+        if not any(abs(value - float(t)) < 1e-9 for t in temps):
             _fail(source, f"reference.files.{temp}", "temperature is not on the ladder")
-        if not Path(path).exists():
+        if not isinstance(path, str) or not Path(path).is_file():
             _fail(source, f"reference.files.{temp}", f"file not found: {path}")
-
-
-def _check_value(source: str, field: str, value: Any, schema: dict) -> None:
-    kind = schema.get("type")
-    ok = {"integer": isinstance(value, int) and not isinstance(value, bool),
-          "number": isinstance(value, (int, float)) and not isinstance(value, bool),
-          "string": isinstance(value, str), "boolean": isinstance(value, bool),
-          "object": isinstance(value, dict)}.get(kind, True)
-    if not ok:
-        _fail(source, field, f"must be of type {kind}, got {value!r}")
-    if "enum" in schema and value not in schema["enum"]:
-        _fail(source, field, f"must be one of {schema['enum']}, got {value!r}")
-    if "minimum" in schema and value < schema["minimum"]:
-        _fail(source, field, f"must be >= {schema['minimum']}, got {value!r}")
-    if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
-        _fail(source, field, f"must be > {schema['exclusiveMinimum']}, got {value!r}")
-    if "maximum" in schema and value > schema["maximum"]:
-        _fail(source, field, f"must be <= {schema['maximum']}, got {value!r}")
 
 
 def _check_system(system: Any, source: str) -> None:
@@ -111,6 +151,17 @@ def _check_system(system: Any, source: str) -> None:
             _fail(source, "system", f"unknown system {system!r}; known: {', '.join(sorted(MOLECULES) + ['lj13', 'lj55'])}")
         pdb = resolve_data_path(MOLECULES[name]["pdb"])
     elif isinstance(system, dict) and "pdb" in system:
+        for key, value in system.items():
+            if key not in SYSTEM_SPEC_KEYS:
+                _fail(source, f"system.{key}", f"unknown key; a molecule spec has {', '.join(SYSTEM_SPEC_KEYS)}")
+        if not isinstance(system["pdb"], str):
+            _fail(source, "system.pdb", f"must be a file path, got {system['pdb']!r}")
+        ff = system.get("forcefield", [])
+        if not isinstance(ff, list) or not all(isinstance(f, str) for f in ff):
+            _fail(source, "system.forcefield", f"must be a list of force-field file names, got {ff!r}")
+        ls = system.get("length_scale", 1.0)
+        if not _is_number(ls) or not math.isfinite(ls) or ls <= 0:
+            _fail(source, "system.length_scale", f"must be a positive number, got {ls!r}")
         pdb = resolve_data_path(system["pdb"])
     else:
         _fail(source, "system", f"must be a system name or a mapping with 'pdb', got {system!r}")

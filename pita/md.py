@@ -50,6 +50,7 @@ import time
 import numpy as np
 import torch
 
+from .device import resolve_device  # noqa: F401  (re-exported: md.resolve_device)
 from .errors import PitaInputError
 from .provenance import base_attrs
 from .samples import SampleSet
@@ -87,15 +88,6 @@ def default_settings(system) -> dict:
                 "minimize_steps": 500, "force_tolerance": 10.0}
     return {"timestep": 0.005, "friction": 1.0, "stride_steps": 200, "equilibration_steps": 2000,
             "minimize_steps": 500, "force_tolerance": 1e-3}
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PitaInputError(f"device: {device!r} requested but CUDA is not available")
-    return dev
 
 
 def has_torch_evaluator(system) -> bool:
@@ -670,23 +662,17 @@ def _series(values: np.ndarray, trajectory: np.ndarray | None) -> list[np.ndarra
 
 
 def block_standard_error(values, trajectory=None, n_blocks: int = 20) -> tuple[float, float]:
-    """(mean, standard error) by batch means: each run's time series is cut into contiguous
-    blocks (whole runs when there are >= n_blocks of them); SE = std(block means)/sqrt(#blocks).
+    """(mean, standard error) of the mean by block averaging (`pita.metrics.block_standard_error`):
+    each run's time series is cut into contiguous blocks (whole runs grouped into `n_blocks`
+    blocks when there are at least that many), leave-one-block-out jackknife; for equal blocks
+    this is std(block means) / sqrt(#blocks).
     """
-    series = [s for s in _series(values, trajectory) if s.size]
-    per = max(1, int(math.ceil(n_blocks / len(series))))
-    means, sizes = [], []
-    for s in series:
-        b = max(1, s.size // per)
-        k = s.size // b
-        blocks = s[: k * b].reshape(k, b).mean(axis=1)
-        means.extend(blocks)
-        sizes.extend([b] * k)
-    means = np.asarray(means)
-    mean = float(np.average(means, weights=sizes))
-    if means.size < 2:
-        return mean, float("nan")
-    return mean, float(np.std(means, ddof=1) / math.sqrt(means.size))
+    from .metrics import block_standard_error as block_se, trajectory_blocks
+
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    mean = float(v.mean())
+    blocks = trajectory_blocks(v.size, trajectory, n_blocks=n_blocks)
+    return mean, block_se(v, blocks)
 
 
 def statistical_inefficiency(values, trajectory=None, n_blocks: int = 20) -> float:

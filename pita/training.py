@@ -54,102 +54,38 @@ import torch
 from . import __version__
 from .coords import align_to_reference, mean_free_dim, normalize, random_rotations, sample_mean_free_normal
 from .diffusion import LogNormalSigma, LogUniformSigma, SigmaMixture, estimate_sigma_max, measure_sd
+from .device import resolve_device
 from .errors import PitaInputError
 from .losses import DenoisingScoreMatching, EnergyDistillation, EnergyMatching, TargetScore
 from .models import DEFAULT_OPTIONS, BACKBONES, PitaModel, load_checkpoint, save_checkpoint
 from .models.pita_model import SCORE_SOURCES
 from .provenance import atomic_path, base_attrs, config_digest, file_digest
 from .samples import SampleSet
+from .settings import TRAIN_RUN_CONTROLS, TrainSettings, from_mapping, to_dict
 
 log = logging.getLogger(__name__)
 
 LOSS_NAMES = ("denoising_score_matching", "energy_distillation", "energy_matching", "target_score")
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "model": {
-        "backbone": "mlp",
-        "backbone_options": None,  # None: models.DEFAULT_OPTIONS[backbone]
-        "beta_conditioning": False,
-        "score_source": "score",  # which model gives PitaModel.score: "score" or "energy" (-grad E)
-    },
-    "schedule": {"sigma_min": 0.01, "sigma_max": None, "rho": 7.0},  # sigma_max None: 2 max|x~|
-    "sigma_sampling": {"lognormal_mean": -1.2, "lognormal_std": 1.2, "loguniform_fraction": 0.5},
-    "loss_weights": {"denoising_score_matching": 1.0, "energy_distillation": 1.0, "energy_matching": 1.0,
-                     "target_score": 0.01},
-    "target_score_max_sigma": 0.2,
-    "steps": 5000,
-    "batch_size": 256,
-    "lr": 1e-3,
-    "lr_warmup_steps": 100,
-    "weight_decay": 0.0,
-    "grad_clip": 1.0,
-    "ema_decay": 0.999,
-    "random_rotations": True,  # particle systems only; off when configurations are aligned
-    # "auto": align molecules to their reference structure (Kabsch, proper rotations) unless the
-    # backbone is E(3)-equivariant; "reference": always for molecules; "none": never
-    "align": "auto",
-    "duplicates": "drop",  # "drop" or "count"
-    "log_every": 10,
-    "checkpoint_every": 500,
-}
+#: the training settings' defaults as a nested dict (declared once, in pita.settings.TrainSettings)
+DEFAULT_CONFIG: dict[str, Any] = {k: v for k, v in to_dict(TrainSettings()).items() if k != "warm_start"}
 #: settings that do not change the result (left out of the resume digest)
-RUN_CONTROLS = ("checkpoint_every",)
+RUN_CONTROLS = TRAIN_RUN_CONTROLS
 
 
 # ---- configuration ----------------------------------------------------------------------
-def resolve_config(user: dict | None = None, base: dict | None = None, where: str = "config") -> dict:
-    """Defaults deep-merged with `user`; unknown keys and bad values raise PitaInputError."""
-    base = copy.deepcopy(DEFAULT_CONFIG if base is None else base)
-    for key, value in (user or {}).items():
-        name = f"{where}.{key}"
-        if key not in base:
-            raise PitaInputError(f"{name}: unknown setting (known: {', '.join(sorted(base))})")
-        if isinstance(base[key], dict) and key != "backbone_options":
-            if not isinstance(value, dict):
-                raise PitaInputError(f"{name}: expected a mapping, got {type(value).__name__}")
-            base[key] = resolve_config(value, base[key], name)
-        else:
-            base[key] = value
-    if where == "config":
-        _check_config(base)
-    return base
-
-
-def _check_config(c: dict) -> None:
-    def need(ok: bool, field_: str, msg: str) -> None:
-        if not ok:
-            raise PitaInputError(f"config.{field_}: {msg}")
-
-    m = c["model"]
-    need(m["backbone"] in BACKBONES, "model.backbone", f"{m['backbone']!r} is not one of {', '.join(BACKBONES)}")
-    need(c["align"] in ("auto", "reference", "none"), "align", "must be one of auto, reference, none")
-    need(m["score_source"] in SCORE_SOURCES, "model.score_source", f"must be one of {', '.join(SCORE_SOURCES)}")
-    need(m["backbone_options"] is None or isinstance(m["backbone_options"], dict), "model.backbone_options",
-         "must be a mapping")
-    s = c["schedule"]
-    need(_num(s["sigma_min"]) and s["sigma_min"] > 0, "schedule.sigma_min", "must be a positive number")
-    need(s["sigma_max"] is None or (_num(s["sigma_max"]) and s["sigma_max"] > s["sigma_min"]), "schedule.sigma_max",
-         "must be a number above sigma_min (or null to estimate it from the data)")
-    need(_num(s["rho"]) and s["rho"] > 0, "schedule.rho", "must be positive")
-    frac = c["sigma_sampling"]["loguniform_fraction"]
-    need(_num(frac) and 0 <= frac <= 1, "sigma_sampling.loguniform_fraction", "must be in [0, 1]")
-    need(_num(c["sigma_sampling"]["lognormal_std"]) and c["sigma_sampling"]["lognormal_std"] > 0,
-         "sigma_sampling.lognormal_std", "must be positive")
-    for k, v in c["loss_weights"].items():
-        need(_num(v) and v >= 0, f"loss_weights.{k}", "must be a non-negative number")
-    for k in ("steps", "batch_size", "log_every", "checkpoint_every"):
-        need(isinstance(c[k], int) and not isinstance(c[k], bool) and c[k] > 0, k, "must be a positive integer")
-    need(isinstance(c["lr_warmup_steps"], int) and c["lr_warmup_steps"] >= 0, "lr_warmup_steps",
-         "must be a non-negative integer")
-    for k in ("lr", "grad_clip"):
-        need(_num(c[k]) and c[k] > 0, k, "must be a positive number")
-    need(_num(c["ema_decay"]) and 0 <= c["ema_decay"] < 1, "ema_decay", "must be in [0, 1)")
-    need(_num(c["weight_decay"]) and c["weight_decay"] >= 0, "weight_decay", "must be non-negative")
-    need(c["duplicates"] in ("drop", "count"), "duplicates", "must be 'drop' or 'count'")
-
-
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def resolve_config(user: dict | TrainSettings | None = None, where: str = "config") -> dict:
+    """TrainSettings defaults updated by `user` as a nested dict; unknown keys and bad values raise
+    PitaInputError naming "<where>: field '<key>'"."""
+    settings = user if isinstance(user, TrainSettings) else from_mapping(TrainSettings, user or {}, where)
+    s = settings.schedule
+    if s.sigma_max is not None and s.sigma_max <= s.sigma_min:
+        raise PitaInputError(f"{where}: field 'schedule.sigma_max': must be above sigma_min ({s.sigma_min:g}), "
+                             f"got {s.sigma_max:g}")
+    b = settings.model.backbone_options
+    if b is not None and not all(isinstance(k, str) for k in b):
+        raise PitaInputError(f"{where}: field 'model.backbone_options': keys must be option names")
+    return {k: v for k, v in to_dict(settings).items() if k not in ("warm_start",)}
 
 
 # ---- data -------------------------------------------------------------------------------
@@ -329,15 +265,6 @@ def build_model(config: dict, system, data: TrainingData, init: PitaModel | None
 
 
 # ---- the training loop --------------------------------------------------------------------
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PitaInputError("--device: cuda requested but no CUDA device is available")
-    return dev
-
-
 class Trainer:
     """One optimisation step at a time, with a complete, restorable state."""
 
@@ -545,8 +472,8 @@ def train(samples: Sequence[str | os.PathLike | SampleSet], system, *, config: d
     """
     from .systems import System, load
 
-    user_config = config or {}
-    cfg = resolve_config(user_config)
+    user_config = to_dict(config) if isinstance(config, TrainSettings) else (config or {})
+    cfg = resolve_config(config)
     if not isinstance(system, System):
         system = load(system)
     dev = resolve_device(device)

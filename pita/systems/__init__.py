@@ -51,6 +51,36 @@ def resolve_data_path(path: str | os.PathLike) -> Path:
     return q if q.exists() else p
 
 
+LJ_SPEC_KEYS = ("epsilon", "r_m", "oscillator_scale", "length_scale")
+GMM_SPEC_KEYS = ("means", "covs", "stds", "weights")
+
+
+def _spec_keywords(spec: dict, allowed: tuple[str, ...]) -> dict:
+    kw = {k: v for k, v in spec.items() if k != "name"}
+    for key, value in kw.items():
+        if key not in allowed:
+            raise PitaInputError(f"system.{key}: unknown key; a {spec['name']} spec has name, {', '.join(allowed)}")
+        if key in LJ_SPEC_KEYS and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
+                                    or value == float("inf")):
+            raise PitaInputError(f"system.{key}: must be a positive number, got {value!r}")
+    return kw
+
+
+def from_argument(text: str | dict, option: str = "--system") -> System:
+    """A System from a command-line value: a name, inline JSON spec, or a .json spec file."""
+    if isinstance(text, dict):
+        return load(text)
+    stripped = str(text).strip()
+    if stripped.startswith("{") or stripped.endswith(".json"):
+        from ..settings import load_json_argument
+
+        spec = load_json_argument(stripped, option)
+        if not isinstance(spec, dict):
+            raise PitaInputError(f"{option}: a JSON system spec must be an object")
+        return load(spec)
+    return load(stripped)
+
+
 def load(spec: str | dict, **overrides: Any) -> System:
     """A System from a name ("alanine_dipeptide", "lj13", ...) or a spec dict.
 
@@ -77,14 +107,17 @@ def load(spec: str | dict, **overrides: Any) -> System:
         from .lj import LennardJonesCluster
 
         n = int(name[2:])
-        kw = {k: v for k, v in spec.items() if k != "name"}
+        kw = _spec_keywords(spec, LJ_SPEC_KEYS)
         return LennardJonesCluster(n_particles=n, **kw, **overrides)
     if name == "gmm":
         from .gmm import GaussianMixture
 
-        kw = {k: v for k, v in spec.items() if k != "name"}
-        return GaussianMixture(**kw, **overrides)
+        kw = _spec_keywords(spec, GMM_SPEC_KEYS)
+        try:
+            return GaussianMixture(**kw, **overrides)
+        except (TypeError, ValueError) as exc:
+            raise PitaInputError(f"system: not a valid gmm spec ({' '.join(str(exc).split())})") from None
     raise PitaInputError(f"system: unknown system {spec.get('name')!r}; known: {', '.join(NAMES)} or a {{pdb: ..., forcefield: [...]}} spec")
 
 
-__all__ = ["System", "load", "NAMES", "MOLECULES", "DATA_DIR", "resolve_data_path"]
+__all__ = ["System", "load", "from_argument", "NAMES", "MOLECULES", "DATA_DIR", "resolve_data_path"]

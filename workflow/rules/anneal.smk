@@ -9,9 +9,9 @@ rule anneal:
     params:
         system=SYSTEM_ARG,
         device=config["device"],
-        temperature=lambda w: TEMPS[int(w.later)],
-        flags=step_flags("anneal"),
-        seed=lambda w: config["seed"] + 1000 * int(w.later) + 2,
+        temperature=temperature,
+        settings=settings_json("anneal"),
+        seed=job_seed(2),
     log:
         f"{RUN}/logs/anneal_{{later}}.log",
     benchmark:
@@ -24,6 +24,7 @@ rule anneal:
     conda:
         "../../envs/pita.yaml"
     shell:
-        "pita anneal --checkpoint {input.model} --samples-in {input.samples} --system '{params.system}'"
-        " --temperature {params.temperature} {params.flags} --device {params.device} --seed {params.seed} --rung {wildcards.later}"
-        " --out {output.weighted} --diagnostics {output.diagnostics} > {log} 2>&1"
+        "pita anneal --checkpoint {input.model:q} --samples-in {input.samples:q} --system {params.system:q}"
+        " --temperature {params.temperature} --config-json {params.settings:q} --device {params.device:q}"
+        " --seed {params.seed} --rung {wildcards.later} --out {output.weighted:q}"
+        " --diagnostics {output.diagnostics:q} > {log:q} 2>&1"

@@ -2,6 +2,7 @@
 # target temperature and replica exchange across the ladder, each spending at most the final
 # rung's n_energy_evals_total, evaluated against the final rung's reference.
 
+
 rule baseline:
     """Plain MD or replica exchange within the final rung's energy-evaluation total."""
     input:
@@ -10,8 +11,8 @@ rule baseline:
         samples=f"{RUN}/baselines/{{method}}/samples.h5",
     params:
         system=SYSTEM_ARG,
-        temperatures=" ".join(f"{t:g}" for t in TEMPS),
-        settings=lambda w: json.dumps(baseline_settings(w.method), sort_keys=True),
+        temperatures=TEMPS,
+        settings=json.dumps(BASELINES, sort_keys=True),
         device=config["device"],
         seed=lambda w: config["seed"] + 1000 * K + (11 if w.method == "md" else 12),
     log:
@@ -26,13 +27,13 @@ rule baseline:
     conda:
         "../../envs/pita.yaml"
     shell:
-        "pita baseline --method {wildcards.method} --system '{params.system}' --temperatures {params.temperatures}"
-        " --budget-from {input.budget} --config-json '{params.settings}' --device {params.device} --seed {params.seed}"
-        " --no-progress --out {output.samples} > {log} 2>&1"
+        "pita baseline --method {wildcards.method} --system {params.system:q} --temperatures {params.temperatures}"
+        " --budget-from {input.budget:q} --config-json {params.settings:q} --device {params.device:q}"
+        " --seed {params.seed} --no-progress --out {output.samples:q} > {log:q} 2>&1"
 
 
 rule evaluate_baseline:
-    """A baseline against the reference MD at the target temperature (as rule evaluate for rung K)."""
+    """A baseline against the reference at the target temperature (as rule evaluate for rung K)."""
     input:
         samples=f"{RUN}/baselines/{{method}}/samples.h5",
         reference=f"{RUN}/reference/rung_{K}.h5",
@@ -40,7 +41,7 @@ rule evaluate_baseline:
         metrics=f"{RUN}/baselines/{{method}}/metrics.json",
     params:
         system=SYSTEM_ARG,
-        flags=f"--ot-max-samples {rung_settings(config, K, 'evaluate')['max_samples']}",
+        settings=json.dumps(rung_settings(config, K, "evaluate"), sort_keys=True),
         outdir=lambda w: f"{RUN}/baselines/{w.method}",
         seed=config["seed"] + 1000 * K + 5,
     log:
@@ -54,6 +55,6 @@ rule evaluate_baseline:
     conda:
         "../../envs/pita.yaml"
     shell:
-        "pita evaluate --samples {input.samples} --reference {input.reference} --system '{params.system}'"
-        " --method {wildcards.method} {params.flags} --seed {params.seed} --out {params.outdir}"
-        " --metrics {output.metrics} > {log} 2>&1"
+        "pita evaluate --samples {input.samples:q} --reference {input.reference:q} --system {params.system:q}"
+        " --method {wildcards.method} --config-json {params.settings:q} --seed {params.seed}"
+        " --out-dir {params.outdir:q} --metrics-out {output.metrics:q} > {log:q} 2>&1"

@@ -1,4 +1,6 @@
-# Shared helpers: config validation, per-rung settings, paths and resources.
+# Shared helpers: the config checked before any job, per-rung settings, paths and resources.
+# Every value that reaches a shell command is quoted with Snakemake's `:q` (shlex quoting);
+# settings travel as one JSON object per job (--config-json), never as hand-built flags.
 import json
 
 from snakemake.utils import validate
@@ -7,18 +9,18 @@ from pita.config import check_config, rung_settings
 from pita.errors import PitaInputError
 
 
-validate(config, schema="../schemas/config.schema.yaml")
+# one line naming the field for any problem, before the schema's own (longer) messages
 try:
-    check_config(config, source="config")
+    check_config(config, source=", ".join(str(f) for f in workflow.configfiles) or "config")
 except PitaInputError as exc:
     raise WorkflowError(str(exc))
+validate(config, schema="../schemas/config.schema.yaml")
 
 
 TEMPS = [float(t) for t in config["temperatures"]]
 K = len(TEMPS) - 1
 RUN = f"results/{config['run_name']}"
-SYSTEM = config["system"]
-SYSTEM_ARG = json.dumps(SYSTEM) if isinstance(SYSTEM, dict) else SYSTEM
+SYSTEM_ARG = json.dumps(config["system"]) if isinstance(config["system"], dict) else config["system"]
 USE_GPU = config["device"] == "cuda"
 
 
@@ -28,18 +30,22 @@ wildcard_constraints:
     method="md|replica_exchange",
 
 
-def temperature(w, offset=0):
-    return TEMPS[int(w.rung) + offset]
+def rung_of(w):
+    return int(getattr(w, "rung", getattr(w, "later", 0)))
 
 
-def settings(section, offset=0):
-    """Params function: the resolved settings of `section` for this rule's rung only."""
-    return lambda w: rung_settings(config, int(getattr(w, "rung", getattr(w, "later", 0))) + offset, section)
+def settings_json(section):
+    """Params function: this rule's rung's `section` settings (as the user gave them) as JSON."""
+    return lambda w: json.dumps(rung_settings(config, rung_of(w), section), sort_keys=True)
 
 
-def settings_json(section, offset=0):
-    get = settings(section, offset)
-    return lambda w: json.dumps(get(w), sort_keys=True)
+def temperature(w):
+    return TEMPS[rung_of(w)]
+
+
+def job_seed(offset):
+    """A distinct seed per step and rung, derived from the config's seed."""
+    return lambda w: config["seed"] + 1000 * rung_of(w) + offset
 
 
 def gpu_resources():
@@ -50,25 +56,6 @@ def all_outputs():
     outs = [f"{RUN}/report.html", f"{RUN}/summary.csv"]
     outs += [f"{RUN}/rung_{k}/samples.h5" for k in range(K + 1)]
     return outs
-
-
-def cli_flags(values, skip=()):
-    """Settings dict -> command-line flags: n_samples=5 -> --n-samples 5, minimize=False -> --no-minimize."""
-    parts = []
-    for key, value in sorted(values.items()):
-        if key in skip or value is None or isinstance(value, (dict, list)):
-            continue
-        flag = f"--{key.replace('_', '-')}"
-        if isinstance(value, bool):
-            parts.append(flag if value else f"--no-{key.replace('_', '-')}")
-        else:
-            parts.append(f"{flag} {value}")
-    return " ".join(parts)
-
-
-def step_flags(section, offset=0, skip=()):
-    get = settings(section, offset)
-    return lambda w: cli_flags(get(w), skip=skip)
 
 
 def previous_checkpoint(w):
@@ -91,12 +78,6 @@ def reference_file(k):
 # baselines (config `baselines`, rules in baselines.smk)
 BASELINES = config.get("baselines") or {}
 BASELINE_METHODS = list(BASELINES.get("methods") or []) if BASELINES.get("enabled") else []
-
-
-def baseline_settings(method):
-    """The `baselines` section as `pita baseline --config-json` settings for one method."""
-    skip = {"enabled", "methods"} | ({"engine"} if method == "replica_exchange" else set())
-    return {k: v for k, v in BASELINES.items() if k not in skip}
 
 
 def baseline_metrics():

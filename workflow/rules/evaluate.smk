@@ -1,5 +1,5 @@
 rule evaluate:
-    """Rung k: the samples at T_k against the reference MD at T_k -> metrics.json and plots."""
+    """Rung k: the samples at T_k against the reference at T_k -> metrics.json and plots."""
     input:
         samples=f"{RUN}/rung_{{rung}}/samples.h5",
         reference=f"{RUN}/reference/rung_{{rung}}.h5",
@@ -7,9 +7,9 @@ rule evaluate:
         metrics=f"{RUN}/rung_{{rung}}/metrics.json",
     params:
         system=SYSTEM_ARG,
-        flags=lambda w: f"--ot-max-samples {rung_settings(config, int(w.rung), 'evaluate')['max_samples']}",
+        settings=settings_json("evaluate"),
         outdir=lambda w: f"{RUN}/rung_{w.rung}",
-        seed=lambda w: config["seed"] + 1000 * int(w.rung) + 5,
+        seed=job_seed(5),
     log:
         f"{RUN}/logs/evaluate_{{rung}}.log",
     benchmark:
@@ -21,5 +21,6 @@ rule evaluate:
     conda:
         "../../envs/pita.yaml"
     shell:
-        "pita evaluate --samples {input.samples} --reference {input.reference} --system '{params.system}'"
-        " {params.flags} --seed {params.seed} --out {params.outdir} --metrics {output.metrics} > {log} 2>&1"
+        "pita evaluate --samples {input.samples:q} --reference {input.reference:q} --system {params.system:q}"
+        " --config-json {params.settings:q} --seed {params.seed} --out-dir {params.outdir:q}"
+        " --metrics-out {output.metrics:q} > {log:q} 2>&1"

@@ -5,8 +5,9 @@ rule md_seed:
     params:
         system=SYSTEM_ARG,
         temperature=TEMPS[0],
-        settings=lambda w: json.dumps(rung_settings(config, 0, "md_seed"), sort_keys=True),
-        seed=config["seed"],
+        settings=settings_json("md_seed"),
+        seed=job_seed(0),
+        device=config["device"],
     log:
         f"{RUN}/logs/md_seed.log",
     benchmark:
@@ -18,5 +19,6 @@ rule md_seed:
     conda:
         "../../envs/pita.yaml"
     shell:
-        "pita md --system '{params.system}' --temperature {params.temperature} --rung 0 --config-json '{params.settings}'"
-        " --seed {params.seed} --out {output.samples} > {log} 2>&1"
+        "pita md --system {params.system:q} --temperature {params.temperature} --rung 0"
+        " --config-json {params.settings:q} --device {params.device:q} --seed {params.seed} --no-progress"
+        " --out {output.samples:q} > {log:q} 2>&1"

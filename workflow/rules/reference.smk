@@ -1,5 +1,5 @@
 rule reference_md:
-    """Reference MD at T_k for evaluation (evaluations reported separately from PITA's)."""
+    """Reference samples at T_k for evaluation: a configured set (checked), else MD (reported apart)."""
     input:
         # a configured reference set is an input: replacing the file reruns what uses it
         given=lambda w: reference_file(int(w.rung)) or [],
@@ -7,9 +7,11 @@ rule reference_md:
         samples=f"{RUN}/reference/rung_{{rung}}.h5",
     params:
         system=SYSTEM_ARG,
-        temperature=lambda w: TEMPS[int(w.rung)],
-        settings=lambda w: json.dumps({k: v for k, v in rung_settings(config, int(w.rung), "reference").items() if k != "files"}, sort_keys=True),
-        seed=lambda w: config["seed"] + 1000 * int(w.rung) + 7,
+        temperature=temperature,
+        given=lambda w, input: ["--given", input.given] if input.given else [],
+        settings=settings_json("reference"),
+        seed=job_seed(7),
+        device=config["device"],
     log:
         f"{RUN}/logs/reference_md_{{rung}}.log",
     benchmark:
@@ -21,9 +23,6 @@ rule reference_md:
     conda:
         "../../envs/pita.yaml"
     shell:
-        "if [ -n '{input.given}' ]; then"
-        "  python -c 'import sys; from pita.samples import SampleSet;"
-        " SampleSet.read(sys.argv[1], temperature=float(sys.argv[2])).write(sys.argv[3])'"
-        " {input.given} {params.temperature} {output.samples} > {log} 2>&1;"
-        " else pita md --system '{params.system}' --temperature {params.temperature} --rung {wildcards.rung} --config-json '{params.settings}'"
-        " --seed {params.seed} --out {output.samples} > {log} 2>&1; fi"
+        "pita reference --system {params.system:q} --temperature {params.temperature} --rung {wildcards.rung}"
+        " {params.given:q} --config-json {params.settings:q} --device {params.device:q} --seed {params.seed}"
+        " --no-progress --out {output.samples:q} > {log:q} 2>&1"

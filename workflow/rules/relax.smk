@@ -9,9 +9,9 @@ rule relax:
     params:
         system=SYSTEM_ARG,
         device=config["device"],
-        temperature=lambda w: TEMPS[int(w.later)],
-        flags=step_flags("relax"),
-        seed=lambda w: config["seed"] + 1000 * int(w.later) + 3,
+        temperature=temperature,
+        settings=settings_json("relax"),
+        seed=job_seed(3),
     log:
         f"{RUN}/logs/relax_{{later}}.log",
     benchmark:
@@ -20,9 +20,10 @@ rule relax:
     resources:
         runtime=120,
         mem_mb=4000,
+        **gpu_resources(),
     conda:
         "../../envs/pita.yaml"
     shell:
-        "pita relax --samples {input.weighted} --system '{params.system}' --temperature {params.temperature}"
-        " {params.flags} --device {params.device} --seed {params.seed} --rung {wildcards.later}"
-        " --checkpoint {input.model} --diagnostics {output.diagnostics} --out {output.samples} > {log} 2>&1"
+        "pita relax --samples {input.weighted:q} --system {params.system:q} --temperature {params.temperature}"
+        " --config-json {params.settings:q} --device {params.device:q} --seed {params.seed} --rung {wildcards.later}"
+        " --checkpoint {input.model:q} --diagnostics {output.diagnostics:q} --out {output.samples:q} > {log:q} 2>&1"

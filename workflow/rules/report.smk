@@ -15,4 +15,5 @@ rule report:
     conda:
         "../../envs/pita.yaml"
     shell:
-        "pita report --metrics {input.metrics} {input.baselines} --summary {output.summary} --out {output.html} > {log} 2>&1"
+        "pita report --metrics {input.metrics:q} {input.baselines:q} --summary {output.summary:q}"
+        " --out {output.html:q} > {log:q} 2>&1"

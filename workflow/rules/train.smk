@@ -9,9 +9,9 @@ rule train:
     params:
         system=SYSTEM_ARG,
         device=config["device"],
-        options=lambda w: json.dumps(rung_settings(config, int(w.rung), "train"), sort_keys=True),
-        init=lambda w, input: f"--init {input.init}" if input.init else "",
-        seed=lambda w: config["seed"] + 1000 * int(w.rung) + 1,
+        settings=settings_json("train"),
+        init=lambda w, input: ["--init", input.init] if input.init else [],
+        seed=job_seed(1),
         work=f"{RUN}/.work/train",
     log:
         f"{RUN}/logs/train_{{rung}}.log",
@@ -25,6 +25,6 @@ rule train:
     conda:
         "../../envs/pita.yaml"
     shell:
-        "pita train --samples {input.samples} --system '{params.system}' {params.init}"
-        " --config-json '{params.options}' --device {params.device} --seed {params.seed} --threads {threads} --no-progress"
-        " --work-dir {params.work} --out {output.model} --losses-csv {output.losses} > {log} 2>&1"
+        "pita train --samples {input.samples:q} --system {params.system:q} {params.init:q}"
+        " --config-json {params.settings:q} --device {params.device:q} --seed {params.seed} --threads {threads}"
+        " --no-progress --work-dir {params.work:q} --out {output.model:q} --losses-csv {output.losses:q} > {log:q} 2>&1"

@@ -1,0 +1,577 @@
+"""Typed settings of every step, declared once.
+
+Each step of the method has one settings class (a frozen dataclass) whose fields hold the
+names, types, bounds, defaults and help texts of its settings:
+
+    MDSettings (config `md_seed`), ReferenceSettings (`reference`), TrainSettings (`train`),
+    AnnealSettings (`anneal`), RelaxSettings (`relax`), EvaluateSettings (`evaluate`),
+    BaselineSettings (`baselines`)
+
+Everything else derives from them:
+  * `from_mapping` turns a config section or a `--config-json` object into settings, refusing
+    unknown keys, wrong types and out-of-range values with one line naming the field;
+  * `add_arguments` gives a command its options (`--n-particles`, ...) with help and default;
+  * `json_schema()` writes workflow/schemas/config.schema.yaml (`python -m pita.settings`;
+    a test fails when the committed schema differs from the generated one).
+Bounds on counts are also size bounds: nothing allocates a billion particles because of a typo.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import PitaInputError
+
+#: largest count of samples / particles / outputs a step accepts (a size bound before allocation)
+MAX_COUNT = 10_000_000
+#: largest number of steps of any loop
+MAX_STEPS = 100_000_000
+#: seeds are derived per rung and step (seed + 1000 k + c): keep them well inside 32 bits
+MAX_SEED = 2**31 - 1
+
+
+def setting(default: Any = None, help: str = "", *, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, lt: float | None = None, choices: tuple | None = None,
+            cli: bool = True, factory: Any = None) -> Any:
+    """A dataclass field carrying what the schema, the CLI and the checks need to know."""
+    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "cli": cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# the steps' settings
+# ---------------------------------------------------------------------------------------------
+ENGINES = ("auto", "openmm", "torch")
+PLATFORMS = ("auto", "Reference", "CPU", "CUDA", "OpenCL")
+PRECISIONS = ("mixed", "float64", "float32")
+
+
+@dataclass(frozen=True)
+class MDSettings:
+    """Langevin MD at one temperature (`pita md`; config sections md_seed and reference)."""
+
+    n_samples: int = setting(10000, "samples to write", ge=1, le=MAX_COUNT)
+    replicas: int | None = setting(None, "parallel replicas (torch) or independent trajectories (openmm); "
+                                         "default: 64 torch replicas on CPU, 1024 on CUDA, 1 OpenMM trajectory",
+                                   ge=1, le=1_000_000)
+    stride_steps: int | None = setting(None, "steps between saved frames (default: 1000 for molecules, 200 in "
+                                             "reduced units)", ge=1, le=MAX_STEPS)
+    equilibration_steps: int | None = setting(None, "steps before the first saved frame, per replica (default: "
+                                                    "10000 for molecules, 2000 in reduced units)", ge=0, le=MAX_STEPS)
+    timestep_fs: float = setting(1.0, "timestep in femtoseconds (molecules; ignored for reduced-unit systems)",
+                                 gt=0, le=10)
+    timestep: float | None = setting(None, "timestep in the system's time unit (reduced units for Lennard-Jones); "
+                                           "overrides timestep_fs", gt=0, le=1)
+    friction_per_ps: float = setting(1.0, "Langevin friction, 1/ps (1/reduced time unit)", gt=0, le=1e4)
+    engine: str = setting("auto", "MD engine (auto: torch on CUDA or for 64+ replicas, else OpenMM for molecules)",
+                          choices=ENGINES)
+    minimize: bool = setting(True, "energy-minimise the starting structure(s) first")
+    minimize_steps: int = setting(500, "maximum minimiser iterations", ge=0, le=1_000_000)
+    platform: str = setting("auto", "OpenMM platform (auto: CUDA with a CUDA device, else Reference)",
+                            choices=PLATFORMS)
+    dtype: str = setting("mixed", "torch engine precision (mixed: float64 state, float32 forces)", choices=PRECISIONS)
+
+
+@dataclass(frozen=True)
+class ReferenceSettings(MDSettings):
+    """Reference MD for evaluation (`pita reference`; config section reference)."""
+
+    files: dict = setting(None, "temperature (as written in temperatures) -> existing sample set to use "
+                                "instead of running MD", factory=dict, cli=False)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    backbone: str = setting("mlp", "network of the score and energy models", choices=("mlp", "transformer", "egnn"))
+    backbone_options: dict | None = setting(None, "options of the backbone (default: the backbone's own)")
+    beta_conditioning: bool = setting(False, "condition on ln(T_ref/T) (needed to train on several rungs' sets)")
+    score_source: str = setting("score", "field PitaModel.score returns: the score network or -grad E",
+                                choices=("score", "energy"))
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    sigma_min: float = setting(0.01, "smallest noise level (normalised units)", gt=0, le=1)
+    sigma_max: float | None = setting(None, "largest noise level (default: 2 max|x~| of the data)", gt=0, le=1e4)
+    rho: float = setting(7.0, "EDM schedule exponent", gt=0, le=100)
+
+
+@dataclass(frozen=True)
+class SigmaSamplingSettings:
+    lognormal_mean: float = setting(-1.2, "mean of ln sigma of EDM's log-normal part", ge=-20, le=20)
+    lognormal_std: float = setting(1.2, "std of ln sigma of EDM's log-normal part", gt=0, le=20)
+    loguniform_fraction: float = setting(0.5, "share of noise levels drawn log-uniformly on [sigma_min, sigma_max]",
+                                         ge=0, le=1)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    denoising_score_matching: float = setting(1.0, "weight of denoising score matching", ge=0, le=1e6)
+    energy_distillation: float = setting(1.0, "weight of the energy distillation (-grad E onto the score)", ge=0, le=1e6)
+    energy_matching: float = setting(1.0, "weight of energy matching E(x, sigma_min) ~ U/kT", ge=0, le=1e6)
+    target_score: float = setting(0.01, "weight of the target-score term at small sigma", ge=0, le=1e6)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Score and energy models of one rung (`pita train`; config section train)."""
+
+    model: ModelSettings = setting(None, "networks", factory=ModelSettings)
+    schedule: ScheduleSettings = setting(None, "noise schedule", factory=ScheduleSettings)
+    sigma_sampling: SigmaSamplingSettings = setting(None, "noise levels for training", factory=SigmaSamplingSettings)
+    loss_weights: LossWeights = setting(None, "loss weights", factory=LossWeights)
+    target_score_max_sigma: float = setting(0.2, "target-score term only below this sigma", ge=0, le=1e4)
+    steps: int = setting(5000, "optimiser steps", ge=1, le=MAX_STEPS)
+    batch_size: int = setting(256, "samples per step", ge=1, le=1_000_000)
+    lr: float = setting(1e-3, "Adam learning rate", gt=0, le=10)
+    lr_warmup_steps: int = setting(100, "linear learning-rate warm-up", ge=0, le=MAX_STEPS)
+    weight_decay: float = setting(0.0, "Adam weight decay", ge=0, le=10)
+    grad_clip: float = setting(1.0, "gradient-norm clipping", gt=0, le=1e6)
+    ema_decay: float = setting(0.999, "decay of the EMA weights used for sampling", ge=0, lt=1)
+    random_rotations: bool = setting(True, "random proper rotations of particle systems (when not aligned)")
+    align: str = setting("auto", "align molecules to the reference structure (auto: unless the backbone is "
+                                 "equivariant)", choices=("auto", "reference", "none"))
+    duplicates: str = setting("drop", "identical samples: drop, or count as a weight", choices=("drop", "count"))
+    log_every: int = setting(10, "steps between loss records", ge=1, le=MAX_STEPS)
+    checkpoint_every: int = setting(500, "steps between resumable states", ge=1, le=MAX_STEPS)
+    warm_start: bool = setting(True, "workflow: start rung k from rung k-1's checkpoint", cli=False)
+
+
+#: training settings that do not change the result (left out of the resume digest)
+TRAIN_RUN_CONTROLS = ("checkpoint_every", "warm_start")
+
+
+@dataclass(frozen=True)
+class AnnealSettings:
+    """FK-SMC from rung k's model to T_{k+1} (`pita anneal`; config section anneal)."""
+
+    n_particles: int = setting(1000, "particles", ge=1, le=MAX_COUNT)
+    n_steps: int = setting(200, "integration steps from sigma_max to sigma_min", ge=1, le=1_000_000)
+    resample_threshold: float = setting(0.5, "resample when ESS/N falls below this (1: every step; 0: never)",
+                                        ge=0, le=1)
+    stop_resample_sigma: float = setting(0.0, "no resampling below this sigma (weights keep accumulating)",
+                                         ge=0, le=1e4)
+    divergence: str = setting("exact", "divergence of the drift: exact Jacobian trace or Hutchinson estimate",
+                              choices=("exact", "hutchinson"))
+    probes: int = setting(1, "Hutchinson probes per step", ge=1, le=1000)
+    probe: str = setting("rademacher", "Hutchinson probe distribution", choices=("rademacher", "gaussian"))
+    weights: str = setting("continuous", "continuous FK rate or the exact discrete-time step weights",
+                           choices=("continuous", "discrete"))
+    drift: str = setting("pita", "pita: u = gamma (g^2/2)(s - grad E); tempered: exact for Gaussians, lower "
+                                 "weight variance", choices=("pita", "tempered", "score", "energy"))
+    noise_scale: float | None = setting(None, "noise L g instead of g (default: 1, gamma^-1/2 for the tempered "
+                                              "drift)", gt=0, le=100)
+    score_source: str = setting("score", "score field of the drift: the score network or -grad E",
+                                choices=("score", "energy"))
+    time_derivative: str = setting("finite_difference", "dE/dt by finite difference or autograd",
+                                   choices=("finite_difference", "autograd"))
+    sigma_min: float | None = setting(None, "override the model's sigma_min", gt=0, le=1e4)
+    sigma_max: float | None = setting(None, "override the model's sigma_max", gt=0, le=1e4)
+    rho: float | None = setting(None, "override the model's schedule exponent", gt=0, le=100)
+    batch_size: int = setting(4096, "particles per network pass", ge=1, le=MAX_COUNT)
+    forces: bool = setting(False, "also store the true forces of every particle")
+    chirality_fix: bool = setting(True, "mirror particles of the wrong enantiomer before the final correction")
+
+
+@dataclass(frozen=True)
+class RelaxSettings:
+    """Resample (or bridge) and move at T_k (`pita relax`; config section relax)."""
+
+    method: str = setting("mala", "mala (exact) or langevin (BAOAB)", choices=("mala", "langevin"))
+    n_steps: int = setting(200, "MALA or Langevin steps per particle", ge=0, le=MAX_STEPS)
+    step_size: float | None = setting(None, "MALA initial step size (position units^2) or Langevin timestep "
+                                            "(default: per system)", gt=0, le=1)
+    burn_in: int | None = setting(None, "MALA steps with step-size adaptation (default: n_steps / 2)",
+                                  ge=0, le=MAX_STEPS)
+    friction_per_ps: float = setting(1.0, "Langevin friction (1/ps)", ge=0, le=1e4)
+    bridge: str = setting("auto", "resample-move bridge from the model's density: auto runs it when the ESS "
+                                  "is tiny", choices=("auto", "never", "always"))
+    bridge_ess_threshold: float = setting(0.01, "with bridge auto: bridge when ESS/N is below this", ge=0, le=1)
+    bridge_mala_steps: int = setting(10, "MALA steps per bridge level", ge=0, le=1_000_000)
+    n_out: int = setting(1000, "samples written", ge=1, le=MAX_COUNT)
+    batch_size: int | None = setting(None, "configurations per energy call (default: all)", ge=1, le=MAX_COUNT)
+    torsion_moves: int = setting(0, "Metropolis rotations about rotatable bonds per particle (molecules; exact), "
+                                    "interleaved with the steps after burn-in", ge=0, le=MAX_STEPS)
+    torsion_max_angle_deg: float = setting(180.0, "torsion moves draw the angle from U(-a, a)", gt=0, le=180)
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """Metrics against reference MD at the same temperature (`pita evaluate`; config section evaluate)."""
+
+    max_samples: int = setting(5000, "support points per set for exact 2-D optimal transport", ge=10, le=100_000)
+    distance_max_samples: int = setting(5000, "frames per set for the pairwise-distance W2", ge=10, le=1_000_000)
+    tica_lag_frames: int = setting(10, "TICA lag in frames of the reference trajectories", ge=1, le=1_000_000)
+    tica_lag_ps: float | None = setting(None, "TICA lag in ps (needs time_ps in the reference); overrides "
+                                              "tica_lag_frames", gt=0, le=1e9)
+    blocks: int = setting(10, "blocks for the reference's error bars", ge=2, le=10_000)
+    plots: bool = setting(True, "write the PNG plots")
+
+
+@dataclass(frozen=True)
+class BaselineSettings:
+    """Baselines at the PITA run's evaluation budget (`pita baseline`; config section baselines)."""
+
+    enabled: bool = setting(False, "workflow: run the baselines and show them in the report", cli=False)
+    methods: list = setting(None, "workflow: which baselines", factory=lambda: ["md", "replica_exchange"], cli=False)
+    replicas_per_temperature: int = setting(16, "replica exchange: walkers per temperature; plain MD runs this many "
+                                                "x len(temperatures) walkers at the target", ge=1, le=1_000_000)
+    swap_every: int = setting(50, "replica exchange: steps between swap attempts", ge=1, le=MAX_STEPS)
+    n_samples: int = setting(5000, "samples written at the target temperature", ge=1, le=MAX_COUNT)
+    equilibration_fraction: float = setting(0.2, "share of the budget spent before the first saved frame",
+                                            ge=0, lt=1)
+    timestep_fs: float = setting(1.0, "timestep in femtoseconds (molecules)", gt=0, le=10)
+    timestep: float | None = setting(None, "timestep in reduced time (Lennard-Jones); overrides timestep_fs",
+                                     gt=0, le=1)
+    friction_per_ps: float = setting(1.0, "Langevin friction, 1/ps", gt=0, le=1e4)
+    engine: str = setting("auto", "plain MD's engine; replica exchange always runs batched torch", choices=ENGINES)
+    platform: str = setting("auto", "OpenMM platform", choices=PLATFORMS)
+    minimize: bool = setting(True, "minimise the starting structure (counted in the budget)")
+    minimize_steps: int = setting(500, "maximum minimiser iterations", ge=0, le=1_000_000)
+    dtype: str = setting("mixed", "torch precision", choices=PRECISIONS)
+
+
+BASELINE_METHODS = ("md", "replica_exchange")
+#: config section -> settings class; the order is the pipeline's
+SECTIONS: dict[str, type] = {
+    "md_seed": MDSettings, "reference": ReferenceSettings, "train": TrainSettings, "anneal": AnnealSettings,
+    "relax": RelaxSettings, "evaluate": EvaluateSettings, "baselines": BaselineSettings,
+}
+#: per-rung overridable sections
+RUNG_SECTIONS = ("md_seed", "reference", "train", "anneal", "relax", "evaluate")
+
+
+# ---------------------------------------------------------------------------------------------
+# mapping -> settings
+# ---------------------------------------------------------------------------------------------
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _base_type(hint: Any) -> tuple[Any, bool]:
+    """(type, nullable) of an annotation such as `int | None`."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0], len(args) < len(typing.get_args(hint))
+    return hint, False
+
+
+def _fail(source: str, name: str, problem: str) -> typing.NoReturn:
+    raise PitaInputError(f"{source}: field '{name}': {problem}")
+
+
+def _check_value(source: str, name: str, value: Any, hint: Any, meta: dict) -> Any:
+    typ, nullable = _base_type(hint)
+    if value is None:
+        if nullable:
+            return None
+        _fail(source, name, "must not be null")
+    if typ is bool:
+        if not isinstance(value, bool):
+            _fail(source, name, f"must be true or false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(source, name, f"must be an integer, got {value!r}")
+    elif typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(source, name, f"must be a number, got {value!r}")
+        if not math.isfinite(value):
+            _fail(source, name, f"must be finite, got {value!r}")
+        value = float(value)
+    elif typ is str:
+        if not isinstance(value, str):
+            _fail(source, name, f"must be a string, got {value!r}")
+    elif typ is dict:
+        if not isinstance(value, dict):
+            _fail(source, name, f"must be a mapping, got {value!r}")
+        return dict(value)
+    elif typ is list:
+        if not isinstance(value, list):
+            _fail(source, name, f"must be a list, got {value!r}")
+        return list(value)
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        _fail(source, name, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+    for key, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                          ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
+        bound = meta.get(key)
+        if bound is not None and not ok(value, bound):
+            _fail(source, name, f"must be {word} {bound:g}, got {value!r}")
+    return value
+
+
+#: keys that moved, with the hint the error gives
+MOVED = {"backbone": "model.backbone", "options": "the train section itself (model, schedule, loss_weights, ...)",
+         "friction": "friction_per_ps", "replicas": "replicas_per_temperature"}
+
+
+def from_mapping(cls: type, data: Any, source: str, prefix: str = "", defaults: Any = None) -> Any:
+    """Settings of class `cls` from a mapping: defaults (or `defaults`, an instance) updated by `data`.
+
+    Unknown keys, wrong types and out-of-range values raise PitaInputError naming
+    "<source>: field '<prefix><key>'".
+    """
+    if data is None:
+        data = {}
+    where = prefix.rstrip(".") or cls.__name__
+    if not isinstance(data, dict):
+        _fail(source, where, f"must be a mapping of settings, got {type(data).__name__}")
+    fields, hints = _fields(cls), _hints(cls)
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if key not in fields:
+            hint = f"; moved to {MOVED[key]}" if key in MOVED and key not in fields else ""
+            known = ", ".join(sorted(fields))
+            _fail(source, name, f"unknown setting{hint} (known: {known})")
+        hint_type = hints[key]
+        if dataclasses.is_dataclass(hint_type):
+            base = getattr(defaults, key) if defaults is not None else None
+            values[key] = from_mapping(hint_type, value, source, f"{name}.", base)
+        else:
+            values[key] = _check_value(source, name, value, hint_type, fields[key].metadata)
+    base = defaults if defaults is not None else cls()
+    return dataclasses.replace(base, **values)
+
+
+def to_dict(settings: Any) -> dict:
+    return dataclasses.asdict(settings)
+
+
+def load_json_argument(text: str, option: str) -> Any:
+    """`--config-json` / `--system`: inline JSON, or the name of a JSON file."""
+    stripped = text.strip()
+    source = option
+    if not stripped.startswith(("{", "[", '"')):
+        path = Path(stripped)
+        if not path.is_file():
+            raise PitaInputError(f"{option}: neither inline JSON nor an existing file: {text!r}")
+        source = str(path)
+        try:
+            stripped = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PitaInputError(f"{path}: cannot read ({exc.__class__.__name__})") from None
+    try:
+        return json.loads(stripped)
+    except json.JSONDecodeError as exc:
+        raise PitaInputError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# command-line options
+# ---------------------------------------------------------------------------------------------
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str | None = None) -> None:
+    """One option per scalar setting of `cls` (dest = the setting's name, default None = unset),
+    plus --config-json; the help shows each default."""
+    group = parser.add_argument_group(title or f"settings ({cls.__doc__.splitlines()[0].rstrip('.')})")
+    fields, hints = _fields(cls), _hints(cls)
+    defaults = cls()
+    for name, f in fields.items():
+        if not f.metadata.get("cli", True) or dataclasses.is_dataclass(hints[name]):
+            continue
+        typ, _ = _base_type(hints[name])
+        if typ in (dict, list):
+            continue
+        default = getattr(defaults, name)
+        text = f.metadata.get("help", "")
+        if not (default is None and "default" in text):
+            text += f" (default: {'none' if default is None else default})"
+        if typ is bool:
+            group.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            group.add_argument(_flag(name), dest=name, type=_cli_type(typ), default=None,
+                               choices=f.metadata.get("choices"), metavar=None if f.metadata.get("choices") else
+                               name.upper(), help=text)
+    group.add_argument("--config-json", dest="config_json", metavar="JSON_OR_FILE",
+                       help="the settings above as a JSON object (inline or a file; the config section's keys); "
+                            "options given on the command line win")
+
+
+def _cli_type(typ: type):
+    if typ is int:
+        def parse_int(text: str) -> int:
+            try:
+                return int(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        return parse_int
+    if typ is float:
+        def parse_float(text: str) -> float:
+            try:
+                value = float(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+            if not math.isfinite(value):
+                raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+            return value
+        return parse_float
+    return typ
+
+
+def from_arguments(cls: type, args: argparse.Namespace, section: str | None = None) -> Any:
+    """Settings from --config-json, then the options given on the command line (which win)."""
+    data: dict = {}
+    source = "--config-json"
+    if getattr(args, "config_json", None):
+        data = load_json_argument(args.config_json, "--config-json")
+        if not isinstance(data, dict):
+            raise PitaInputError("--config-json: expected a JSON object of settings")
+    settings = from_mapping(cls, data, source, prefix=f"{section}." if section else "")
+    given = {}
+    fields = _fields(cls)
+    for name in fields:
+        value = getattr(args, name, None) if fields[name].metadata.get("cli", True) else None
+        if value is not None:
+            given[name] = value
+    # options are checked with the same bounds, named by their flag
+    for name, value in given.items():
+        _check_value("command line", _flag(name), value, _hints(cls)[name], fields[name].metadata)
+    return dataclasses.replace(settings, **given)
+
+
+def check_seed(seed: int, option: str = "--seed") -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise PitaInputError(f"{option}: must be an integer in [0, {MAX_SEED}], got {seed!r}")
+    return seed
+
+
+def add_seed_argument(parser: argparse.ArgumentParser, help: str = "random seed") -> None:
+    parser.add_argument("--seed", type=_cli_type(int), default=0, help=f"{help} (default: 0)")
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON schema of config.yaml
+# ---------------------------------------------------------------------------------------------
+def _property_schema(hint: Any, f: dataclasses.Field, default: Any) -> dict:
+    typ, nullable = _base_type(hint)
+    meta = f.metadata
+    if dataclasses.is_dataclass(typ):
+        out = section_schema(typ)
+        out["default"] = {}
+        return out
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string", dict: "object", list: "array"}[typ]
+    out: dict[str, Any] = {"type": [kind, "null"] if nullable else kind}
+    if meta.get("choices"):
+        out["enum"] = list(meta["choices"]) + ([None] if nullable else [])
+    for key, word in (("ge", "minimum"), ("gt", "exclusiveMinimum"), ("le", "maximum"), ("lt", "exclusiveMaximum")):
+        if meta.get(key) is not None:
+            out[word] = meta[key]
+    if default is not None or nullable:
+        out["default"] = default
+    if meta.get("help"):
+        out["description"] = meta["help"]
+    return out
+
+
+def section_schema(cls: type) -> dict:
+    fields, hints = _fields(cls), _hints(cls)
+    defaults = cls()
+    props = {name: _property_schema(hints[name], f, getattr(defaults, name)) for name, f in fields.items()}
+    return {"type": "object", "additionalProperties": False, "description": (cls.__doc__ or "").strip(),
+            "properties": props}
+
+
+def _without_defaults(schema: Any) -> Any:
+    """An override section: same checks, no defaults (validate() must not fill a rung's overrides)."""
+    if isinstance(schema, dict):
+        return {k: _without_defaults(v) for k, v in schema.items() if k != "default"}
+    return schema
+
+
+def json_schema() -> dict:
+    """The JSON schema of a pipeline config (workflow/schemas/config.schema.yaml)."""
+    defs = {name: section_schema(cls) for name, cls in SECTIONS.items()}
+    defs["reference"]["properties"]["files"] = {
+        "type": "object", "default": {}, "additionalProperties": {"type": "string"},
+        "description": _fields(ReferenceSettings)["files"].metadata["help"]}
+    defs["baselines"]["properties"]["methods"] = {
+        "type": "array", "items": {"type": "string", "enum": list(BASELINE_METHODS)}, "minItems": 1,
+        "uniqueItems": True, "default": list(BASELINE_METHODS),
+        "description": _fields(BaselineSettings)["methods"].metadata["help"]}
+    overrides = {name: _without_defaults(defs[name]) for name in RUNG_SECTIONS}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "description": "PITA pipeline configuration (generated from pita/settings.py by `python -m pita.settings`; "
+                       "do not edit by hand). Defaults are filled in by validate().",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["system", "temperatures"],
+        "properties": {
+            "run_name": {"type": "string", "pattern": RUN_NAME_PATTERN, "default": "pita",
+                         "description": "outputs go to results/<run_name>/ (letters, digits, _ . -; not starting "
+                                        "with a dot)"},
+            "system": {"description": "a named system (alanine_dipeptide, alanine_dipeptide_amber14, "
+                                      "alanine_tripeptide, lj13, lj55) or a molecule spec",
+                       "oneOf": [{"type": "string"},
+                                 {"type": "object", "required": ["pdb"], "additionalProperties": False,
+                                  "properties": {"name": {"type": "string"}, "pdb": {"type": "string"},
+                                                 "forcefield": {"type": "array", "items": {"type": "string"},
+                                                                "minItems": 1},
+                                                 "length_scale": {"type": "number", "exclusiveMinimum": 0}}}]},
+            "temperatures": {"description": "the ladder T_0 > T_1 > ... > T_K (K, or reduced units for "
+                                            "Lennard-Jones); T_K is the target",
+                             "type": "array", "minItems": 2,
+                             "items": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TEMPERATURE}},
+            "device": {"type": "string", "enum": ["cpu", "cuda", "auto"], "default": "cpu",
+                       "description": "where training, annealing and relaxation run; cuda makes those rules "
+                                      "request a GPU"},
+            "seed": {"type": "integer", "minimum": 0, "maximum": MAX_CONFIG_SEED, "default": 0},
+            "threads": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 1,
+                        "description": "threads per job (torch and OpenMM)"},
+            **{name: {"$ref": f"#/$defs/{name}", "default": {}} for name in SECTIONS},
+            "rungs": {"type": "object", "default": {},
+                      "description": "per-rung overrides: rung index -> section -> settings",
+                      "propertyNames": {"pattern": RUNG_KEY_PATTERN},
+                      "additionalProperties": {"type": "object", "additionalProperties": False,
+                                               "properties": {name: {"$ref": f"#/$defs/{name}_override"}
+                                                              for name in RUNG_SECTIONS}}},
+        },
+        "$defs": {**defs, **{f"{name}_override": overrides[name] for name in RUNG_SECTIONS}},
+    }
+
+
+RUN_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+RUNG_KEY_PATTERN = r"^(0|[1-9][0-9]*)$"
+MAX_TEMPERATURE = 1.0e6
+#: the workflow derives seeds as seed + 1000 k + c, so the config's seed leaves room below MAX_SEED
+MAX_CONFIG_SEED = MAX_SEED - 1_000_000
+
+
+def schema_yaml() -> str:
+    import yaml
+
+    header = ("# Generated from pita/settings.py by `python -m pita.settings > workflow/schemas/config.schema.yaml`;\n"
+              "# tests/test_settings.py fails when this file and the settings differ.\n")
+    return header + yaml.safe_dump(json_schema(), sort_keys=False, width=110)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(schema_yaml())
+
+
+def replace_nested(settings: Any, dotted: str, value: Any) -> Any:
+    """A copy of `settings` with the nested field `dotted` ("model.backbone") set to `value`."""
+    head, _, rest = dotted.partition(".")
+    if not rest:
+        return dataclasses.replace(settings, **{head: value})
+    return dataclasses.replace(settings, **{head: replace_nested(getattr(settings, head), rest, value)})

@@ -1,0 +1,274 @@
+"""The steps of the method as library functions: typed settings in, finished outputs out.
+
+    seed(system, T_0, MDSettings)                       -> SampleSet  (MD at the hot temperature)
+    reference(system, T_k, ReferenceSettings, given=)   -> SampleSet  (reference MD, or a shipped set)
+    train(sets, system, TrainSettings, ...)             -> TrainResult (checkpoint + losses written)
+    anneal(model, system, T_next, AnnealSettings, ...)  -> (SampleSet, diagnostics)  (weighted, FK-SMC)
+    relax(samples, system, T, RelaxSettings, ...)       -> (SampleSet, diagnostics)  (unweighted)
+    evaluate(samples, reference, system, EvaluateSettings, out_dir) -> metrics
+    baseline(method, system, ladder, BaselineSettings, budget)      -> SampleSet
+
+Every SampleSet returned carries its provenance (producing step, settings digest, seed,
+package version, energy evaluations of the step and cumulated along the ladder). The `pita`
+commands are thin shells over these: parse options, read inputs, call, write.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import PitaInputError
+from .samples import SampleSet
+from .settings import (AnnealSettings, BaselineSettings, EvaluateSettings, MDSettings, ReferenceSettings,
+                       RelaxSettings, TrainSettings, to_dict)
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# MD: seed and reference
+# ---------------------------------------------------------------------------------------------
+def md_timestep(system: Any, settings: MDSettings | BaselineSettings) -> float | None:
+    """The timestep in the system's time unit: `timestep`, else `timestep_fs` for molecules, else
+    None (the system's own default, for reduced units)."""
+    from .md import is_molecular
+
+    if settings.timestep is not None:
+        return settings.timestep
+    if is_molecular(system):
+        return settings.timestep_fs * 1e-3
+    return None
+
+
+def seed(system: Any, temperature: float, settings: MDSettings, *, seed: int = 0, rung: int = 0,
+         start: SampleSet | None = None, device: str | None = None, progress: bool | None = None) -> SampleSet:
+    """Decorrelated MD samples (energies and forces) of `system` at `temperature`."""
+    return _run_md(system, temperature, settings, seed, rung, start, device, progress)
+
+
+def _run_md(system: Any, temperature: float, settings: MDSettings, seed: int, rung: int, start: Any,
+            device: str | None, progress: bool | None) -> SampleSet:
+    from .md import run_md
+
+    return run_md(system, temperature, settings.n_samples, engine=settings.engine, replicas=settings.replicas,
+                  stride_steps=settings.stride_steps, equilibration_steps=settings.equilibration_steps,
+                  timestep=md_timestep(system, settings), friction=settings.friction_per_ps,
+                  minimize=settings.minimize, minimize_steps=settings.minimize_steps,
+                  platform=None if settings.platform == "auto" else settings.platform, device=device,
+                  dtype=settings.dtype, seed=seed, rung=rung, start=start,
+                  config={"step": "md", "settings": to_dict(settings), "system": system.spec(),
+                          "temperature": temperature},
+                  progress=progress)
+
+
+def reference(system: Any, temperature: float, settings: ReferenceSettings, *, given: str | Path | None = None,
+              seed: int = 0, rung: int = 0, device: str | None = None, progress: bool | None = None) -> SampleSet:
+    """Reference samples at `temperature`: the `given` set (checked against the system and the
+    temperature), or MD with `settings`."""
+    if given is None:
+        return _run_md(system, temperature, settings, seed, rung, None, device, progress)
+    ref = SampleSet.read(given, temperature=temperature, load_forces=True)
+    ref.check_system(str(given), system)
+    ref.attrs["reference_source"] = str(given)
+    ref.attrs["rung"] = rung
+    return ref
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------------------
+def train(sample_sets: Sequence[str | Path | SampleSet], system: Any, settings: TrainSettings, *,
+          init: str | Path | None = None, out: str | Path, losses_csv: str | Path | None = None,
+          device: str = "auto", seed: int = 0, work_dir: str | Path | None = None,
+          progress: bool | None = None):
+    """Train the rung's score and energy models; writes the checkpoint `out` (and `losses_csv`)."""
+    from .training import train as train_models
+
+    if init is not None:
+        from .models import check_checkpoint_system, load_checkpoint
+
+        check_checkpoint_system(load_checkpoint(init, "cpu"), system, init)
+    return train_models(list(sample_sets), system, config=settings, init=init, out=out, losses_csv=losses_csv,
+                        device=device, seed=seed, work_dir=work_dir, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# anneal
+# ---------------------------------------------------------------------------------------------
+def anneal(model: Any, system: Any, temperature: float, settings: AnnealSettings, *, checkpoint: str,
+           samples_in: SampleSet | None = None, seed: int = 0, device: Any = "cpu", rung: int | None = None,
+           progress: bool = False) -> tuple[SampleSet, dict]:
+    """FK-SMC from the model of rung k (temperature T_k) to `temperature`: the weighted set after
+    the exact final correction, and the diagnostics (ESS trace, resampling, chirality, cost)."""
+    from .fksmc import anneal as fk_anneal
+    from .provenance import base_attrs, file_digest
+
+    T_k, T_next = float(model.temperature), float(temperature)
+    if not T_next < T_k * (1 + 1e-9):
+        log.warning("anneal: target %g is not colder than the model's %g", T_next, T_k)
+    prev_total, rung_in = 0, None
+    if samples_in is not None:
+        prev_total = int(samples_in.attrs["n_energy_evals_total"])
+        rung_in = samples_in.attrs.get("rung")
+        if not math.isclose(samples_in.temperature, T_k, rel_tol=1e-6):
+            raise PitaInputError(f"--samples-in: temperature {samples_in.temperature:g} differs from the model's "
+                                 f"{T_k:g} ({checkpoint})")
+    gamma = T_k / T_next
+    L = float(getattr(model, "length_scale", system.length_scale))
+    schedule = {k: getattr(settings, k) for k in ("sigma_min", "sigma_max", "rho") if getattr(settings, k) is not None}
+    provenance = dict(step="anneal", settings=to_dict(settings), checkpoint=file_digest(checkpoint),
+                      system=system.spec(), temperature=T_next, source_temperature=T_k)
+    log.info("anneal: T %g -> %g (gamma %.4f), %d particles x %d steps on %s", T_k, T_next, gamma,
+             settings.n_particles, settings.n_steps, device)
+    res = fk_anneal(model, gamma, settings.n_particles, settings.n_steps, divergence_method=settings.divergence,
+                    n_probes=settings.probes, probe=settings.probe, resample_threshold=settings.resample_threshold,
+                    stop_resample_sigma=settings.stop_resample_sigma, weights=settings.weights, drift=settings.drift,
+                    noise_scale=settings.noise_scale, score_source=settings.score_source,
+                    time_derivative=settings.time_derivative, batch_size=settings.batch_size, system=system,
+                    temperature=T_next, length_scale=L, fix_chirality=settings.chirality_fix,
+                    compute_forces=settings.forces, seed=seed, device=device, progress=progress, **schedule)
+    if len(res.log_weight) == 0:
+        raise PitaInputError(f"{checkpoint}: no particle survived the annealing (all NaN/inf or wrong chirality)")
+    total = prev_total + int(res.n_energy_evals)
+    diagnostics = res.diagnostics()
+    diagnostics.update(source_temperature=T_k, temperature=T_next, gamma=gamma, n_energy_evals_total=total)
+    attrs = base_attrs("anneal", provenance, seed)
+    if rung is None:
+        rung = int(rung_in) + 1 if rung_in is not None else -1
+    attrs.update(system=system.name, temperature=T_next, units=system.units, length_scale=L, rung=rung,
+                 n_energy_evals=int(res.n_energy_evals), n_energy_evals_total=total,
+                 source_temperature=T_k, gamma=gamma, sigma_min=float(res.settings["sigma_min"]),
+                 ess=float(res.ess_final), ess_fraction=float(res.ess_final / len(res.log_weight)),
+                 n_mirrored=res.n_mirrored, n_dropped_chirality=res.n_dropped_chirality,
+                 n_dropped_nonfinite=res.n_dropped_nonfinite, n_resamples=res.n_resamples,
+                 wall_time_s=float(res.wall_time_s), checkpoint=str(checkpoint))
+    extra = {
+        "ess_trace": np.asarray(res.ess_trace, dtype=np.float64),
+        "sigmas": np.asarray(res.sigmas, dtype=np.float64),
+        "resample_steps": np.asarray(res.resample_steps, dtype=np.int64),
+        "log_weight_path": np.asarray(res.log_weight_path, dtype=np.float64),
+        "model_energy": np.asarray(res.model_energy, dtype=np.float64),
+    }
+    out = SampleSet(positions=res.positions.detach().cpu().numpy().astype(np.float32),
+                    energy=np.asarray(res.energy, dtype=np.float64), attrs=attrs,
+                    forces=None if res.forces is None else res.forces.detach().cpu().numpy().astype(np.float32),
+                    log_weight=np.asarray(res.log_weight, dtype=np.float64), extra=extra)
+    return out, diagnostics
+
+
+# ---------------------------------------------------------------------------------------------
+# relax
+# ---------------------------------------------------------------------------------------------
+#: attributes of the weighted input that describe the anneal, not the relaxed output
+_ANNEAL_ONLY_ATTRS = ("ess", "ess_fraction", "n_resamples", "wall_time_s", "checkpoint", "n_mirrored",
+                      "n_dropped_chirality", "n_dropped_nonfinite", "gamma", "source_temperature", "sigma_min")
+
+
+def relax(samples: SampleSet, system: Any, temperature: float, settings: RelaxSettings, *, model: Any = None,
+          source: str = "--samples", seed: int = 0, device: Any = "cpu", rung: int | None = None
+          ) -> tuple[SampleSet, dict]:
+    """Resample a weighted set by its weights (bridging from the model's density when its ESS is
+    tiny) and move every particle at `temperature` with the true forces: an unweighted set."""
+    from .provenance import base_attrs
+    from .relax import model_potential
+    from .relax import relax as relax_samples
+
+    phi0_fn, A = None, None
+    if model is not None and settings.bridge != "never":
+        gamma = float(samples.attrs.get("gamma", float(model.temperature) / temperature))
+        sigma_min = float(samples.attrs.get("sigma_min", model.sigma_min))
+        n_atoms = model.n_atoms if model.mean_free else None
+        phi0_fn = model_potential(model, gamma, sigma_min, float(samples.attrs.get("length_scale", model.length_scale)),
+                                  n_atoms, settings.batch_size)
+        if "log_weight_path" in samples.extra and len(samples.extra["log_weight_path"]) == len(samples):
+            A = samples.extra["log_weight_path"]
+    elif settings.bridge == "always":
+        raise PitaInputError("--bridge always: needs --checkpoint, the model that produced the weighted set")
+    provenance = dict(step="relax", settings=to_dict(settings), system=system.spec(), temperature=temperature,
+                      input_digest=samples.attrs.get("config_digest"))
+    attrs = base_attrs("relax", provenance, seed)
+    attrs.update(system=system.name, units=system.units, length_scale=float(samples.attrs["length_scale"]),
+                 rung=rung if rung is not None else samples.attrs.get("rung", -1))
+    samples = samples.subset(np.arange(len(samples)))
+    for key in _ANNEAL_ONLY_ATTRS:
+        samples.attrs.pop(key, None)
+    res = relax_samples(samples, system, temperature, method=settings.method, n_steps=settings.n_steps,
+                        step_size=settings.step_size, n_burnin=settings.burn_in, friction=settings.friction_per_ps,
+                        bridge_mode=settings.bridge, bridge_ess_threshold=settings.bridge_ess_threshold,
+                        bridge_mala_steps=settings.bridge_mala_steps, phi0_fn=phi0_fn, log_weight_path=A,
+                        n_out=settings.n_out, batch_size=settings.batch_size, seed=seed,
+                        torsion_moves=settings.torsion_moves,
+                        torsion_max_angle=math.radians(settings.torsion_max_angle_deg), device=device, attrs=attrs)
+    _keep_data_enantiomer(res, system)
+    if len(res.samples) == 0:
+        raise PitaInputError(f"{source}: no finite configuration left after relaxation")
+    res.samples.attrs["input_ess"] = float(res.diagnostics["ess_in"])
+    return res.samples, res.diagnostics
+
+
+def _keep_data_enantiomer(res: Any, system: Any) -> None:
+    """The force field cannot tell L from D, so moves at high T (or from poor starts) can invert a
+    centre: before the next rung trains on this set, mirror the particles that a mirror fixes
+    (U is mirror symmetric, F(-x) = -F(x)) and drop the rest, counting both."""
+    if getattr(system, "topology", None) is None or getattr(system, "reference_positions", None) is None:
+        return
+    from .chirality import ChiralityChecker
+
+    checker = ChiralityChecker.from_system(system)
+    if checker.n_centers == 0:
+        return
+    s = res.samples
+    wrong = ~np.asarray(checker.is_correct(s.positions))
+    fixed, keep, n_mirrored, n_dropped = checker.fix(s.positions)
+    if s.forces is not None:
+        s.forces = np.where(wrong[:, None, None], -s.forces, s.forces)
+    s.positions = np.asarray(fixed, dtype=np.float32)
+    res.samples = s.subset(np.nonzero(np.asarray(keep))[0])
+    res.samples.attrs["relax_n_mirrored"] = int(n_mirrored)
+    res.samples.attrs["relax_n_dropped_chirality"] = int(n_dropped)
+    res.diagnostics["n_mirrored_after_moves"] = int(n_mirrored)
+    res.diagnostics["n_dropped_chirality_after_moves"] = int(n_dropped)
+    if n_mirrored or n_dropped:
+        log.warning("relax: %d sample(s) ended in the mirror enantiomer (mirrored back), %d with mixed chirality "
+                    "(dropped)", n_mirrored, n_dropped)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+# ---------------------------------------------------------------------------------------------
+def evaluate(samples: SampleSet, reference_set: SampleSet, system: Any, settings: EvaluateSettings,
+             out_dir: str | Path, *, metrics_path: str | Path | None = None, seed: int = 0,
+             samples_path: str = "<samples>", reference_path: str = "<reference>", method: str | None = None
+             ) -> dict:
+    """Metrics of `samples` against `reference_set` at the same temperature (+ plots in out_dir)."""
+    from .evaluate import evaluate as evaluate_sets
+
+    return evaluate_sets(samples, reference_set, system, out_dir, metrics_path=metrics_path, plots=settings.plots,
+                         seed=seed, samples_path=samples_path, reference_path=reference_path, method=method,
+                         ot_max_n=settings.max_samples, distance_max_n=settings.distance_max_samples,
+                         tica_lag_frames=settings.tica_lag_frames, tica_lag_ps=settings.tica_lag_ps,
+                         n_blocks=settings.blocks)
+
+
+# ---------------------------------------------------------------------------------------------
+# baselines
+# ---------------------------------------------------------------------------------------------
+def baseline(method: str, system: Any, temperatures: Sequence[float], settings: BaselineSettings, budget: Any, *,
+             seed: int = 0, device: str | None = None, progress: bool | None = None) -> SampleSet:
+    """Plain MD at the target or replica exchange across the ladder, within `budget` evaluations."""
+    from .baselines import run_baseline
+
+    kw = dict(walkers_per_temperature=settings.replicas_per_temperature, timestep=md_timestep(system, settings),
+              friction=settings.friction_per_ps, minimize=settings.minimize, minimize_steps=settings.minimize_steps,
+              engine=settings.engine, platform=None if settings.platform == "auto" else settings.platform,
+              device=device, dtype=settings.dtype, seed=seed, progress=progress)
+    if method == "replica_exchange":
+        kw["swap_every"] = settings.swap_every
+    return run_baseline(method, system, list(temperatures), settings.n_samples, budget, **kw)
+
+
+__all__ = ["seed", "reference", "train", "anneal", "relax", "evaluate", "baseline", "md_timestep"]
