@@ -177,6 +177,14 @@ class ChiralityChecker:
         """From a MolecularSystem: its ``topology`` (mdtraj) and ``reference_positions`` (nm, (n, 3))."""
         return cls.from_topology(system.topology, system.reference_positions)
 
+    @classmethod
+    def for_system(cls, system) -> "ChiralityChecker | None":
+        """`from_system`, or None when the system has no topology / reference structure or no chiral centre."""
+        if getattr(system, "topology", None) is None or getattr(system, "reference_positions", None) is None:
+            return None
+        checker = cls.from_system(system)
+        return checker if checker.n_centers else None
+
     @property
     def n_centers(self) -> int:
         return int(self.centers.shape[0])
@@ -187,11 +195,33 @@ class ChiralityChecker:
     def is_correct(self, x):
         return is_correct(x, self.centers, self.ref_signs)
 
-    def wrong_fraction(self, x) -> float:
-        """Fraction of configurations with at least one wrong centre."""
+    def wrong_fraction(self, x, w=None) -> float:
+        """Fraction of configurations with at least one wrong centre; with weights `w` (any
+        non-negative array, normalised here) the weighted fraction."""
         ok = self.is_correct(x)
-        n = int(ok.shape[0])
-        return float((~ok).sum()) / n if n else 0.0
+        if _is_torch(ok):
+            ok = ok.cpu().numpy()
+        wrong = ~np.asarray(ok, dtype=bool)
+        n = int(wrong.shape[0])
+        if not n:
+            return 0.0
+        if w is None:
+            return float(wrong.sum()) / n
+        w = np.asarray(w.detach().cpu() if _is_torch(w) else w, dtype=np.float64).reshape(-1)
+        if w.shape[0] != n or np.any(w < 0) or not w.sum() > 0:
+            raise ValueError(f"chirality: weights must be {n} non-negative numbers, not all zero")
+        return float(w[wrong].sum() / w.sum())
+
+    def same_signs(self, x, y):
+        """Bool (B,): every centre of `y` has the sign it has in `x` (row by row, float64 signs).
+
+        The guard of MCMC moves that must stay within a particle's enantiomer (pita.relax)."""
+        if _is_torch(x):
+            x, y = x.to(torch.float64), y.to(torch.float64)
+        else:
+            x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        m = self.signs(x) == self.signs(y)
+        return m.all(dim=-1) if _is_torch(m) else m.all(axis=-1)
 
     def fix(self, x):
         """See :func:`fix_chirality`."""

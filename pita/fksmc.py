@@ -114,35 +114,9 @@ def sigma_grid(n_steps: int, sigma_min: float, sigma_max: float, rho: float) -> 
 # ---------------------------------------------------------------------------------------------
 # SMC utilities
 # ---------------------------------------------------------------------------------------------
-def normalized_weights(logw: torch.Tensor) -> torch.Tensor:
-    lw = logw.double()
-    m = torch.max(lw)
-    if not torch.isfinite(m):
-        return torch.full_like(lw, 1.0 / lw.numel())
-    w = torch.exp(lw - m)
-    return w / w.sum()
-
-
-def ess(logw: torch.Tensor | np.ndarray) -> float:
-    """Kish effective sample size (sum w)^2 / sum w^2."""
-    lw = torch.as_tensor(np.asarray(logw) if isinstance(logw, np.ndarray) else logw)
-    if not torch.isfinite(lw).any():
-        return 0.0
-    w = normalized_weights(lw)
-    return float(1.0 / torch.sum(w * w))
-
-
-def systematic_resample(logw: torch.Tensor, n_out: int | None = None,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
-    """Ancestor indices (n_out,) by systematic resampling (one uniform draw)."""
-    w = normalized_weights(logw).cpu()
-    n = int(n_out if n_out is not None else w.numel())
-    u = torch.rand((), generator=generator, dtype=torch.float64)
-    pos = (u + torch.arange(n, dtype=torch.float64)) / n
-    cdf = torch.cumsum(w, 0)
-    cdf[-1] = 1.0  # guard against round-off
-    idx = torch.searchsorted(cdf, pos, right=True)
-    return idx.clamp_(max=w.numel() - 1).to(logw.device)
+# one implementation of weights, ESS and systematic resampling for the package (pita/weights.py);
+# these names stay importable from here
+from .weights import ess, normalized_weights, systematic_resample  # noqa: E402,F401
 
 
 def logmeanexp(logw: torch.Tensor) -> float:

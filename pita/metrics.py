@@ -36,7 +36,7 @@ Conventions (see DESIGN.md, section Evaluation):
   all backbone phi/psi. `tica_w2`: exact 2-D OT (squared Euclidean cost) on the first two
   components, square root at the end.
 * `distance_w2`: 1-D W2 between the pooled distributions of all interatomic distances i < j.
-* `kish_ess`: (sum w)^2 / sum w^2 from log-weights, computed stably.
+* `kish_ess`: (sum w)^2 / sum w^2 from log-weights (`pita.weights.ess`).
 * `wrong_chirality_fraction`: fraction of samples with at least one chiral centre whose sign
   differs from the reference structure's (uses `pita.chirality`).
 
@@ -50,6 +50,8 @@ import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from .weights import ess, normalized_weights, systematic_indices
 
 TWO_PI = 2.0 * math.pi
 RAMA_BINS = 60
@@ -82,28 +84,15 @@ def log_weights_to_weights(log_weight: np.ndarray | None) -> np.ndarray | None:
     """exp(log_weight - max), normalised; None stays None (equal weights)."""
     if log_weight is None:
         return None
-    lw = np.asarray(log_weight, dtype=np.float64)
-    w = np.exp(lw - np.max(lw))
-    return w / w.sum()
+    return normalized_weights(log_weight)
 
 
 def _is_uniform(w: np.ndarray) -> bool:
     return bool(np.allclose(w, w[0], rtol=1e-12, atol=0.0))
 
 
-def kish_ess(log_weight: np.ndarray | None, n: int | None = None) -> float:
-    """Kish effective sample size (sum w)^2 / sum w^2 of log-weights; n when there are none."""
-    if log_weight is None:
-        if n is None:
-            raise ValueError("kish_ess: give log-weights or n")
-        return float(n)
-    lw = np.asarray(log_weight, dtype=np.float64)
-    lw = lw[np.isfinite(lw)]
-    if lw.size == 0:
-        return 0.0
-    a = lw - lw.max()
-    # (sum e^a)^2 / sum e^{2a}, in logs
-    return float(np.exp(2.0 * np.log(np.exp(a).sum()) - np.log(np.exp(2.0 * a).sum())))
+#: Kish effective sample size of log-weights (n when None): pita.weights.ess under its old name
+kish_ess = ess
 
 
 def subsample(x: np.ndarray, w: np.ndarray | None, max_n: int, rng: np.random.Generator
@@ -121,10 +110,7 @@ def subsample(x: np.ndarray, w: np.ndarray | None, max_n: int, rng: np.random.Ge
     if _is_uniform(w):
         idx = np.sort(rng.choice(n, size=max_n, replace=False))
         return x[idx], np.full(max_n, 1.0 / max_n)
-    u = (rng.random() + np.arange(max_n)) / max_n
-    cdf = np.cumsum(w)
-    cdf[-1] = 1.0
-    idx = np.searchsorted(cdf, u, side="right")
+    idx = systematic_indices(w, max_n, rng)
     uniq, counts = np.unique(idx, return_counts=True)
     return x[uniq], counts / counts.sum()
 
@@ -446,18 +432,15 @@ def wrong_chirality_fraction(positions: np.ndarray, topology: Any, reference_pos
     plain fraction, the weighted fraction and the number of chiral centres (fractions are 0 for
     a molecule without chiral centres).
     """
-    from . import chirality
+    from .chirality import ChiralityChecker
 
-    centers = chirality.chiral_centers(topology)
-    n = np.asarray(positions).shape[0]
-    if len(centers) == 0:
+    checker = ChiralityChecker.from_topology(topology, np.asarray(reference_positions, dtype=np.float64))
+    if checker.n_centers == 0:
         return {"chirality_wrong_fraction": 0.0, "chirality_wrong_fraction_weighted": 0.0, "n_chiral_centers": 0}
-    ref = chirality.reference_signs(np.asarray(reference_positions, dtype=np.float64), centers)
-    wrong = ~np.asarray(chirality.is_correct(np.asarray(positions, dtype=np.float64), centers, ref))
-    w = normalize_weights(w, n)
-    return {"chirality_wrong_fraction": float(wrong.mean()),
-            "chirality_wrong_fraction_weighted": float(w[wrong].sum()),
-            "n_chiral_centers": int(len(centers))}
+    x = np.asarray(positions, dtype=np.float64)
+    return {"chirality_wrong_fraction": checker.wrong_fraction(x),
+            "chirality_wrong_fraction_weighted": checker.wrong_fraction(x, normalize_weights(w, x.shape[0])),
+            "n_chiral_centers": checker.n_centers}
 
 
 __all__: Sequence[str] = [

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .fksmc import ess, systematic_resample
+from .weights import ess, systematic_resample
 from .samples import SampleSet
 
 log = logging.getLogger(__name__)
@@ -311,14 +311,10 @@ def _chirality_guard(system: Any) -> Callable[[torch.Tensor, torch.Tensor], torc
     invert one centre of several (a tripeptide then has mixed chirality, which no mirror
     repairs). Rejecting such proposals makes the moves MH for pi restricted to the particle's
     enantiomer; the relax command then mirrors all-D particles back to L."""
-    if getattr(system, "topology", None) is None or getattr(system, "reference_positions", None) is None:
-        return None
     from .chirality import ChiralityChecker
 
-    checker = ChiralityChecker.from_system(system)
-    if checker.n_centers == 0:
-        return None
-    return lambda x, y: (checker.signs(y.to(torch.float64)) == checker.signs(x.to(torch.float64))).all(-1)
+    checker = ChiralityChecker.for_system(system)
+    return None if checker is None else checker.same_signs
 
 
 @dataclass
