@@ -5,6 +5,8 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,15 +63,87 @@ def base_attrs(step: str, config: Any = None, seed: int | None = None) -> dict:
     }
 
 
+#: temporaries are named ".<output name>.<host>-<pid>.<random><suffix>" beside the output
+_TMP_TAG = re.compile(r"(?P<host>[A-Za-z0-9-]{0,32})-(?P<pid>[0-9]+)\.[A-Za-z0-9_]{6,}(?:\..*)?")
+
+
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32]
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # never guess about special pids
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's) or cannot tell: keep
+    return True
+
+
+def stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Temporaries that `atomic_path` left beside `path` and whose writer is gone.
+
+    Only files named exactly like this output's temporaries count (".<name>.<host>-<pid>.<random>
+    <suffix>", so another output in the same folder is never touched), only those written on this
+    host (a pid from another machine of a shared file system cannot be checked), and only those
+    whose process no longer exists (a writer killed by SIGKILL or a lost node; a running writer
+    keeps its file).
+    """
+    path = Path(path)
+    prefix = f".{path.name}."
+    host = _host_tag()
+    out = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return out
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        m = _TMP_TAG.fullmatch(entry.name[len(prefix):])
+        if m is None or m["host"] != host or not entry.is_file(follow_symlinks=False):
+            continue
+        if not _pid_alive(int(m["pid"])):
+            out.append(Path(entry.path))
+    return out
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    """fsync a file or (where the OS allows opening one) a folder; silently skipped where it cannot."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if directory:
+            return  # e.g. Windows cannot open a folder
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
-    A killed or failing writer leaves no file at `path` (and removes its temporary).
+    A failing writer leaves no file at `path` and removes its temporary. The temporary is
+    fsynced before the rename and the folder after it, so a crash never leaves a renamed but
+    empty output. A writer killed outright (SIGKILL) cannot remove its temporary: the next
+    write of the same output removes those of dead writers (`stale_temporaries`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    for stale in stale_temporaries(path):
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_host_tag()}-{os.getpid()}.", suffix=suffix or ".tmp",
+                               dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600; outputs should get the usual permissions (0666 minus the umask)
@@ -78,10 +152,12 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
+        _fsync_path(tmp_path)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    _fsync_path(path.parent, directory=True)
 
 
 def check_output_path(path: str | os.PathLike | None, option: str, folder: bool = False) -> None:

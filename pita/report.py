@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 
 from . import __version__
 from .errors import PitaInputError
-from .provenance import atomic_write_text, now_iso
+from .provenance import atomic_write_text, check_output_path, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -245,17 +245,33 @@ def render_html(rows: Sequence[dict], title: str = "PITA evaluation report") -> 
     return "\n".join(parts)
 
 
+def check_report_outputs(out_html: str | os.PathLike | None, summary_csv: str | os.PathLike | None) -> None:
+    """PitaInputError (one line) unless every output can be written: a file path, not a folder,
+    in a writable folder, and not both options naming the same file."""
+    check_output_path(out_html, "--out")
+    check_output_path(summary_csv, "--summary")
+    if out_html is not None and summary_csv is not None and \
+            Path(out_html).resolve() == Path(summary_csv).resolve():
+        raise PitaInputError(f"--summary {summary_csv}: the same file as --out")
+
+
 def write_report(metrics_paths: Iterable[str | os.PathLike], out_html: str | os.PathLike | None = None,
                  summary_csv: str | os.PathLike | None = None, title: str = "PITA evaluation report") -> list[dict]:
-    """Read metrics files, write summary CSV and/or HTML report (atomically); returns the rows."""
+    """Read metrics files, write summary CSV and/or HTML report (atomically); returns the rows.
+
+    Both output paths are checked before anything is read or written (PitaInputError naming
+    the option), so a bad --out never leaves a fresh summary.csv behind.
+    """
+    check_report_outputs(out_html, summary_csv)
     rows = load_metrics(metrics_paths)
+    page = render_html(rows, title) if out_html is not None else None  # reads the plots: fails before any write
     if summary_csv is not None:
         write_summary_csv(rows, summary_csv)
         log.info("wrote %s", summary_csv)
-    if out_html is not None:
-        atomic_write_text(out_html, render_html(rows, title))
+    if page is not None:
+        atomic_write_text(out_html, page)
         log.info("wrote %s", out_html)
     return rows
 
 
-__all__ = ["load_metrics", "write_summary_csv", "summary_columns", "render_html", "write_report", "KEY_COLUMNS"]
+__all__ = ["check_report_outputs", "load_metrics", "write_summary_csv", "summary_columns", "render_html", "write_report", "KEY_COLUMNS"]

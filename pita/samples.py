@@ -9,7 +9,10 @@
 Attributes: system, temperature, units, length_scale, n_energy_evals, n_energy_evals_total,
 rung, producing_step, package_version, config_digest, seed, created (+ free-form extras).
 Writes go to a temporary file that is renamed at the end; reads validate everything and
-raise PitaInputError("<file>: <problem>").
+raise PitaInputError("<file>: <problem>"). A read checks the file's structure from the HDF5
+metadata first (datasets are datasets, `extra` is a group of datasets, shapes agree, at most
+`MAX_VALUES` values in all) and only then reads data, so a small file that declares huge or
+inconsistent datasets is refused before anything large is allocated.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ import numpy as np
 
 from .errors import PitaInputError
 from .provenance import atomic_path
+from .weights import ess as _ess
+from .weights import normalized_weights
 
 UNITS = ("kJ/mol,nm", "reduced")
 REQUIRED_ATTRS = ("system", "temperature", "units", "length_scale", "n_energy_evals", "n_energy_evals_total")
@@ -35,6 +40,18 @@ _DTYPES = {
     "trajectory": np.int32,
     "time_ps": np.float64,
 }
+
+
+#: a sample set may hold at most this many values in all its datasets together (positions,
+#: energy, forces, ..., extra): 5e8 values is 2-4 GB in memory, far above any set the pipeline
+#: writes (1e6 samples of a 22-atom molecule with forces are 1.3e8). Checked from the HDF5
+#: metadata before any data is read.
+MAX_VALUES = 500_000_000
+#: attributes are small: at most this many elements each
+MAX_ATTR_VALUES = 1_000_000
+#: dtype kinds accepted for the datasets of the contract (float, signed/unsigned integer) and for extra
+_NUMERIC_KINDS = "fiu"
+_EXTRA_KINDS = "biufcSO"
 
 
 class SampleSetError(PitaInputError):
@@ -69,14 +86,11 @@ class SampleSet:
         """Normalised importance weights (uniform when there are no log-weights)."""
         if self.log_weight is None:
             return np.full(len(self), 1.0 / len(self))
-        lw = self.log_weight - np.max(self.log_weight)
-        w = np.exp(lw)
-        return w / w.sum()
+        return normalized_weights(self.log_weight)
 
     def ess(self) -> float:
-        """Kish effective sample size of the weights."""
-        w = self.weights()
-        return float(1.0 / np.sum(w * w))
+        """Kish effective sample size of the weights (`pita.weights.ess`)."""
+        return _ess(self.log_weight, n=len(self))
 
     def subset(self, idx: np.ndarray) -> "SampleSet":
         pick = lambda a: None if a is None else np.asarray(a)[idx]  # noqa: E731
@@ -92,20 +106,8 @@ class SampleSet:
             raise SampleSetError(f"{source}: {msg}")
 
         pos = np.asarray(self.positions)
-        if pos.ndim not in (2, 3) or (pos.ndim == 3 and pos.shape[2] != 3):
-            fail(f"dataset 'positions' must have shape [N, n_atoms, 3] (or [N, dim]), got {list(pos.shape)}")
-        n = pos.shape[0]
-        if n == 0:
-            fail("dataset 'positions' is empty (0 samples)")
-        for name in ("energy", "log_weight", "trajectory", "time_ps"):
-            arr = getattr(self, name)
-            if arr is None:
-                continue
-            arr = np.asarray(arr)
-            if arr.shape != (n,):
-                fail(f"dataset '{name}' must have shape [{n}] to match 'positions', got {list(arr.shape)}")
-        if self.forces is not None and np.asarray(self.forces).shape != pos.shape:
-            fail(f"dataset 'forces' must have shape {list(pos.shape)} like 'positions', got {list(np.asarray(self.forces).shape)}")
+        _check_shapes({name: None if getattr(self, name) is None else np.shape(getattr(self, name))
+                       for name in _DTYPES}, fail)
         for name in ("positions", "energy", "forces", "time_ps"):
             arr = getattr(self, name)
             if arr is None:
@@ -123,20 +125,17 @@ class SampleSet:
         for key in REQUIRED_ATTRS:
             if key not in self.attrs:
                 fail(f"attribute '{key}' is missing")
-        if self.attrs["units"] not in UNITS:
+        if not isinstance(self.attrs["system"], str) or not self.attrs["system"]:
+            fail(f"attribute 'system' must be a non-empty string (the system's name), got {self.attrs['system']!r}")
+        if not isinstance(self.attrs["units"], str) or self.attrs["units"] not in UNITS:
             fail(f"attribute 'units' is {self.attrs['units']!r}; expected one of {list(UNITS)}")
-        try:
-            temperature = float(self.attrs["temperature"])
-        except (TypeError, ValueError):
-            fail(f"attribute 'temperature' is not a number: {self.attrs['temperature']!r}")
-        if not np.isfinite(temperature) or temperature <= 0:
-            fail(f"attribute 'temperature' must be a positive number, got {temperature}")
-        try:
-            length_scale = float(self.attrs["length_scale"])
-        except (TypeError, ValueError):
-            fail(f"attribute 'length_scale' is not a number: {self.attrs['length_scale']!r}")
-        if not np.isfinite(length_scale) or length_scale <= 0:
-            fail(f"attribute 'length_scale' must be positive, got {length_scale}")
+        for key, what in (("temperature", "a positive number"), ("length_scale", "positive")):
+            try:
+                value = float(self.attrs[key])
+            except (TypeError, ValueError):
+                fail(f"attribute '{key}' is not a number: {self.attrs[key]!r}")
+            if not np.isfinite(value) or value <= 0:
+                fail(f"attribute '{key}' must be {what}, got {value}")
         # counters and the rung are used as integers downstream (totals carried forward, rung + 1)
         for key, minimum in (("n_energy_evals", 0), ("n_energy_evals_total", 0), ("rung", None)):
             if key not in self.attrs:
@@ -156,15 +155,60 @@ class SampleSet:
         return self
 
     def check_compatible(self, source: str, *, temperature: float | None = None, n_atoms: int | None = None,
-                         system: str | None = None, rtol: float = 1e-6) -> "SampleSet":
-        """Fail unless the set is at `temperature`, has `n_atoms` and belongs to `system`."""
+                         system: Any = None, units: str | None = None, rtol: float = 1e-6,
+                         system_option: str = "--system") -> "SampleSet":
+        """Fail unless the set is at `temperature`, has `n_atoms`, belongs to `system` and is in `units`.
+
+        `system` is a name (compared exactly with the 'system' attribute) or a System object
+        (then `check_system`: name, units and atom count). `system_option` names where the
+        expected system came from in the message (e.g. "--system" or "config system").
+        """
         if temperature is not None and not np.isclose(self.temperature, float(temperature), rtol=rtol, atol=1e-9):
             raise SampleSetError(
                 f"{source}: attribute 'temperature' is {self.temperature:g} but {float(temperature):g} was expected")
         if n_atoms is not None and self.n_atoms != n_atoms:
             raise SampleSetError(f"{source}: dataset 'positions' has {self.n_atoms} atoms but the system has {n_atoms}")
-        if system is not None and str(self.attrs.get("system")) != str(system):
-            raise SampleSetError(f"{source}: attribute 'system' is {self.attrs.get('system')!r}, expected {system!r}")
+        if system is not None:
+            if isinstance(system, str):
+                self._check_attr(source, "system", system, system_option)
+            else:
+                self.check_system(source, system, option=system_option)
+        if units is not None and self.attrs.get("units") != units:
+            raise SampleSetError(f"{source}: attribute 'units' is {self.attrs.get('units')!r} but {units!r} was expected")
+        return self
+
+    def _check_attr(self, source: str, key: str, expected: Any, option: str) -> None:
+        if self.attrs.get(key) != expected:
+            raise SampleSetError(f"{source}: attribute '{key}' is {self.attrs.get(key)!r} but {option} is {expected!r}")
+
+    def check_system(self, source: str, system: Any, *, option: str = "--system") -> "SampleSet":
+        """Fail unless the set belongs to `system` (an object with `.name`, `.units`, `.n_atoms`).
+
+        The 'system' attribute must equal `system.name` exactly (systems from a spec may carry
+        custom names), the 'units' attribute `system.units`, and the positions must have
+        `system.n_atoms` atoms (or, for a density in R^d, shape [N, system.dim]). `option` names
+        where the system came from in the message: "<file>: attribute 'system' is 'lj13' but
+        --system is 'alanine_dipeptide'".
+        """
+        name = str(system.name)
+        self._check_attr(source, "system", name, option)
+        units = getattr(system, "units", None)
+        if units is not None and self.attrs.get("units") != units:
+            raise SampleSetError(f"{source}: attribute 'units' is {self.attrs.get('units')!r} but {option} "
+                                 f"{name!r} uses {units!r}")
+        n_atoms = getattr(system, "n_atoms", None)
+        if n_atoms is not None:
+            if self.n_atoms != int(n_atoms):
+                have = f"{self.n_atoms} atoms" if self.n_atoms is not None else \
+                    f"shape {list(np.shape(self.positions))} (no atoms)"
+                raise SampleSetError(f"{source}: dataset 'positions' has {have} but {option} {name!r} has "
+                                     f"{int(n_atoms)} atoms")
+        else:
+            dim = getattr(system, "dim", None)
+            shape = list(np.shape(self.positions))
+            if self.n_atoms is not None or (dim is not None and shape[1] != int(dim)):
+                raise SampleSetError(f"{source}: dataset 'positions' has shape {shape} but {option} {name!r} is a "
+                                     f"density in R^{dim} (shape [N, {dim}])")
         return self
 
     # ---- I/O ----------------------------------------------------------------------------
@@ -189,41 +233,143 @@ class SampleSet:
 
     @classmethod
     def read(cls, path: str | os.PathLike, *, temperature: float | None = None, n_atoms: int | None = None,
-             system: str | None = None, load_forces: bool = True) -> "SampleSet":
-        """Read and validate; optional checks of temperature, atom count and system name."""
+             system: Any = None, units: str | None = None, load_forces: bool = True,
+             system_option: str = "--system") -> "SampleSet":
+        """Read and validate; optional checks of temperature, atom count, system and units.
+
+        `system`: a name (compared with the 'system' attribute) or a System object (name, units
+        and atom count, see `check_system`); `system_option` says where it came from in messages.
+        The structure, shapes and total size are checked from the HDF5 metadata before any data
+        is read (see `MAX_VALUES`).
+        """
         path = Path(path)
         src = str(path)
-        if not path.exists():
-            raise SampleSetError(f"{src}: file not found")
-        try:
-            fh = h5py.File(path, "r")
-        except OSError as exc:
-            raise SampleSetError(f"{src}: not a readable HDF5 file ({exc.__class__.__name__})") from None
-        with fh:
-            for name in ("positions", "energy"):
-                if name not in fh:
-                    raise SampleSetError(f"{src}: required dataset '{name}' is missing")
-            data: dict[str, Any] = {}
-            for name, dtype in _DTYPES.items():
-                if name not in fh:
-                    data[name] = None
-                    continue
-                if name == "forces" and not load_forces:
-                    data[name] = None
-                    continue
-                ds = fh[name]
-                if ds.dtype.kind not in "fiu":
-                    raise SampleSetError(f"{src}: dataset '{name}' has non-numeric dtype {ds.dtype}")
-                data[name] = np.asarray(ds[()], dtype=dtype)
-            extra = {}
-            if "extra" in fh:
-                for key in fh["extra"]:
-                    extra[key] = np.asarray(fh["extra"][key][()])
-            attrs = {k: _from_attr(v) for k, v in fh.attrs.items()}
+        with _open(path) as fh:
+            members = _check_structure(fh, src, load_forces)
+            data: dict[str, Any] = {name: None for name in _DTYPES}
+            for name, ds in members.items():
+                if name in _DTYPES:
+                    data[name] = np.asarray(_read_dataset(ds, src, f"dataset '{name}'"), dtype=_DTYPES[name])
+            extra = {key[len("extra/"):]: np.asarray(_read_dataset(ds, src, f"dataset '{key}'"))
+                     for key, ds in members.items() if key.startswith("extra/")}
+            attrs = _read_attrs(fh, src)
         out = cls(attrs=attrs, extra=extra, **data)
         out.validate(src)
-        out.check_compatible(src, temperature=temperature, n_atoms=n_atoms, system=system)
+        out.check_compatible(src, temperature=temperature, n_atoms=n_atoms, system=system, units=units,
+                             system_option=system_option)
         return out
+
+
+def _check_shapes(shapes: dict[str, tuple | None], fail) -> None:
+    """Shapes of the contract's datasets (None: absent) agree; `fail(message)` raises.
+
+    Used on arrays before a write and on HDF5 metadata before a read."""
+    pos = shapes["positions"]
+    if pos is None or len(pos) not in (2, 3) or (len(pos) == 3 and pos[2] != 3):
+        fail(f"dataset 'positions' must have shape [N, n_atoms, 3] (or [N, dim]), got {_shape_text(pos)}")
+    n = pos[0]
+    if n == 0:
+        fail("dataset 'positions' is empty (0 samples)")
+    for name in ("energy", "log_weight", "trajectory", "time_ps"):
+        shape = shapes.get(name)
+        if shape is not None and tuple(shape) != (n,):
+            fail(f"dataset '{name}' must have shape [{n}] to match 'positions', got {_shape_text(shape)}")
+    forces = shapes.get("forces")
+    if forces is not None and tuple(forces) != tuple(pos):
+        fail(f"dataset 'forces' must have shape {list(pos)} like 'positions', got {_shape_text(forces)}")
+
+
+def _shape_text(shape: tuple | None) -> str:
+    return "no data (empty dataspace)" if shape is None else str([int(k) for k in shape])
+
+
+def _open(path: Path) -> h5py.File:
+    src = str(path)
+    if not path.exists():
+        raise SampleSetError(f"{src}: file not found")
+    if path.is_dir():
+        raise SampleSetError(f"{src}: is a folder, expected an HDF5 sample set")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise SampleSetError(f"{src}: not a readable HDF5 file ({exc.__class__.__name__})") from None
+
+
+def _member(parent: h5py.Group, name: str, src: str, label: str) -> Any:
+    """parent[name], or None when absent; a link that cannot be followed is an input error."""
+    if name not in parent:
+        return None
+    try:
+        obj = parent.get(name)
+    except (KeyError, OSError, RuntimeError, ValueError) as exc:
+        raise SampleSetError(f"{src}: {label} cannot be opened ({exc.__class__.__name__})") from None
+    if obj is None:
+        raise SampleSetError(f"{src}: {label} is a dangling link")
+    return obj
+
+
+def _kind(obj: Any) -> str:
+    if isinstance(obj, h5py.Group):
+        return "an HDF5 group"
+    if isinstance(obj, h5py.Datatype):
+        return "a named HDF5 datatype"
+    return "a dataset"
+
+
+def _check_structure(fh: h5py.File, src: str, load_forces: bool) -> dict[str, h5py.Dataset]:
+    """Datasets to read ({"positions": ds, ..., "extra/<key>": ds}) after checking, from metadata
+    only, that they are datasets of numeric dtypes with consistent shapes and at most
+    `MAX_VALUES` values in all."""
+    def fail(msg: str) -> None:
+        raise SampleSetError(f"{src}: {msg}")
+
+    members: dict[str, h5py.Dataset] = {}
+    shapes: dict[str, tuple | None] = {}
+    for name in _DTYPES:
+        obj = _member(fh, name, src, f"dataset '{name}'")
+        if obj is None:
+            if name in ("positions", "energy"):
+                fail(f"required dataset '{name}' is missing")
+            shapes[name] = None
+            continue
+        if not isinstance(obj, h5py.Dataset):
+            fail(f"'{name}' is {_kind(obj)}, expected a dataset")
+        if obj.dtype.kind not in _NUMERIC_KINDS:
+            fail(f"dataset '{name}' has non-numeric dtype {obj.dtype}")
+        if obj.shape is None:
+            fail(f"dataset '{name}' has no data (empty dataspace)")
+        shapes[name] = tuple(obj.shape)
+        if name == "forces" and not load_forces:
+            continue
+        members[name] = obj
+    _check_shapes(shapes, fail)
+    grp = _member(fh, "extra", src, "'extra'")
+    if grp is not None:
+        if not isinstance(grp, h5py.Group):
+            fail(f"'extra' is {_kind(grp)}, expected a group of datasets")
+        for key in grp:
+            obj = _member(grp, key, src, f"'extra/{key}'")
+            if not isinstance(obj, h5py.Dataset):
+                fail(f"'extra/{key}' is {_kind(obj)}, expected a dataset")
+            if obj.dtype.kind not in _EXTRA_KINDS:
+                fail(f"dataset 'extra/{key}' has unsupported dtype {obj.dtype}")
+            if obj.shape is None:
+                fail(f"dataset 'extra/{key}' has no data (empty dataspace)")
+            members[f"extra/{key}"] = obj
+    total = sum(int(ds.size) for ds in members.values())
+    if total > MAX_VALUES:
+        big = max(members, key=lambda k: int(members[k].size))
+        fail(f"datasets declare {total:,} values in all (largest: '{big}' of shape {_shape_text(members[big].shape)}); "
+             f"sample sets are limited to {MAX_VALUES:,} values (pita.samples.MAX_VALUES)")
+    return members
+
+
+def _read_dataset(ds: h5py.Dataset, src: str, label: str) -> np.ndarray:
+    try:
+        return ds[()]
+    except (OSError, RuntimeError, ValueError, TypeError) as exc:
+        first = (str(exc).splitlines() or [""])[0]
+        raise SampleSetError(f"{src}: {label} cannot be read ({exc.__class__.__name__}: {first})") from None
 
 
 def _attr_value(value: Any) -> Any:
@@ -246,7 +392,26 @@ def _from_attr(value: Any) -> Any:
     return value
 
 
+def _read_attrs(fh: h5py.File, src: str) -> dict:
+    """All attributes of the file, each checked to be small and decodable (PitaInputError otherwise)."""
+    out = {}
+    for key in fh.attrs:
+        try:
+            shape = fh.attrs.get_id(key).shape
+            if shape is not None and int(np.prod(shape, dtype=np.int64)) > MAX_ATTR_VALUES:
+                raise SampleSetError(f"{src}: attribute '{key}' has {int(np.prod(shape, dtype=np.int64)):,} "
+                                     f"elements; attributes are limited to {MAX_ATTR_VALUES:,}")
+            out[key] = _from_attr(fh.attrs[key])
+        except SampleSetError:
+            raise
+        except (OSError, TypeError, ValueError, KeyError, RuntimeError, UnicodeDecodeError) as exc:
+            # json.JSONDecodeError is a ValueError
+            raise SampleSetError(f"{src}: attribute '{key}' cannot be read ({exc.__class__.__name__})") from None
+    return out
+
+
 def read_attrs(path: str | os.PathLike) -> dict:
-    """Attributes only (cheap), e.g. to pick up n_energy_evals_total."""
-    with h5py.File(path, "r") as fh:
-        return {k: _from_attr(v) for k, v in fh.attrs.items()}
+    """Attributes only (cheap), e.g. to pick up n_energy_evals_total; PitaInputError for a bad file."""
+    path = Path(path)
+    with _open(path) as fh:
+        return _read_attrs(fh, str(path))

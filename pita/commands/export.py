@@ -4,30 +4,101 @@
     pita export --samples rung_3/samples.h5 --out rung_3.pdb          # multi-model PDB
     pita export --samples anneal.h5 --out a.dcd --resample 1000       # equal-weight frames
 
-Any format mdtraj writes by extension (.dcd, .xtc, .pdb, .h5, ...); for formats without a
-topology a PDB of the first frame is written beside the trajectory (or at --pdb). The topology
-comes from the system (--system, default the set's 'system' attribute); particle systems without
-one (Lennard-Jones) get one atom per particle (element Ar, residue LJ), coordinates written as
-they are (reduced units read as nm). Weighted sets are exported frame by frame unless
---resample N draws N frames by systematic resampling of the weights.
+The format comes from the extension of --out, one of `FORMATS` (written with mdtraj's public
+`Trajectory.save_<format>` methods): .dcd, .xtc, .trr, .nc/.netcdf/.ncdf (AMBER NetCDF), .xyz,
+.mdcrd/.crd, .pdb, .pdb.gz, .gro, and .h5 (mdtraj HDF5, only where PyTables is installed).
+For formats without a topology a PDB of the first frame is written beside the trajectory (or
+at --pdb). The topology comes from the system (--system, default the set's 'system'
+attribute); particle systems without one (Lennard-Jones) get one atom per particle (element
+Ar, residue LJ), coordinates written as they are (reduced units read as nm). Weighted sets are
+exported frame by frame unless --resample N draws N frames by systematic resampling of the
+weights.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import PitaInputError
+from ..weights import systematic_indices  # noqa: F401  (kept importable here: export.systematic_indices)
 
 HELP = "export a sample set to DCD+PDB, PDB or another mdtraj format for VMD/PyMOL"
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Format:
+    #: public mdtraj.Trajectory method that writes it
+    method: str
+    #: True when the file holds the topology itself (no PDB beside it)
+    has_topology: bool
+    #: Python module the writer needs beyond mdtraj's own, or None
+    needs: str | None = None
+
+
+#: extension (lower case) -> writer; each one is round-tripped through mdtraj.load in the tests
+FORMATS: dict[str, Format] = {
+    ".dcd": Format("save_dcd", False),
+    ".xtc": Format("save_xtc", False),
+    ".trr": Format("save_trr", False),
+    ".nc": Format("save_netcdf", False),
+    ".netcdf": Format("save_netcdf", False),
+    ".ncdf": Format("save_netcdf", False),
+    ".xyz": Format("save_xyz", False),
+    ".mdcrd": Format("save_mdcrd", False),
+    ".crd": Format("save_mdcrd", False),
+    ".pdb": Format("save_pdb", True),
+    ".pdb.gz": Format("save_pdb", True),
+    ".gro": Format("save_gro", True),
+    ".h5": Format("save_hdf5", True, needs="tables"),
+}
+
+
+def _available(fmt: Format) -> bool:
+    return fmt.needs is None or importlib.util.find_spec(fmt.needs) is not None
+
+
+def supported_extensions() -> list[str]:
+    """Extensions that can be written with the packages installed here."""
+    return [ext for ext, fmt in FORMATS.items() if _available(fmt)]
+
+
+def output_format(out: str | Path, option: str = "--out") -> tuple[str, Format]:
+    """(extension, Format) of an output path; PitaInputError for an unknown or unavailable format."""
+    name = Path(out).name.lower()
+    matches = [ext for ext in FORMATS if name.endswith(ext) and len(name) > len(ext)]
+    supported = ", ".join(supported_extensions())
+    if not matches:
+        ext = "".join(Path(name).suffixes[-1:])
+        raise PitaInputError(f"{option} {out}: unknown trajectory format {ext!r}; use one of {supported}")
+    ext = max(matches, key=len)  # .pdb.gz before .gz
+    fmt = FORMATS[ext]
+    if not _available(fmt):
+        raise PitaInputError(f"{option} {out}: format {ext!r} needs the Python package {fmt.needs!r} "
+                             f"(PyTables), which is not installed; use one of {supported}")
+    return ext, fmt
+
+
+def save_trajectory(traj, path: str | Path, fmt: Format) -> None:
+    """Write `traj` with mdtraj's public writer `fmt.method` at `path` (which must have the format's extension)."""
+    with warnings.catch_warnings():
+        # mdtraj warns on every NetCDF write that it falls back to scipy without netCDF4
+        warnings.filterwarnings("ignore", message=".*netCDF4.*", category=UserWarning)
+        getattr(traj, fmt.method)(str(path), force_overwrite=True)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", required=True, help="sample set (HDF5)")
-    p.add_argument("--out", required=True, help="output trajectory; format from the extension (.dcd, .pdb, .xtc, ...)")
-    p.add_argument("--pdb", default=None, help="topology PDB for non-PDB formats (default: OUT with .pdb)")
+    p.add_argument("--out", required=True,
+                   help=f"output trajectory; format from the extension ({', '.join(FORMATS)})")
+    p.add_argument("--pdb", default=None, help="topology PDB for formats without a topology (default: OUT with .pdb)")
     p.add_argument("--system", default=None, help="system name for the topology (default: the set's 'system' attribute)")
     p.add_argument("--resample", type=int, default=None, metavar="N",
                    help="export N frames drawn by systematic resampling of the importance weights")
@@ -49,14 +120,7 @@ def particle_topology(n_atoms: int):
     return top
 
 
-def systematic_indices(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    cdf = np.cumsum(weights / weights.sum())
-    cdf[-1] = 1.0
-    return np.searchsorted(cdf, (rng.random() + np.arange(n)) / n, side="right")
-
-
 def _topology(args: argparse.Namespace, samples):
-    from ..errors import PitaInputError
     from ..systems import load
 
     spec = args.system if args.system is not None else samples.attrs.get("system")
@@ -65,9 +129,11 @@ def _topology(args: argparse.Namespace, samples):
         try:
             system = load(spec)
             top = getattr(system, "topology", None)
-            if args.system is not None and system.n_atoms != samples.n_atoms:
-                raise PitaInputError(f"{args.samples}: {samples.n_atoms} atoms per sample but system "
-                                     f"{system.name} has {system.n_atoms}")
+            if args.system is not None:
+                if system.n_atoms != samples.n_atoms:
+                    raise PitaInputError(f"{args.samples}: {samples.n_atoms} atoms per sample but system "
+                                         f"{system.name} has {system.n_atoms}")
+                samples.check_system(str(args.samples), system, option="--system")
         except PitaInputError:
             if args.system is not None:
                 raise
@@ -82,24 +148,34 @@ def _topology(args: argparse.Namespace, samples):
 def run(args: argparse.Namespace) -> int:
     import mdtraj as md
 
-    from ..errors import PitaInputError
     from ..provenance import atomic_path, check_output_path
     from ..samples import SampleSet
 
-    check_output_path(args.out, "--out")
-    check_output_path(args.pdb, "--pdb")
-    samples = SampleSet.read(args.samples, load_forces=False)
-    if samples.n_atoms is None:
-        raise PitaInputError(f"{args.samples}: positions are not particles (shape {list(samples.positions.shape)}); "
-                             "nothing to export as a trajectory")
+    # every output path and option first: nothing is read or written before they are all fine
+    out = Path(args.out)
+    ext, fmt = output_format(out)
+    pdb = None if fmt.has_topology else (Path(args.pdb) if args.pdb else out.with_name(out.name[:-len(ext)] + ".pdb"))
+    pdb_ext = None
+    if pdb is not None:
+        pdb_ext, pdb_fmt = output_format(pdb, "--pdb")
+        if pdb_fmt.method != "save_pdb":
+            raise PitaInputError(f"--pdb {pdb}: the topology file must end in .pdb or .pdb.gz")
+    check_output_path(out, "--out")
+    check_output_path(pdb, "--pdb")
+    if pdb is not None and pdb.resolve() == out.resolve():
+        raise PitaInputError(f"--pdb {pdb}: the same file as --out")
     if args.stride < 1:
         raise PitaInputError("--stride: must be >= 1")
     if args.max_frames is not None and args.max_frames < 1:
         raise PitaInputError(f"--max-frames: must be >= 1, got {args.max_frames}")
+    if args.resample is not None and args.resample < 1:
+        raise PitaInputError("--resample: must be >= 1")
+    samples = SampleSet.read(args.samples, load_forces=False)
+    if samples.n_atoms is None:
+        raise PitaInputError(f"{args.samples}: positions are not particles (shape {list(samples.positions.shape)}); "
+                             "nothing to export as a trajectory")
     idx = np.arange(len(samples))
     if args.resample is not None:
-        if args.resample < 1:
-            raise PitaInputError("--resample: must be >= 1")
         idx = systematic_indices(samples.weights(), args.resample, np.random.default_rng(args.seed))
     elif samples.log_weight is not None:
         log.warning("%s is weighted (ESS %.1f of %d); exporting all frames unweighted, use --resample N for "
@@ -112,17 +188,11 @@ def run(args: argparse.Namespace) -> int:
     if args.superpose and traj.n_frames > 1:
         heavy = [a.index for a in top.atoms if a.element is None or a.element.symbol != "H"]
         traj.superpose(traj, 0, atom_indices=heavy or None)
-    out = Path(args.out)
-    ext = "".join(out.suffixes[-1:]).lower()
-    savers = traj._savers() if hasattr(traj, "_savers") else None  # mdtraj's extension -> writer table
-    if ext and savers is not None and not any(out.name.lower().endswith(k) for k in savers):
-        raise PitaInputError(f"--out {out}: unknown trajectory format {ext!r}; use one of .dcd, .xtc, .pdb, .h5, .nc")
-    with atomic_path(out, suffix=ext or ".dcd") as tmp:
-        traj.save(str(tmp))
+    with atomic_path(out, suffix=ext) as tmp:
+        save_trajectory(traj, tmp, fmt)
     log.info("wrote %s (%d frames)", out, traj.n_frames)
-    if ext != ".pdb":
-        pdb = Path(args.pdb) if args.pdb else out.with_suffix(".pdb")
-        with atomic_path(pdb, suffix=".pdb") as tmp:
-            traj[0].save_pdb(str(tmp))
+    if pdb is not None:
+        with atomic_path(pdb, suffix=pdb_ext) as tmp:
+            save_trajectory(traj[0], tmp, FORMATS[".pdb"])
         log.info("wrote %s (topology, first frame)", pdb)
     return 0

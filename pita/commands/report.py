@@ -18,9 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import PitaInputError
-    from ..report import write_report
+    from ..report import check_report_outputs, write_report
 
     if args.out is None and args.summary is None:
         raise PitaInputError("--out/--summary: give at least one output")
+    check_report_outputs(args.out, args.summary)  # every output path before any output is written
     write_report(args.metrics, out_html=args.out, summary_csv=args.summary, title=args.title)
     return 0

@@ -183,23 +183,135 @@ def save_checkpoint(path: str | os.PathLike, model: PitaModel, meta: dict | None
     return path
 
 
+def _check_config(config: Any, src: str) -> None:
+    """The metadata a checkpoint's config must carry, with sane values (PitaInputError otherwise)."""
+    if not isinstance(config, dict):
+        raise PitaInputError(f"{src}: checkpoint 'config' is {type(config).__name__}, expected a mapping")
+
+    def positive(key: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise PitaInputError(f"{src}: checkpoint config '{key}' must be a positive finite number, got {value!r}")
+
+    def count(key: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PitaInputError(f"{src}: checkpoint config '{key}' must be a positive integer, got {value!r}")
+
+    missing = [k for k in REQUIRED_CONFIG if k not in config]
+    if missing:
+        raise PitaInputError(f"{src}: checkpoint config is missing {', '.join(missing)}")
+    count("dim", config["dim"])
+    if config["n_atoms"] is not None:
+        count("n_atoms", config["n_atoms"])
+        if config["dim"] != 3 * config["n_atoms"]:
+            raise PitaInputError(f"{src}: checkpoint config 'dim' is {config['dim']} but 3 * n_atoms is "
+                                 f"{3 * config['n_atoms']}")
+    for key in ("sd", "temperature", "sigma_min", "sigma_max", "length_scale", "reference_temperature", "kB", "rho"):
+        if config.get(key) is not None:
+            positive(key, config[key])
+    if not config["sigma_min"] < config["sigma_max"]:
+        raise PitaInputError(f"{src}: checkpoint config needs sigma_min < sigma_max, got {config['sigma_min']} "
+                             f"and {config['sigma_max']}")
+    units = config.get("units")
+    if units is not None and not isinstance(units, str):
+        raise PitaInputError(f"{src}: checkpoint config 'units' must be a string, got {units!r}")
+
+
+def _check_weights(state_dict: Any, src: str) -> None:
+    """Every entry is a tensor, floating ones finite."""
+    if not isinstance(state_dict, dict):
+        raise PitaInputError(f"{src}: checkpoint 'state_dict' is {type(state_dict).__name__}, expected a mapping")
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise PitaInputError(f"{src}: checkpoint weight {key!r} is {type(value).__name__}, not a tensor")
+        if value.is_floating_point() or value.is_complex():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                raise PitaInputError(f"{src}: checkpoint weight {key!r} has {bad} NaN or infinite value(s)")
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> PitaModel:
-    """Rebuild a PitaModel from `save_checkpoint` output (torch.load with weights_only=True)."""
+    """Rebuild a PitaModel from `save_checkpoint` output (torch.load with weights_only=True).
+
+    Refuses (PitaInputError, one line naming the file) anything that is not such a checkpoint:
+    a folder, another file type or pickle, a newer format, a config without sane metadata,
+    weights with NaN/inf or weights that do not fit the config. Whether the checkpoint is for
+    the system at hand is `check_checkpoint_system`'s job.
+    """
     src = str(path)
-    if not Path(path).exists():
+    p = Path(path)
+    if not p.exists():
         raise PitaInputError(f"{src}: file not found")
+    if p.is_dir():
+        raise PitaInputError(f"{src}: is a folder, expected a model checkpoint file")
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling problem is a bad input file
         raise PitaInputError(f"{src}: not a loadable model checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise PitaInputError(f"{src}: not a PITA model checkpoint (no format {CHECKPOINT_FORMAT!r})")
-    if int(payload.get("format_version", -1)) > CHECKPOINT_VERSION:
-        raise PitaInputError(f"{src}: checkpoint format version {payload['format_version']} is newer than this package reads")
+    version = payload.get("format_version", -1)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise PitaInputError(f"{src}: checkpoint format_version must be an integer, got {version!r}")
+    if version > CHECKPOINT_VERSION:
+        raise PitaInputError(f"{src}: checkpoint format version {version} is newer than this package reads")
+    _check_config(payload.get("config"), src)
+    _check_weights(payload.get("state_dict"), src)
+    meta = payload.get("meta", {})
+    if not isinstance(meta, dict):
+        raise PitaInputError(f"{src}: checkpoint 'meta' is {type(meta).__name__}, expected a mapping")
     try:
         model = PitaModel(payload["config"])
         model.load_state_dict(payload["state_dict"])
-    except (KeyError, ValueError, RuntimeError) as exc:
-        raise PitaInputError(f"{src}: checkpoint does not match its model config ({str(exc).splitlines()[0]})") from None
-    model.meta = dict(payload.get("meta", {}))
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+        raise PitaInputError(f"{src}: checkpoint does not match its model config "
+                             f"({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
+    model.meta = dict(meta)
     return model.to(device).eval()
+
+
+def checkpoint_system_name(model: PitaModel) -> str | None:
+    """The system name a checkpoint records (config 'system': a spec mapping or a name), or None."""
+    spec = model.config.get("system")
+    if isinstance(spec, dict):
+        spec = spec.get("name")
+    return None if spec is None else str(spec)
+
+
+def check_checkpoint_system(model: PitaModel, system: Any, path: str | os.PathLike, *,
+                            option: str = "--system") -> PitaModel:
+    """Refuse (PitaInputError naming `path`) a checkpoint trained for another system than `system`.
+
+    Compares what the checkpoint records with the system object (`.name`, `.units`, `.n_atoms`,
+    `.dim`, `.mean_free`, `.length_scale`): the system name exactly (when recorded; systems from a
+    spec may carry custom names), the units, the coordinate layout (atom count, or the dimension
+    of a density in R^d, and whether coordinates are mean-free) and the length scale L that
+    normalises coordinates (relative tolerance 1e-6). `option` says in the message where the
+    system came from. Returns the model.
+    """
+    src = str(path)
+    c = model.config
+    name = str(getattr(system, "name", "system"))
+    recorded = checkpoint_system_name(model)
+    if recorded is not None and recorded != name:
+        raise PitaInputError(f"{src}: checkpoint is for system {recorded!r} but {option} is {name!r}")
+    units = getattr(system, "units", None)
+    if units is not None and c.get("units") is not None and c["units"] != units:
+        raise PitaInputError(f"{src}: checkpoint has units {c['units']!r} but {option} {name!r} uses {units!r}")
+    model_atoms = c["n_atoms"] if c["mean_free"] else None
+    sys_atoms = getattr(system, "n_atoms", None)
+    sys_mean_free = bool(getattr(system, "mean_free", sys_atoms is not None))
+    if sys_atoms is not None and sys_mean_free:
+        if model_atoms != sys_atoms:
+            have = f"{model_atoms} atoms" if model_atoms is not None else f"dimension {c['dim']} (no atoms)"
+            raise PitaInputError(f"{src}: checkpoint is for {have} but {option} {name!r} has {sys_atoms} atoms")
+    elif model_atoms is not None:
+        raise PitaInputError(f"{src}: checkpoint is for {model_atoms} mean-free atoms but {option} {name!r} is not "
+                             "a particle system")
+    sys_dim = getattr(system, "dim", None)
+    if sys_dim is not None and int(sys_dim) != int(c["dim"]):
+        raise PitaInputError(f"{src}: checkpoint has dimension {c['dim']} but {option} {name!r} has {int(sys_dim)}")
+    L = getattr(system, "length_scale", None)
+    if L is not None and not math.isclose(float(c["length_scale"]), float(L), rel_tol=1e-6):
+        raise PitaInputError(f"{src}: checkpoint has length scale {float(c['length_scale']):g} but {option} {name!r} "
+                             f"uses {float(L):g}")
+    return model
