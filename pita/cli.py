@@ -57,7 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, unknown = parser.parse_known_args(argv)
+    except SystemExit as exc:  # a bad option (already reported in one line), or --help / --version
+        return int(exc.code or 0)
+    if unknown:
+        print(f"pita {args.command}: error: unrecognized arguments: {' '.join(unknown)}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -272,6 +272,8 @@ def _base_type(hint: Any) -> tuple[Any, bool]:
 
 
 def _fail(source: str, name: str, problem: str) -> typing.NoReturn:
+    if not source:  # a command-line option: "--n-particles: must be >= 1, got 0"
+        raise PitaInputError(f"{name}: {problem}")
     raise PitaInputError(f"{source}: field '{name}': {problem}")
 
 
@@ -347,7 +349,7 @@ def from_mapping(cls: type, data: Any, source: str, prefix: str = "", defaults: 
         else:
             values[key] = _check_value(source, name, value, hint_type, fields[key].metadata)
     base = defaults if defaults is not None else cls()
-    return dataclasses.replace(base, **values)
+    return check_consistent(dataclasses.replace(base, **values), source, prefix)
 
 
 def to_dict(settings: Any) -> dict:
@@ -445,8 +447,22 @@ def from_arguments(cls: type, args: argparse.Namespace, section: str | None = No
             given[name] = value
     # options are checked with the same bounds, named by their flag
     for name, value in given.items():
-        _check_value("command line", _flag(name), value, _hints(cls)[name], fields[name].metadata)
-    return dataclasses.replace(settings, **given)
+        _check_value("", _flag(name), value, _hints(cls)[name], fields[name].metadata)
+    return check_consistent(dataclasses.replace(settings, **given), source)
+
+
+def check_consistent(settings: Any, source: str = "settings", prefix: str = "") -> Any:
+    """Checks across fields of one step's settings."""
+    if isinstance(settings, AnnealSettings):
+        lo, hi = settings.sigma_min, settings.sigma_max
+        if lo is not None and hi is not None and not lo < hi:
+            _fail(source, f"{prefix}sigma_min", f"must be below sigma_max ({hi:g}), got {lo:g}")
+    if isinstance(settings, TrainSettings):
+        s = settings.schedule
+        if s.sigma_max is not None and not s.sigma_min < s.sigma_max:
+            _fail(source, f"{prefix}schedule.sigma_max", f"must be above sigma_min ({s.sigma_min:g}), "
+                                                         f"got {s.sigma_max:g}")
+    return settings
 
 
 def check_seed(seed: int, option: str = "--seed") -> int:

@@ -100,7 +100,7 @@ def train(sample_sets: Sequence[str | Path | SampleSet], system: Any, settings: 
 # anneal
 # ---------------------------------------------------------------------------------------------
 def anneal(model: Any, system: Any, temperature: float, settings: AnnealSettings, *, checkpoint: str,
-           samples_in: SampleSet | None = None, seed: int = 0, device: Any = "cpu", rung: int | None = None,
+           samples_in: SampleSet | None = None, samples_in_source: str = "--samples-in", seed: int = 0, device: Any = "cpu", rung: int | None = None,
            progress: bool = False) -> tuple[SampleSet, dict]:
     """FK-SMC from the model of rung k (temperature T_k) to `temperature`: the weighted set after
     the exact final correction, and the diagnostics (ESS trace, resampling, chirality, cost)."""
@@ -115,8 +115,8 @@ def anneal(model: Any, system: Any, temperature: float, settings: AnnealSettings
         prev_total = int(samples_in.attrs["n_energy_evals_total"])
         rung_in = samples_in.attrs.get("rung")
         if not math.isclose(samples_in.temperature, T_k, rel_tol=1e-6):
-            raise PitaInputError(f"--samples-in: temperature {samples_in.temperature:g} differs from the model's "
-                                 f"{T_k:g} ({checkpoint})")
+            raise PitaInputError(f"{samples_in_source}: attribute 'temperature' is {samples_in.temperature:g} but the "
+                                 f"model {checkpoint} was trained at {T_k:g}")
     gamma = T_k / T_next
     L = float(getattr(model, "length_scale", system.length_scale))
     schedule = {k: getattr(settings, k) for k in ("sigma_min", "sigma_max", "rho") if getattr(settings, k) is not None}

@@ -100,6 +100,38 @@ def inp(tmp_path_factory) -> dict[str, Path]:
                        "system": {"name": "alanine_dipeptide"},
                        "backbone_options": {"hidden": 16, "layers": 2, "embedding": 8}})
     save_checkpoint(p["ckpt"], model)
+    # hostile files (issue: tracebacks instead of one line)
+    p["group_positions"] = d / "group_positions.h5"
+    with h5py.File(p["group_positions"], "w") as fh:
+        fh.create_group("positions")
+        fh.create_dataset("energy", data=good.energy)
+        for k, v in attrs.items():
+            fh.attrs[k] = v
+    p["extra_dataset"] = d / "extra_dataset.h5"
+    _raw_h5(p["extra_dataset"], attrs, positions=good.positions, energy=good.energy, extra=np.zeros(3))
+    p["sparse_huge"] = d / "sparse_huge.h5"  # declares 2e8 x 22 x 3 floats (53 GB) in a file of a few kB
+    with h5py.File(p["sparse_huge"], "w") as fh:
+        fh.create_dataset("positions", shape=(200_000_000, 22, 3), dtype="f4")
+        fh.create_dataset("energy", shape=(200_000_000,), dtype="f8")
+        for k, v in attrs.items():
+            fh.attrs[k] = v
+    lj = load("lj13")
+    xl = np.asarray(lj.sample_initial(N) if hasattr(lj, "sample_initial") else
+                    np.random.default_rng(0).normal(size=(N, 13, 3)), dtype=np.float64)
+    p["lj_set"] = SampleSet(positions=xl.astype(np.float32), energy=np.zeros(N),
+                            attrs=dict(system="lj13", temperature=T_RUNG1, units="reduced", length_scale=1.0,
+                                       n_energy_evals=N, n_energy_evals_total=N, rung=1)).write(d / "lj13.h5")
+    p["wrong_units"] = d / "wrong_units.h5"
+    _raw_h5(p["wrong_units"], dict(attrs, units="reduced"), positions=good.positions, energy=good.energy)
+    p["nan_ckpt"] = d / "nan_weights.pt"
+    bad_model = PitaModel(dict(model.config))
+    with torch.no_grad():
+        next(iter(bad_model.parameters())).fill_(float("nan"))
+    save_checkpoint(p["nan_ckpt"], bad_model)
+    p["metrics"] = d / "metrics.json"
+    p["metrics"].write_text('{"method": "pita", "rung": 1, "temperature": 755.95, "energy_w1": 0.5}\n')
+    p["a_file"] = d / "a_file.txt"
+    p["a_file"].write_text("not a folder\n")
     return p
 
 
@@ -149,7 +181,7 @@ def _md(p, o, *more, system="lj13"):
 
 def _baseline(p, o, *more, method="replica_exchange", temperatures=("1200", "755.95")):
     return ["baseline", "--method", method, "--system", "alanine_dipeptide", "--temperatures", *temperatures,
-            "--n-samples", "4", "--replicas", "2", "--out", str(o / "out.h5"), "--device", "cpu", "--no-progress",
+            "--n-samples", "4", "--replicas-per-temperature", "2", "--out", str(o / "out.h5"), "--device", "cpu", "--no-progress",
             *more]
 
 
@@ -180,7 +212,7 @@ CASES = [
     Case("relax-temperature-not-the-sets", lambda p, o: _relax(p, o, temperature=300),
          [_f("good"), "'temperature' is 755.95 but 300 was expected"]),
     Case("relax-atom-count", lambda p, o: _relax(p, o, "ten_atoms"),
-         [_f("ten_atoms"), "has 10 atoms but the system has 22"]),
+         [_f("ten_atoms"), "has 10 atoms but --system 'alanine_dipeptide' has 22"]),
     Case("relax-negative-steps", lambda p, o: _relax(p, o, "good", "--n-steps", "-1"), ["--n-steps", ">= 0"]),
     Case("relax-negative-temperature", lambda p, o: _relax(p, o, temperature=-5), ["--temperature", "positive"]),
     Case("evaluate-temperatures-differ", lambda p, o: _evaluate(p, o),
@@ -201,21 +233,21 @@ CASES = [
          [_f("empty_pdb"), "no atoms"]),
     Case("md-system-json-malformed", lambda p, o: _md(p, o, system='{"pdb": '), ["--system", "not valid JSON"]),
     # --- counts --------------------------------------------------------------------------------
-    Case("md-negative-n-samples", lambda p, o: _md(p, o, "--n-samples", "-5"), ["n_samples", ">= 1", "-5"]),
+    Case("md-negative-n-samples", lambda p, o: _md(p, o, "--n-samples", "-5"), ["--n-samples", ">= 1", "-5"]),
     Case("md-zero-replicas", lambda p, o: _md(p, o, "--replicas", "0"), ["replicas", ">= 1"]),
     Case("anneal-zero-particles", lambda p, o: _anneal(p, o, "--n-particles", "0"), ["--n-particles", ">= 1"]),
     Case("anneal-negative-temperature", lambda p, o: _anneal(p, o, temperature=-300), ["--temperature", "positive"]),
-    Case("train-negative-steps", lambda p, o: _train(p, o, "--steps", "-1"), ["steps", "positive integer"]),
-    Case("train-zero-threads", lambda p, o: _train(p, o, "--threads", "0"), ["--threads", "at least 1"]),
+    Case("train-negative-steps", lambda p, o: _train(p, o, "--steps", "-1"), ["--steps", ">= 1"]),
+    Case("train-zero-threads", lambda p, o: _train(p, o, "--threads", "0"), ["--threads", "must be in [1, 1024]"]),
     Case("anneal-zero-probes", lambda p, o: _anneal(p, o, "--divergence", "hutchinson", "--probes", "0"),
          ["--probes", ">= 1"]),
-    Case("anneal-bad-schedule", lambda p, o: _anneal(p, o, "--schedule", "1.0", "0.5", "7"), ["--schedule", "SMIN < SMAX"]),
+    Case("anneal-bad-schedule", lambda p, o: _anneal(p, o, "--sigma-min", "1.0", "--sigma-max", "0.5"), ["sigma_min", "below sigma_max"]),
     Case("relax-negative-n-out", lambda p, o: _relax(p, o, "good", "--n-out", "-3"), ["--n-out", ">= 1"]),
-    Case("relax-negative-step-size", lambda p, o: _relax(p, o, "good", "--step-size", "-1"), ["--step-size", "positive"]),
-    Case("relax-negative-friction", lambda p, o: _relax(p, o, "good", "--method", "langevin", "--friction", "-1"),
-         ["--friction", ">= 0"]),
-    Case("evaluate-zero-ot-samples", lambda p, o: _evaluate(p, o, "good", "good", "--ot-max-samples", "0"),
-         ["--ot-max-samples", ">= 1"]),
+    Case("relax-negative-step-size", lambda p, o: _relax(p, o, "good", "--step-size", "-1"), ["--step-size", "> 0"]),
+    Case("relax-negative-friction", lambda p, o: _relax(p, o, "good", "--method", "langevin", "--friction-per-ps", "-1"),
+         ["--friction-per-ps", ">= 0"]),
+    Case("evaluate-zero-ot-samples", lambda p, o: _evaluate(p, o, "good", "good", "--max-samples", "0"),
+         ["--max-samples", ">= 10"]),
     Case("evaluate-zero-blocks", lambda p, o: _evaluate(p, o, "good", "good", "--blocks", "0"), ["--blocks", ">= 2"]),
     Case("export-negative-max-frames", lambda p, o: _export(p, o, "out.pdb", "--max-frames", "-1"),
          ["--max-frames", ">= 1"]),
@@ -232,18 +264,18 @@ CASES = [
          [_f("good"), "not a readable JSON metrics file"]),
     # --- configs -------------------------------------------------------------------------------
     Case("train-config-json-wrong-type", lambda p, o: _train(p, o, "--config-json", '{"lr": "fast"}'),
-         ["config.lr", "positive number"]),
+         ["train.lr", "must be a number"]),
     Case("train-config-json-not-json", lambda p, o: _train(p, o, "--config-json", "{steps: 2"),
          ["--config-json", "not valid JSON"]),
     Case("train-config-json-unknown-setting", lambda p, o: _train(p, o, "--config-json", '{"stepz": 2}'),
          ["stepz", "unknown setting"]),
     Case("train-unknown-backbone", lambda p, o: _train(p, o, "--config-json", '{"model": {"backbone": "resnet"}}'),
-         ["model.backbone", "'resnet' is not one of"]),
+         ["model.backbone", "must be one of mlp, transformer, egnn, got 'resnet'"]),
     Case("train-bad-backbone-options",
          lambda p, o: _train(p, o, "--config-json", '{"model": {"backbone_options": {"hiddn": 4}}}'),
          ["config.model.backbone_options", "hiddn"]),
     Case("md-config-json-wrong-type", lambda p, o: _md(p, o, "--config-json", '{"replicas": "many"}'),
-         ["--config-json", "'replicas'", "must be a number"]),
+         ["--config-json", "'replicas'", "must be an integer"]),
     Case("md-config-json-unknown-setting", lambda p, o: _md(p, o, "--config-json", '{"n_sample": 3}'),
          ["--config-json", "'n_sample'", "unknown setting"]),
     # --- baselines -----------------------------------------------------------------------------
@@ -262,15 +294,15 @@ CASES = [
          ["--temperatures", "must decrease", "300 is followed by 755.95"]),
     Case("baseline-one-temperature", lambda p, o: _baseline(p, o, "--budget", "100000", temperatures=("755.95",)),
          ["--temperatures", "at least two temperatures"]),
-    Case("baseline-zero-budget", lambda p, o: _baseline(p, o, "--budget", "0"), ["--budget", "positive integer"]),
-    Case("baseline-no-budget", lambda p, o: _baseline(p, o), ["--budget/--budget-from", "exactly one"]),
-    Case("baseline-zero-replicas", lambda p, o: _baseline(p, o, "--budget", "100000", "--replicas", "0"),
-         ["replicas", ">= 1"]),
+    Case("baseline-zero-budget", lambda p, o: _baseline(p, o, "--budget", "0"), ["--budget", "must be in [1"]),
+    Case("baseline-no-budget", lambda p, o: _baseline(p, o), ["--budget", "--budget-from", "required"]),
+    Case("baseline-zero-replicas", lambda p, o: _baseline(p, o, "--budget", "100000", "--replicas-per-temperature", "0"),
+         ["--replicas-per-temperature", ">= 1"]),
     Case("baseline-zero-swap-every", lambda p, o: _baseline(p, o, "--budget", "100000", "--swap-every", "0"),
-         ["swap_every", ">= 1"]),
+         ["--swap-every", ">= 1"]),
     Case("baseline-config-json-unknown", lambda p, o: _baseline(p, o, "--budget", "100", "--config-json",
                                                                '{"swap_evry": 5}'),
-         ["--config-json", "'swap_evry'", "unknown setting"]),
+         ["--config-json", "swap_evry'", "unknown setting"]),
     Case("baseline-out-is-a-folder", lambda p, o: _baseline(p, o, "--budget", "100000"),
          ["--out", "out.h5", "is a folder"], folders=["out.h5"]),
     # --- checkpoints ---------------------------------------------------------------------------
@@ -278,24 +310,57 @@ CASES = [
          [_f("garbage_pt"), "not a loadable model checkpoint"]),
     Case("anneal-missing-checkpoint", lambda p, o: _anneal(p, o, ckpt=str(o / "none.pt")), ["none.pt", "file not found"]),
     Case("anneal-samples-in-other-temperature", lambda p, o: _anneal(p, o, temperature=555.52, samples_in="good"),
-         [_f("good"), "temperature 755.95 differs from the model's 1200"]),
+         [_f("good"), "'temperature' is 755.95 but the model", "trained at 1200"]),
     Case("anneal-samples-in-not-hdf5", lambda p, o: _anneal(p, o, samples_in="not_h5"),
          [_f("not_h5"), "not a readable HDF5 file"]),
     Case("anneal-checkpoint-for-other-system", lambda p, o: _anneal(p, o, system="lj13", temperature=1.0),
-         [_f("ckpt"), "n_atoms=22", "lj13"]),
+         [_f("ckpt"), "alanine_dipeptide", "lj13"]),
     Case("train-init-garbage", lambda p, o: _train(p, o, "--init", str(p["garbage_pt"])),
          [_f("garbage_pt"), "not a loadable model checkpoint"]),
     Case("anneal-samples-in-nan", lambda p, o: _anneal(p, o, samples_in="nan_hot"),
          [_f("nan_hot"), "'positions' has 1 sample(s) with NaN"]),
     Case("anneal-samples-in-attribute-type", lambda p, o: _anneal(p, o, samples_in="bad_total"),
          [_f("bad_total"), "attribute 'n_energy_evals_total' must be an integer", "'many'"]),
+    # --- hostile inputs (one line, exit 2, nothing written) ------------------------------------
+    Case("relax-positions-is-a-group", lambda p, o: _relax(p, o, "group_positions"),
+         [_f("group_positions"), "'positions'", "group"]),
+    Case("relax-extra-is-a-dataset", lambda p, o: _relax(p, o, "extra_dataset"), [_f("extra_dataset"), "'extra'"]),
+    Case("relax-sparse-huge-set", lambda p, o: _relax(p, o, "sparse_huge"), [_f("sparse_huge"), "200000000"]),
+    Case("relax-lj-set-as-aldp", lambda p, o: _relax(p, o, "lj_set"),
+         [_f("lj_set"), "'system' is 'lj13'", "alanine_dipeptide"]),
+    Case("anneal-samples-in-wrong-units", lambda p, o: _anneal(p, o, samples_in="wrong_units", temperature=1200 / 1.5),
+         [_f("wrong_units"), "'units'", "reduced"]),
+    Case("relax-aldp-checkpoint-for-lj13",
+         lambda p, o: _relax(p, o, "lj_set", "--bridge", "always", "--checkpoint", str(p["ckpt"]), system="lj13"),
+         [_f("ckpt"), "alanine_dipeptide", "lj13"]),
+    Case("anneal-nan-weights-checkpoint", lambda p, o: _anneal(p, o, ckpt="nan_ckpt"), [_f("nan_ckpt"), "NaN"]),
+    Case("anneal-abbreviated-option", lambda p, o: _anneal(p, o, "--n-particle", "100"),
+         ["unrecognized arguments", "--n-particle"]),
+    Case("anneal-billion-particles", lambda p, o: _anneal(p, o, "--n-particles", "1000000000"),
+         ["--n-particles", "<= 1e+07"]),
+    Case("anneal-float-particles", lambda p, o: _anneal(p, o, "--n-particles", "1e9"),
+         ["--n-particles", "expected an integer"]),
+    Case("anneal-huge-seed", lambda p, o: _anneal(p, o, "--seed", "100000000000000000000000"), ["--seed", "[0, "]),
+    Case("anneal-config-json-huge-seed-like", lambda p, o: _anneal(p, o, "--config-json", '{"n_particles": 1e23}'),
+         ["anneal.n_particles", "must be an integer"]),
+    Case("md-system-spec-unknown-key", lambda p, o: _md(p, o, system='{"name": "lj13", "colour": "red"}'),
+         ["system.colour", "unknown key"]),
+    Case("train-work-dir-is-a-file", lambda p, o: _train(p, o, "--work-dir", str(p["a_file"])),
+         ["--work-dir", "is a file"]),
+    Case("train-config-json-options-moved", lambda p, o: _train(p, o, "--config-json", '{"options": {"lr": 1}}'),
+         ["train.options", "unknown setting"]),
+    Case("report-out-is-a-folder",
+         lambda p, o: ["report", "--metrics", str(p["metrics"]), "--summary", str(o / "summary.csv"),
+                       "--out", str(o / "report.html")],
+         ["--out", "report.html", "is a folder"], folders=["report.html"]),
     Case("relax-bridge-garbage-checkpoint",
          lambda p, o: _relax(p, o, "good", "--bridge", "always", "--checkpoint", str(p["garbage_pt"])),
          [_f("garbage_pt"), "not a loadable model checkpoint"]),
 ]
 
 #: outputs every case must leave absent (relative to the case's output folder)
-OUTPUTS = ["out.h5", "out.pt", "out.pdb", "out.foo", "diag.json", "losses.csv", "eval", "report.html"]
+OUTPUTS = ["out.h5", "out.pt", "out.pdb", "out.foo", "diag.json", "losses.csv", "eval", "report.html",
+           "summary.csv", ".pita-work"]
 
 
 def _earlier_rung(p: dict, out_dir: Path) -> tuple[Path, bytes]:

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         samples_in = SampleSet.read(args.samples_in, load_forces=False)
         samples_in.check_system(args.samples_in, system)
     out, diagnostics = steps.anneal(model, system, args.temperature, settings, checkpoint=args.checkpoint,
-                                    samples_in=samples_in, seed=args.seed, device=device, rung=args.rung,
+                                    samples_in=samples_in, samples_in_source=args.samples_in, seed=args.seed, device=device, rung=args.rung,
                                     progress=args.progress)
     out.write(args.out)
     if args.diagnostics:
