@@ -316,6 +316,21 @@ def _kind(obj: Any) -> str:
     return "a dataset"
 
 
+def _dataset(parent: h5py.Group, key: str, label: str, kinds: str, src: str) -> h5py.Dataset | None:
+    """parent[key] checked from metadata: a dataset (not a group), dtype kind in `kinds`, a dataspace."""
+    obj = _member(parent, key, src, f"dataset '{label}'")
+    if obj is None:
+        return None
+    if not isinstance(obj, h5py.Dataset):
+        raise SampleSetError(f"{src}: '{label}' is {_kind(obj)}, expected a dataset")
+    if obj.dtype.kind not in kinds:
+        what = "non-numeric" if kinds == _NUMERIC_KINDS else "unsupported"
+        raise SampleSetError(f"{src}: dataset '{label}' has {what} dtype {obj.dtype}")
+    if obj.shape is None:
+        raise SampleSetError(f"{src}: dataset '{label}' has no data (empty dataspace)")
+    return obj
+
+
 def _check_structure(fh: h5py.File, src: str, load_forces: bool) -> dict[str, h5py.Dataset]:
     """Datasets to read ({"positions": ds, ..., "extra/<key>": ds}) after checking, from metadata
     only, that they are datasets of numeric dtypes with consistent shapes and at most
@@ -326,36 +341,19 @@ def _check_structure(fh: h5py.File, src: str, load_forces: bool) -> dict[str, h5
     members: dict[str, h5py.Dataset] = {}
     shapes: dict[str, tuple | None] = {}
     for name in _DTYPES:
-        obj = _member(fh, name, src, f"dataset '{name}'")
-        if obj is None:
-            if name in ("positions", "energy"):
-                fail(f"required dataset '{name}' is missing")
-            shapes[name] = None
-            continue
-        if not isinstance(obj, h5py.Dataset):
-            fail(f"'{name}' is {_kind(obj)}, expected a dataset")
-        if obj.dtype.kind not in _NUMERIC_KINDS:
-            fail(f"dataset '{name}' has non-numeric dtype {obj.dtype}")
-        if obj.shape is None:
-            fail(f"dataset '{name}' has no data (empty dataspace)")
-        shapes[name] = tuple(obj.shape)
-        if name == "forces" and not load_forces:
-            continue
-        members[name] = obj
+        ds = _dataset(fh, name, name, _NUMERIC_KINDS, src)
+        if ds is None and name in ("positions", "energy"):
+            fail(f"required dataset '{name}' is missing")
+        shapes[name] = None if ds is None else tuple(ds.shape)
+        if ds is not None and (name != "forces" or load_forces):
+            members[name] = ds
     _check_shapes(shapes, fail)
     grp = _member(fh, "extra", src, "'extra'")
     if grp is not None:
         if not isinstance(grp, h5py.Group):
             fail(f"'extra' is {_kind(grp)}, expected a group of datasets")
         for key in grp:
-            obj = _member(grp, key, src, f"'extra/{key}'")
-            if not isinstance(obj, h5py.Dataset):
-                fail(f"'extra/{key}' is {_kind(obj)}, expected a dataset")
-            if obj.dtype.kind not in _EXTRA_KINDS:
-                fail(f"dataset 'extra/{key}' has unsupported dtype {obj.dtype}")
-            if obj.shape is None:
-                fail(f"dataset 'extra/{key}' has no data (empty dataspace)")
-            members[f"extra/{key}"] = obj
+            members[f"extra/{key}"] = _dataset(grp, key, f"extra/{key}", _EXTRA_KINDS, src)
     total = sum(int(ds.size) for ds in members.values())
     if total > MAX_VALUES:
         big = max(members, key=lambda k: int(members[k].size))

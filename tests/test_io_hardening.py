@@ -377,6 +377,10 @@ def test_export_unknown_format_names_the_supported_list(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1
     assert "unknown trajectory format '.mol2'" in err and ".dcd, .xtc" in err and ".pdb.gz" in err
+    rc = main(["export", "--samples", str(tmp_path / "s.h5"), "--out", str(tmp_path / "t.dcd"),
+               "--pdb", str(tmp_path / "top.xtc")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--pdb" in err and "must end in .pdb or .pdb.gz" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"]
 
 
