@@ -566,10 +566,12 @@ def run_baseline(method: str, system, temperatures, n_samples: int, budget: Eval
 
 
 def budget_from_samples(path, target: float | None = None,
-                        equilibration_fraction: float = EQUILIBRATION_FRACTION) -> EvaluationBudget:
+                        equilibration_fraction: float = EQUILIBRATION_FRACTION, system=None) -> EvaluationBudget:
     """The budget a PITA run spent: `n_energy_evals_total` of its final sample set (which must
-    be at the `target` temperature when one is given)."""
+    be at the `target` temperature, and of `system`, when they are given)."""
     ss = SampleSet.read(path, temperature=target, load_forces=False)
+    if system is not None:
+        ss.check_system(str(path), system)
     return EvaluationBudget(int(ss.attrs["n_energy_evals_total"]), equilibration_fraction, source=str(path))
 
 

@@ -198,7 +198,7 @@ class RelaxSettings:
                                   "is tiny", choices=("auto", "never", "always"))
     bridge_ess_threshold: float = setting(0.01, "with bridge auto: bridge when ESS/N is below this", ge=0, le=1)
     bridge_mala_steps: int = setting(10, "MALA steps per bridge level", ge=0, le=1_000_000)
-    n_out: int = setting(1000, "samples written", ge=1, le=MAX_COUNT)
+    n_out: int | None = setting(None, "samples written (default: as many as the input set)", ge=1, le=MAX_COUNT)
     batch_size: int | None = setting(None, "configurations per energy call (default: all)", ge=1, le=MAX_COUNT)
     torsion_moves: int = setting(0, "Metropolis rotations about rotatable bonds per particle (molecules; exact), "
                                     "interleaved with the steps after burn-in", ge=0, le=MAX_STEPS)

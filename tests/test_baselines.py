@@ -260,7 +260,7 @@ def test_cli_replica_exchange_then_evaluate(tmp_path, capsys):
                       "swap_every": 5, "n_samples": 20, "timestep_fs": 1.0, "friction_per_ps": 1.0,
                       "engine": "auto", "equilibration_fraction": 0.3})
     rc = main(["baseline", "--method", "replica_exchange", "--system", "lj13", "--temperatures", "2", "1.5", "1",
-               "--budget-from", str(pita_final), "--config-json", cfg, "--replicas", "3", "--seed", "7",
+               "--budget-from", str(pita_final), "--config-json", cfg, "--replicas-per-temperature", "3", "--seed", "7",
                "--timestep", "0.004", "--out", str(out), "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     ss = SampleSet.read(out, temperature=1.0, n_atoms=13, system="lj13")
@@ -287,7 +287,7 @@ def test_cli_replica_exchange_then_evaluate(tmp_path, capsys):
     # same call for plain MD: the method attribute tags the metrics without --method
     out_md = tmp_path / "baselines" / "md" / "samples.h5"
     assert main(["baseline", "--method", "md", "--system", "lj13", "--temperatures", "2", "1.5", "1", "--budget",
-                 "6000", "--n-samples", "20", "--replicas", "3", "--out", str(out_md), "--no-progress"]) == 0
+                 "6000", "--n-samples", "20", "--replicas-per-temperature", "3", "--out", str(out_md), "--no-progress"]) == 0
     assert main(["evaluate", "--samples", str(out_md), "--reference", str(ref), "--out", str(tmp_path / "ev_md"),
                  "--no-plots"]) == 0
     assert json.loads((tmp_path / "ev_md" / "metrics.json").read_text())["method"] == "md"
@@ -298,13 +298,13 @@ def test_cli_replica_exchange_then_evaluate(tmp_path, capsys):
     (["--temperatures", "1", "--budget", "5000"], "at least two temperatures"),
     (["--temperatures", "2", "1", "--budget", "-3"], "--budget"),
     (["--temperatures", "2", "1", "--budget", "30"], "too few"),
-    (["--temperatures", "2", "1"], "--budget/--budget-from"),
-    (["--temperatures", "2", "1", "--budget", "5000", "--budget-from", "x.h5"], "exactly one"),
+    (["--temperatures", "2", "1"], "one of the arguments --budget --budget-from is required"),
+    (["--temperatures", "2", "1", "--budget", "5000", "--budget-from", "x.h5"], "not allowed with argument"),
     (["--temperatures", "2", "1", "--budget-from", "nope.h5"], "nope.h5: file not found"),
     (["--temperatures", "2", "1", "--budget", "5000", "--timestep-fs", "1"], "reduced units"),
     (["--temperatures", "2", "1", "--budget", "5000", "--engine", "openmm"], "batched torch"),
     (["--temperatures", "2", "1", "--budget", "5000", "--config-json", '{"swap_every": "often"}'],
-     "'swap_every' must be an integer"),
+     "swap_every': must be an integer"),
     (["--temperatures", "2", "1", "--budget", "5000", "--config-json", '{"walkers": 3}'], "unknown setting"),
 ])
 def test_cli_bad_arguments(tmp_path, capsys, argv, needle):

@@ -372,7 +372,7 @@ def test_cli_evaluate_with_the_real_system(aldp, tmp_path):
     hot.write(tmp_path / "hot.h5")
     assert main(["evaluate", "--samples", str(tmp_path / "s.h5"), "--reference", str(tmp_path / "ref.h5"),
                  "--system", "alanine_dipeptide", "--out", str(tmp_path / "ev"), "--seed", "3", "--no-plots",
-                 "--ot-max-samples", "300"]) == 0
+                 "--max-samples", "300"]) == 0
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["seed"] == 3 and m["samples"].endswith("s.h5") and m["torus_w2"] > 0
     assert main(["evaluate", "--samples", str(tmp_path / "hot.h5"), "--reference", str(tmp_path / "ref.h5"),

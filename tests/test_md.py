@@ -239,9 +239,10 @@ def test_cli_writes_valid_set(tmp_path):
     assert sorted(set(ss.trajectory.tolist())) == [0, 1, 2, 3]
     # --config-json supplies settings, the command line overrides them
     out2 = tmp_path / "seed2.h5"
-    cfg = '{"system": "lj13", "temperature": 1.0, "n_samples": 3, "replicas": 3, "stride_steps": 2, ' \
-          '"equilibration_steps": 2, "minimize": false, "friction_per_ps": 2.0, "seed": 1}'
-    assert main(["md", "--config-json", cfg, "--out", str(out2), "--seed", "5", "--no-progress"]) == 0
+    cfg = '{"n_samples": 3, "replicas": 5, "stride_steps": 2, "equilibration_steps": 2, "minimize": false, ' \
+          '"friction_per_ps": 2.0}'
+    assert main(["md", "--system", "lj13", "--temperature", "1.0", "--config-json", cfg, "--replicas", "3",
+                 "--out", str(out2), "--seed", "5", "--no-progress"]) == 0
     b = SampleSet.read(out2).attrs
     assert b["seed"] == 5 and b["md_friction"] == 2.0 and b["n_energy_evals"] == 3 * (1 + 2 + 2)
     # the config schema always fills timestep_fs: a reduced-unit system ignores it, `timestep` wins
@@ -257,13 +258,15 @@ def test_cli_writes_valid_set(tmp_path):
 
 @pytest.mark.parametrize("argv, needle", [
     (["--system", "nosuch", "--temperature", "1", "--n-samples", "3"], "unknown system"),
-    (["--system", "lj13", "--temperature", "1", "--n-samples", "-3"], "n_samples"),
+    (["--system", "lj13", "--temperature", "1", "--n-samples", "-3"], "--n-samples"),
     (["--system", "lj13", "--temperature", "1", "--n-samples", "3", "--replicas", "0"], "replicas"),
     (["--system", "lj13", "--temperature", "1", "--n-samples", "3", "--timestep-fs", "1"], "reduced units"),
     (["--system", "lj13", "--temperature", "1", "--n-samples", "3", "--engine", "openmm"], "OpenMM System"),
     (["--system", "lj13", "--n-samples", "3"], "--temperature"),
-    (["--config-json", "{\"bogus\": 1}", "--system", "lj13"], "unknown setting"),
-    (["--config-json", "{not json"], "not valid JSON"),
+    (["--config-json", "{\"bogus\": 1}", "--system", "lj13", "--temperature", "1"], "unknown setting"),
+    (["--config-json", "{not json", "--system", "lj13", "--temperature", "1"], "not valid JSON"),
+    (["--config-json", "{\"system\": \"lj13\"}", "--system", "lj13", "--temperature", "1"], "unknown setting"),
+    (["--system", "lj13", "--temperature", "1", "--n-sample", "3"], "unrecognized arguments: --n-sample"),
 ])
 def test_cli_bad_arguments(tmp_path, capsys, argv, needle):
     out = tmp_path / "x.h5"

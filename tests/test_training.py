@@ -1,4 +1,5 @@
 import csv
+import json
 import math
 
 import numpy as np
@@ -148,9 +149,9 @@ def test_warm_start_scales_energy_by_gamma(tmp_path):
 
 def test_bad_inputs(tmp_path):
     gmm, data = gmm_set(100)
-    with pytest.raises(PitaInputError, match="config.stepz: unknown setting"):
+    with pytest.raises(PitaInputError, match="config: field 'stepz': unknown setting"):
         resolve_config({"stepz": 3})
-    with pytest.raises(PitaInputError, match="config.loss_weights.energy_matching"):
+    with pytest.raises(PitaInputError, match="field 'loss_weights.energy_matching': must be >= 0"):
         resolve_config({"loss_weights": {"energy_matching": -1}})
     _, other = gmm_set(100, temperature=2.0)
     with pytest.raises(PitaInputError, match="beta conditioning"):
@@ -191,19 +192,19 @@ def test_cli_end_to_end_lj13(tmp_path, capsys):
     assert all(math.isfinite(float(r["energy_matching"])) for r in rows)
 
     # the equivariant backbone through the CLI, warm-started from the first model is refused (architecture)
-    # the pipeline's config.yaml train section: backbone, warm_start and options beside plain settings
-    (tmp_path / "config.yaml").write_text("rungs:\n  train:\n    batch_size: 8\n    warm_start: true\n"
-                                          "    options:\n      model:\n        backbone_options: {hidden: 8, layers: 2}\n")
+    # the pipeline's train section (as the workflow passes it) from a JSON file; the command line wins
+    (tmp_path / "train.json").write_text(json.dumps({"batch_size": 8, "warm_start": True, "steps": 50,
+                                                     "model": {"backbone_options": {"hidden": 8, "layers": 2}}}))
     rc = main(["train", "--samples", str(samples), "--system", "lj13", "--out", str(tmp_path / "egnn.pt"),
                "--steps", "2", "--backbone", "egnn", "--device", "cpu", "--no-progress",
-               "--config", str(tmp_path / "config.yaml"), "rungs.train"])
+               "--config-json", str(tmp_path / "train.json")])
     assert rc == 0
     egnn = load_checkpoint(tmp_path / "egnn.pt")
     assert egnn.backbone == "egnn" and egnn.backbone_options == {"hidden": 8, "layers": 2}
-    assert egnn.meta["training_config"]["batch_size"] == 8
+    assert egnn.meta["training_config"]["batch_size"] == 8 and egnn.meta["training_config"]["steps"] == 2
     rc = main(["train", "--samples", str(samples), "--system", "lj13", "--out", str(tmp_path / "y.pt"),
-               "--config", str(tmp_path / "config.yaml"), "nosuch"])
-    assert rc == 2 and "section 'nosuch' not found" in capsys.readouterr().err
+               "--config-json", str(tmp_path / "nosuch.json")])
+    assert rc == 2 and "nosuch.json" in capsys.readouterr().err
     rc = main(["train", "--samples", str(samples), "--system", "lj13", "--out", str(tmp_path / "x.pt"),
                "--init", str(out), "--backbone", "egnn", "--steps", "1", "--device", "cpu", "--no-progress"])
     assert rc == 2

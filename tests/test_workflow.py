@@ -149,6 +149,15 @@ def test_lint_is_clean():
     ({"temperatures": [555.52, 1200.0]}, "field 'temperatures': must decrease"),
     ({"system": "caffeine"}, "field 'system': unknown system 'caffeine'"),
     ({"anneal": {"n_particles": -4}}, "n_particles"),
+    # typos and hostile values are refused in one line naming the key, before any job
+    ({"relax": {"n_stepz": 500}}, "field 'relax.n_stepz': unknown setting"),
+    ({"anneal": {"n_particle": 100}}, "field 'anneal.n_particle': unknown setting"),
+    ({"rungs": {"01": {"relax": {"n_steps": 3}}}}, "field 'rungs.01': is not a rung index"),
+    ({"rungs": {"0": {"anneal": {"n_steps": 3}}}}, "field 'rungs.0.anneal': would never apply"),
+    ({"run_name": ".."}, "field 'run_name'"),
+    ({"temperatures": [float("inf"), 755.95, 555.52]}, "field 'temperatures[0]'"),
+    ({"train": {"options": {"lr": 0.1}}}, "field 'train.options': unknown setting"),
+    ({"md_seed": {"platform": "Reference'$(touch PWNED)'"}}, "field 'md_seed.platform': must be one of"),
 ])
 def test_bad_config_fails_before_any_job(tmp_path, patch, fragment):
     cfg = yaml.safe_load(TINY.read_text())
@@ -157,8 +166,10 @@ def test_bad_config_fails_before_any_job(tmp_path, patch, fragment):
     bad.write_text(yaml.safe_dump(cfg))
     out = snakemake(tmp_path, "--configfile", str(bad), "--cores", "1")
     assert out.returncode != 0
-    assert fragment in out.stdout + out.stderr
-    assert not (tmp_path / "results").exists()
+    text = out.stdout + out.stderr
+    assert fragment in text
+    assert sum(fragment in line for line in text.splitlines()) == 1  # the whole message on one line
+    assert not (tmp_path / "results").exists() and not list(tmp_path.glob("PWNED*"))
 
 
 def _slurm_available() -> str | None:

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
                              "(hot ... target)")
     eq = settings.equilibration_fraction
     if args.budget_from is not None:
-        budget = baselines.budget_from_samples(args.budget_from, ladder.target, eq)
+        budget = baselines.budget_from_samples(args.budget_from, ladder.target, eq, system=system)
     else:
         if not 1 <= args.budget <= 1000 * MAX_STEPS:
             raise PitaInputError(f"--budget: must be in [1, {1000 * MAX_STEPS:g}], got {args.budget}")
