@@ -92,7 +92,7 @@ class ReferenceSettings(MDSettings):
 
 @dataclass(frozen=True)
 class ModelSettings:
-    backbone: str = setting("mlp", "network of the score and energy models", choices=("mlp", "transformer", "egnn"))
+    backbone: str = setting("mlp", "network of the score and energy models", choices=("mlp", "transformer", "egnn", "pairnet"))
     backbone_options: dict | None = setting(None, "options of the backbone (default: the backbone's own)")
     beta_conditioning: bool = setting(False, "condition on ln(T_ref/T) (needed to train on several rungs' sets)")
     score_source: str = setting("score", "field PitaModel.score returns: the score network or -grad E",

@@ -130,7 +130,7 @@ def alignment_reference(cfg: dict, system) -> np.ndarray | None:
     ref = getattr(system, "reference_positions", None)
     if cfg["align"] == "none" or ref is None or system.n_atoms is None:
         return None
-    if cfg["align"] == "auto" and cfg["model"]["backbone"] == "egnn":
+    if cfg["align"] == "auto" and cfg["model"]["backbone"] in ("egnn", "pairnet"):
         return None
     return np.asarray(ref, dtype=np.float64)
 
@@ -235,7 +235,11 @@ def build_model(config: dict, system, data: TrainingData, init: PitaModel | None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             try:
-                return PitaModel(model_config)
+                model = PitaModel(model_config)
+                for net in (model.score_model.network, model.energy_model.network):
+                    if hasattr(net, "set_statistics"):  # pairnet: distances standardised by the data's
+                        net.set_statistics(data.x[: 50_000])
+                return model
             except (TypeError, ValueError, RuntimeError) as exc:  # e.g. an unknown or negative backbone option
                 problem = " ".join(str(exc).split()) or type(exc).__name__
                 raise PitaInputError(f"config.model.backbone_options: cannot build the {m['backbone']} backbone with "
@@ -290,6 +294,8 @@ class Trainer:
         self.energy_distillation = EnergyDistillation(mc["sd"])
         self.energy_matching = EnergyMatching()
         self.target_score = TargetScore(config["target_score_max_sigma"])
+        #: score_source energy: one field (the energy) for drift and weights, trained by denoising through it
+        self.energy_only = model.config["score_source"] == "energy"
         self.rotate = bool(config["random_rotations"]) and self.n_atoms is not None and not data.aligned
         self.step = 0
         self.history: list[dict] = []
@@ -325,9 +331,16 @@ class Trainer:
         def weighted_mean(per_sample, sample_weight=weight):
             return (per_sample * sample_weight).sum() / sample_weight.sum().clamp_min(1e-12)
 
-        denoised = model.score_model(x_sigma, sigma, cond)
+        if self.energy_only:
+            # the score is -grad E (score_source: energy): the denoising loss trains E directly through
+            # D_E = x - sigma^2 grad E, and there is no separate score network to distil from
+            _, energy_grad = model.energy_model.grad(x_sigma.detach().requires_grad_(True), sigma, cond,
+                                                     create_graph=True)
+            denoised = x_sigma - sigma.reshape(-1, 1) ** 2 * energy_grad
+        else:
+            denoised = model.score_model(x_sigma, sigma, cond)
         terms = {"denoising_score_matching": weighted_mean(self.denoising_score_matching(denoised, x0, sigma))}
-        if w["energy_distillation"] > 0:
+        if w["energy_distillation"] > 0 and not self.energy_only:
             _, energy_grad = model.energy_model.grad(x_sigma.detach().requires_grad_(True), sigma, cond, create_graph=True)
             terms["energy_distillation"] = weighted_mean(self.energy_distillation(energy_grad, x_sigma, sigma, denoised))
         if w["energy_matching"] > 0:

@@ -10,6 +10,12 @@ D = c_skip x and a fresh energy is the Gaussian term alone (see preconditioning.
   CPU model (small and fast even with the double backward pass that energy distillation needs).
 - `transformer`: self-attention over atoms (one token per atom: its coordinates plus a
   learned atom embedding); not equivariant, trained with random proper rotations; fast on GPU.
+- `pairnet`: an energy over all interatomic distances, each standardised by its mean and spread
+  in the training data widened by the noise (z_ij = (d_ij - mu_ij) / sqrt(s_ij^2 + 2 sigma^2)), fed
+  with the noise embedding to an MLP. Invariant under rotations, translations and reflections by
+  construction, and it sees bond-scale geometry at the scale of its thermal spread. Its vector
+  output is minus the gradient of its scalar (equivariant): with `score_source: energy` the drift
+  and the weights use one field.
 - `egnn`: an E(n)-equivariant graph network (Satorras et al. 2021) on the fully connected
   graph of particles; vector output equivariant and scalar output invariant under rotations,
   reflections and translations (so it learns both enantiomers of a chiral molecule).
@@ -21,7 +27,7 @@ import math
 import torch
 from torch import nn
 
-BACKBONES = ("mlp", "transformer", "egnn")
+BACKBONES = ("mlp", "transformer", "egnn", "pairnet")
 
 
 class ScalarEmbedding(nn.Module):
@@ -206,9 +212,65 @@ class EGNNBackbone(nn.Module):
         return self.head(h).sum(dim=(1, 2))
 
 
+class PairBackbone(nn.Module):
+    """MLP on standardised interatomic distances (see the module docstring); needs `set_statistics`
+    (done by the trainer from the rung-0 data, then carried along by warm starts)."""
+
+    def __init__(self, dim: int, n_atoms: int | None, output: str, with_cond: bool = False,
+                 atom_types: list[int] | None = None, hidden: int = 256, layers: int = 3, embedding: int = 64,
+                 sd: float = 1.0) -> None:
+        super().__init__()
+        if n_atoms is None or n_atoms < 2:
+            raise ValueError("the pairnet backbone needs particles (n_atoms >= 2), use mlp for R^d")
+        self.output, self.n_atoms, self.sd = output, n_atoms, float(sd)
+        i, j = torch.triu_indices(n_atoms, n_atoms, offset=1)
+        self.register_buffer("pair_i", i, persistent=False)
+        self.register_buffer("pair_j", j, persistent=False)
+        n_pairs = int(i.numel())
+        # data statistics of each distance (x~ units); persistent: they travel in the checkpoint
+        self.register_buffer("pair_mean", torch.ones(n_pairs))
+        self.register_buffer("pair_std", torch.ones(n_pairs))
+        self.embed = ConditionEmbedding(embedding, with_cond)
+        blocks: list[nn.Module] = [nn.Linear(n_pairs + embedding, hidden), nn.SiLU()]
+        for _ in range(layers - 1):
+            blocks += [nn.Linear(hidden, hidden), nn.SiLU()]
+        self.body = nn.Sequential(*blocks)
+        self.head = zero_init(nn.Linear(hidden, 1))
+        # a harmonic term per distance (bonds are stiff): softplus(k) z^2 / 2, learned, starting at zero
+        self.stiffness = nn.Parameter(torch.full((n_pairs,), -10.0))
+
+    def distances(self, x: torch.Tensor) -> torch.Tensor:
+        p = x.reshape(x.shape[0], self.n_atoms, 3)
+        diff = p[:, self.pair_i] - p[:, self.pair_j]
+        return torch.sqrt(diff.pow(2).sum(-1) + 1e-12)
+
+    @torch.no_grad()
+    def set_statistics(self, x: torch.Tensor) -> None:
+        """Mean and spread of every distance over training configurations x (B, D), x~ units."""
+        d = self.distances(x.to(self.pair_mean.dtype))
+        self.pair_mean.copy_(d.mean(0))
+        self.pair_std.copy_(d.std(0).clamp_min(1e-3))
+
+    def scalar(self, u: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        sigma2 = torch.exp(8.0 * c_noise).reshape(-1, 1)  # c_noise = ln(sigma) / 4
+        d = self.distances(u) * torch.sqrt(sigma2 + self.sd**2)  # back to x~ units: u = x / sqrt(sigma^2 + sd^2)
+        z = (d - self.pair_mean) / torch.sqrt(self.pair_std**2 + 2.0 * sigma2)
+        h = self.body(torch.cat([z, self.embed(c_noise, cond)], dim=-1))
+        harmonic = 0.5 * (nn.functional.softplus(self.stiffness) * z.pow(2)).sum(-1)
+        return self.head(h).squeeze(-1) + harmonic
+
+    def forward(self, u: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        if self.output == "scalar":
+            return self.scalar(u, c_noise, cond)
+        with torch.enable_grad():
+            v = u if u.requires_grad else u.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.scalar(v, c_noise, cond).sum(), v, create_graph=True)
+        return -g
+
+
 def make_backbone(name: str, dim: int, n_atoms: int | None, output: str, with_cond: bool = False,
                   atom_types: list[int] | None = None, **options) -> nn.Module:
-    classes = {"mlp": MLPBackbone, "transformer": TransformerBackbone, "egnn": EGNNBackbone}
+    classes = {"mlp": MLPBackbone, "transformer": TransformerBackbone, "egnn": EGNNBackbone, "pairnet": PairBackbone}
     if name not in classes:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     if output not in ("vector", "scalar"):
@@ -221,4 +283,5 @@ DEFAULT_OPTIONS = {
     "mlp": {"hidden": 256, "layers": 3, "embedding": 64},
     "transformer": {"width": 128, "layers": 4, "heads": 4},
     "egnn": {"hidden": 64, "layers": 4},
+    "pairnet": {"hidden": 256, "layers": 3, "embedding": 64},
 }

@@ -100,8 +100,11 @@ class PitaModel(nn.Module):
         n_atoms = c["n_atoms"] if c["mean_free"] else None
 
         def backbone(output: str) -> nn.Module:
+            options = dict(c["backbone_options"])
+            if c["backbone"] == "pairnet":
+                options["sd"] = c["sd"]  # it standardises distances in x~ units: undoes c_in
             return make_backbone(c["backbone"], c["dim"], c["n_atoms"], output, with_cond=c["beta_conditioning"],
-                                 atom_types=c["atom_types"], **c["backbone_options"])
+                                 atom_types=c["atom_types"], **options)
 
         self.score_model = ScoreModel(backbone("vector"), c["sd"], n_atoms)
         self.energy_model = EnergyModel(backbone("scalar"), c["sd"], n_atoms)
