@@ -144,11 +144,16 @@ class TrainSettings:
     duplicates: str = setting("drop", "identical samples: drop, or count as a weight", choices=("drop", "count"))
     log_every: int = setting(10, "steps between loss records", ge=1, le=MAX_STEPS)
     checkpoint_every: int = setting(500, "steps between resumable states", ge=1, le=MAX_STEPS)
+    holdout_fraction: float = setting(0.1, "share of the rung's set kept out of training to measure the model's "
+                                            "fidelity (0: none)", ge=0, le=0.5)
+    fidelity_samples: int = setting(256, "samples the model generates at gamma = 1 for the fidelity report (0: "
+                                         "none; one true energy each, counted apart)", ge=0, le=100_000)
+    fidelity_steps: int = setting(100, "integration steps of those samples", ge=1, le=100_000)
     warm_start: bool = setting(True, "workflow: start rung k from rung k-1's checkpoint", cli=False)
 
 
 #: training settings that do not change the result (left out of the resume digest)
-TRAIN_RUN_CONTROLS = ("checkpoint_every", "warm_start")
+TRAIN_RUN_CONTROLS = ("checkpoint_every", "warm_start", "fidelity_samples", "fidelity_steps")
 
 
 @dataclass(frozen=True)

@@ -84,16 +84,46 @@ def reference(system: Any, temperature: float, settings: ReferenceSettings, *, g
 def train(sample_sets: Sequence[str | Path | SampleSet], system: Any, settings: TrainSettings, *,
           init: str | Path | None = None, out: str | Path, losses_csv: str | Path | None = None,
           device: str = "auto", seed: int = 0, work_dir: str | Path | None = None,
-          progress: bool | None = None):
-    """Train the rung's score and energy models; writes the checkpoint `out` (and `losses_csv`)."""
+          progress: bool | None = None, next_temperature: float | None = None,
+          diagnostics: str | Path | None = None):
+    """Train the rung's score and energy models; writes the checkpoint `out` (and `losses_csv`).
+
+    `settings.holdout_fraction` of the rung's own set (the first) is kept out of training; the
+    model's fidelity on it (pita.fidelity: energy spread, score/energy consistency, its own samples
+    at gamma = 1) goes into the checkpoint's meta and the `diagnostics` JSON.
+    """
     from .training import train as train_models
 
     if init is not None:
         from .models import check_checkpoint_system, load_checkpoint
 
         check_checkpoint_system(load_checkpoint(init, "cpu"), system, init)
-    return train_models(list(sample_sets), system, config=settings, init=init, out=out, losses_csv=losses_csv,
-                        device=device, seed=seed, work_dir=work_dir, progress=progress)
+    sets = [s if isinstance(s, SampleSet) else SampleSet.read(s) for s in sample_sets]
+    for given, s in zip(sample_sets, sets):
+        s.check_system(str(given) if not isinstance(given, SampleSet) else "<sample set>", system)
+    held_out = None
+    if settings.holdout_fraction > 0 and len(sets[0]) >= 20:
+        rng = np.random.default_rng(seed + 7919)
+        order = rng.permutation(len(sets[0]))
+        n_out = max(1, min(int(round(settings.holdout_fraction * len(sets[0]))), 5000))
+        held_out, sets[0] = sets[0].subset(np.sort(order[:n_out])), sets[0].subset(np.sort(order[n_out:]))
+    fidelity = None
+    if held_out is not None:
+        def fidelity(model):
+            from .fidelity import held_out_data, model_fidelity
+
+            log.info("train: fidelity of the model on %d held-out samples", len(held_out))
+            return model_fidelity(model, system, held_out_data(held_out, system, model),
+                                  next_temperature=next_temperature, n_generated=settings.fidelity_samples,
+                                  generation_steps=settings.fidelity_steps, seed=seed, device="cpu")
+    result = train_models(sets, system, config=settings, init=init, out=out, losses_csv=losses_csv,
+                          device=device, seed=seed, work_dir=work_dir, progress=progress, fidelity=fidelity)
+    if diagnostics is not None:
+        from .provenance import atomic_write_json
+
+        atomic_write_json(diagnostics, {"fidelity": result.model.meta.get("fidelity"),
+                                        "checkpoint": str(out), "steps": result.step})
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

@@ -477,7 +477,7 @@ def train(samples: Sequence[str | os.PathLike | SampleSet], system, *, config: d
           losses_csv: str | os.PathLike | None = None, device: str | torch.device = "auto", seed: int = 0,
           work_dir: str | os.PathLike | None = None, stop_after: int | None = None,
           callback: Callable[[Trainer], None] | None = None, progress: bool | None = None,
-          timing: bool = False) -> TrainResult:
+          timing: bool = False, fidelity: Callable[[PitaModel], dict] | None = None) -> TrainResult:
     """Train the rung's models; write `out` (EMA weights + config + provenance) and `losses_csv`.
 
     stop_after: return after this many steps in total (saving the resumable state), without
@@ -581,6 +581,8 @@ def train(samples: Sequence[str | os.PathLike | SampleSet], system, *, config: d
         "n_energy_evals": 0,
         "n_energy_evals_total": data.n_energy_evals_total,
     }
+    if fidelity is not None:  # held-out diagnostics of the finished model, kept in the checkpoint
+        ema.meta["fidelity"] = fidelity(ema)
     if out is not None:
         save_checkpoint(out, ema)
     if losses_csv is not None:

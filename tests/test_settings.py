@@ -121,7 +121,7 @@ def test_settings_round_trip(cls):
 # ---------------------------------------------------------------------------------------------
 RULES = sorted((ROOT / "workflow" / "rules").glob("*.smk"))
 #: placeholders that are numbers or fixed words, never free text
-SAFE = {"params.seed", "params.temperature", "params.temperatures", "threads", "wildcards.later", "wildcards.rung",
+SAFE = {"params.seed", "params.temperature", "params.next_temperature", "params.temperatures", "threads", "wildcards.later", "wildcards.rung",
         "wildcards.method"}
 
 

@@ -173,7 +173,7 @@ def test_cli_end_to_end_lj13(tmp_path, capsys):
     rc = main(["train", "--samples", str(tmp_path / "dup.h5"), "--system", "lj13", "--out", str(out),
                "--losses-csv", str(losses), "--steps", "20", "--batch-size", "32", "--device", "cpu",
                "--seed", "1", "--work-dir", str(tmp_path / "work"), "--no-progress",
-               "--config-json", '{"log_every": 5, "model": {"backbone_options": {"hidden": 64, "layers": 2}}}'])
+               "--config-json", '{"log_every": 5, "holdout_fraction": 0, "model": {"backbone_options": {"hidden": 64, "layers": 2}}}'])
     assert rc == 0
     payload = torch.load(out, weights_only=True)
     meta = payload["meta"]
@@ -194,6 +194,7 @@ def test_cli_end_to_end_lj13(tmp_path, capsys):
     # the equivariant backbone through the CLI, warm-started from the first model is refused (architecture)
     # the pipeline's train section (as the workflow passes it) from a JSON file; the command line wins
     (tmp_path / "train.json").write_text(json.dumps({"batch_size": 8, "warm_start": True, "steps": 50,
+                                                     "fidelity_samples": 16, "fidelity_steps": 10,
                                                      "model": {"backbone_options": {"hidden": 8, "layers": 2}}}))
     rc = main(["train", "--samples", str(samples), "--system", "lj13", "--out", str(tmp_path / "egnn.pt"),
                "--steps", "2", "--backbone", "egnn", "--device", "cpu", "--no-progress",
@@ -202,6 +203,10 @@ def test_cli_end_to_end_lj13(tmp_path, capsys):
     egnn = load_checkpoint(tmp_path / "egnn.pt")
     assert egnn.backbone == "egnn" and egnn.backbone_options == {"hidden": 8, "layers": 2}
     assert egnn.meta["training_config"]["batch_size"] == 8 and egnn.meta["training_config"]["steps"] == 2
+    # the rung's set minus the held-out tenth trained the model; its fidelity is in the checkpoint
+    fid = egnn.meta["fidelity"]
+    assert fid["energy"]["n"] == round(0.1 * len(data)) and math.isfinite(fid["energy"]["residual_sd"])
+    assert len(fid["score_energy_consistency"]) >= 3 and fid["generated"]["n"] == 16
     rc = main(["train", "--samples", str(samples), "--system", "lj13", "--out", str(tmp_path / "y.pt"),
                "--config-json", str(tmp_path / "nosuch.json")])
     assert rc == 2 and "nosuch.json" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from . import add_device, add_progress, add_seed, add_system, integer
+from . import add_device, add_progress, add_seed, add_system, integer, positive_float
 from ..errors import PitaInputError
 
 HELP = "train the rung's score and energy models on a sample set (writes a checkpoint and a losses CSV)"
@@ -29,6 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="model checkpoint to write (.pt)")
     p.add_argument("--losses-csv", help="loss curves to write (CSV)")
     p.add_argument("--init", help="previous rung's checkpoint to warm start from")
+    p.add_argument("--next-temperature", type=positive_float,
+                   help="the next rung's temperature: the fidelity report gives the final log-weight spread at "
+                        "gamma = T / T_next (default: gamma = 1)")
+    p.add_argument("--diagnostics", help="model fidelity on the held-out samples (JSON)")
     p.add_argument("--backbone", choices=["mlp", "transformer", "egnn"], help="network (sets model.backbone)")
     add_device(p)
     add_seed(p)
@@ -50,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         settings = replace_nested(settings, "model.backbone", args.backbone)
     check_output_path(args.out, "--out")
     check_output_path(args.losses_csv, "--losses-csv")
+    check_output_path(args.diagnostics, "--diagnostics")
     work_dir = Path(args.work_dir) if args.work_dir else Path(args.out).resolve().parent / ".pita-work"
     check_output_path(work_dir, "--work-dir", folder=True)
     if args.threads is not None:
@@ -61,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     system = from_argument(args.system)
     # (the sets are read, and checked against the system, by the training's data loader)
     result = steps.train(args.samples, system, settings, init=args.init, out=args.out, losses_csv=args.losses_csv,
-                         device=args.device, seed=args.seed, work_dir=work_dir, progress=args.progress)
+                         device=args.device, seed=args.seed, work_dir=work_dir, progress=args.progress,
+                         next_temperature=args.next_temperature, diagnostics=args.diagnostics)
     last = result.history[-1] if result.history else {}
     log.info("wrote %s after %d steps (final loss %s)", args.out, result.step, f"{last.get('loss', float('nan')):.4g}")
     return 0
