@@ -291,12 +291,13 @@ def _provenance(samples: SampleSet, reference: SampleSet, samples_path: str, ref
 def evaluate(samples: SampleSet, reference: SampleSet, system: Any = None, out_dir: str | Path | None = None, *,
              metrics_path: str | Path | None = None, plots: bool = True, seed: int = 0,
              samples_path: str | None = None, reference_path: str | None = None, method: str | None = None,
-             **metric_options: Any) -> dict[str, Any]:
+             extra: dict | None = None, **metric_options: Any) -> dict[str, Any]:
     """Compare `samples` with `reference` (same temperature) and write metrics.json + plots.
 
     `out_dir`: folder for metrics.json and the PNGs (None: write nothing unless `metrics_path`).
     `metrics_path`: where metrics.json goes (default out_dir/metrics.json); plots go beside it.
     `metric_options`: ot_max_n, distance_max_n, tica_lag_frames, tica_lag_ps, n_blocks.
+    `extra`: further scalars for metrics.json (the ESS and model fidelity of the steps behind the set).
     Raises PitaInputError (naming the file) when the temperatures or shapes differ.
     """
     t0 = time.perf_counter()
@@ -306,6 +307,7 @@ def evaluate(samples: SampleSet, reference: SampleSet, system: Any = None, out_d
                                    **metric_options)
     result: dict[str, Any] = _provenance(samples, reference, sp, rp, method)
     result.update(values)
+    result.update(extra or {})
     result["seed"] = int(seed)
     result["evaluated"] = now_iso()
 

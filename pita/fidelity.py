@@ -136,3 +136,32 @@ def model_fidelity(model: Any, system: Any, held_out: Any, *, next_temperature: 
                                                 n_samples=n_generated, n_steps=generation_steps, seed=seed,
                                                 device=device)
     return report
+
+
+def summary_scalars(diagnostics: dict) -> dict:
+    """Flat `model_*` / `ess_*` numbers for metrics.json and the report, from a model_fidelity.json
+    ({"fidelity": ...}) or an anneal_diagnostics.json (has "ess_final")."""
+    out: dict[str, Any] = {}
+    if "ess_final" in diagnostics:
+        n = max(int(diagnostics.get("n_particles_out") or 1), 1)
+        out["ess_final_fraction"] = float(diagnostics["ess_final"]) / n
+        out["ess_path_fraction"] = float(diagnostics.get("ess_path", float("nan"))) / n
+        if diagnostics.get("ess_reweight_previous_fraction") is not None:
+            out["ess_reweight_previous_fraction"] = float(diagnostics["ess_reweight_previous_fraction"])
+    fid = diagnostics.get("fidelity")
+    if isinstance(fid, dict):
+        e = fid.get("energy") or {}
+        out.update(model_energy_r2=e.get("r2"), model_energy_residual_sd=e.get("residual_sd"),
+                   model_log_weight_sd=e.get("log_weight_sd"))
+        bands = fid.get("score_energy_consistency") or []
+        for name, lo, hi in (("lt_0.1", 0.0, 0.1), ("0.1_1", 0.1, 1.0), ("gt_1", 1.0, math.inf)):
+            vals = [b["median_ratio"] for b in bands if lo <= b["sigma_lo"] < hi]
+            if vals:
+                out[f"model_score_energy_gap_{name}"] = float(np.mean(vals))
+        g = fid.get("generated") or {}
+        for key, name in (("bond_rms_error_pm", "model_bond_rms_error_pm"), ("bond_rms_data_pm", "model_bond_rms_data_pm"),
+                          ("median_energy_minus_data_kT", "model_generated_dU_kT"),
+                          ("wrong_chirality_fraction", "model_generated_wrong_chirality")):
+            if g.get(key) is not None:
+                out[name] = g[key]
+    return {k: v for k, v in out.items() if v is not None}

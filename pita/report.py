@@ -38,6 +38,8 @@ KEY_COLUMNS = [
     "dF_diff_max_abs", "rama_kl_max", "torus_w2_max_residue",
     "chirality_wrong_fraction", "n_energy_evals", "n_energy_evals_total", "n_energy_evals_budget",
     "swap_acceptance_mean", "wall_time_s", "eval_wall_time_s",
+    "ess_path_fraction", "ess_final_fraction", "ess_reweight_previous_fraction", "model_log_weight_sd",
+    "model_energy_r2", "model_bond_rms_error_pm",
 ]
 #: columns of the headline and method-comparison tables in the HTML report
 HEADLINE = ["energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2", "dF_alpha_R",
@@ -46,6 +48,13 @@ HEADLINE = ["energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distanc
 #: columns of the PITA-vs-baselines table at the target temperature
 BASELINE_COLUMNS = HEADLINE[:-2] + ["n_energy_evals_total", "n_energy_evals_budget", "swap_acceptance_mean",
                                     "wall_time_s"]
+#: columns of the "does the model carry the result?" table: the anneal's ESS (path, after the exact
+#: final correction, and the trivial proposal: the previous rung reweighted) and the fidelity of the
+#: model behind the rung (pita.fidelity)
+MODEL_COLUMNS = ["ess_path_fraction", "ess_final_fraction", "ess_reweight_previous_fraction", "model_log_weight_sd",
+                 "model_energy_r2", "model_score_energy_gap_lt_0.1", "model_score_energy_gap_0.1_1",
+                 "model_score_energy_gap_gt_1", "model_bond_rms_error_pm", "model_bond_rms_data_pm",
+                 "model_generated_dU_kT", "model_generated_wrong_chirality"]
 #: order of methods in that table
 METHOD_ORDER = {"pita": 0, "md": 1, "replica_exchange": 2}
 #: columns of the per-residue Ramachandran table of a rung (metrics.json's per_residue)
@@ -232,6 +241,18 @@ def render_html(rows: Sequence[dict], title: str = "PITA evaluation report") -> 
     ]
     if len(methods) > 1:
         parts.append(_baseline_table(rows))
+    model_rows = [m for m in pita_rows if any(m.get(c) is not None for c in MODEL_COLUMNS)]
+    if model_rows:
+        parts += ["<h2>Does the model carry the result?</h2>",
+                  "<p class='note'>Per rung, from the anneal that made it and the model behind it (held-out "
+                  "samples of the previous rung): ESS/N of the path weights, after the exact final correction, "
+                  "and of simply reweighting the previous rung's samples (the trivial proposal the model must "
+                  "beat); the spread of the final log-weights a perfect sample would get "
+                  "(gamma E(x, sigma_min) - U/kT); R^2 of E against U/kT; the median |s + grad E| / |s| "
+                  "(drift vs weights) by sigma band; and the model's own samples at gamma = 1: RMS bond-length "
+                  "error (pm; the data's own spread beside it), median energy minus the data's (kT), wrong "
+                  "chirality.</p>",
+                  _table(model_rows, MODEL_COLUMNS, lead=("rung", "temperature"))]
     parts.append("<h2>Methods compared</h2>")
     if len(methods) > 1:
         order = sorted(rows, key=lambda m: (-(m.get("temperature") or 0), str(m.get("method"))))

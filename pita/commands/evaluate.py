@@ -32,7 +32,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default=None,
                    help="method tag for the report (pita, md, replica_exchange, ...) (default: the samples' "
                         "'method' attribute, else pita)")
+    p.add_argument("--diagnostics", nargs="+", default=[], metavar="JSON",
+                   help="anneal_diagnostics.json / model_fidelity.json of the step that made the samples: their "
+                        "ESS and model-fidelity numbers are added to the metrics")
     add_settings(p, EvaluateSettings)
+
+
+def read_diagnostics(path: str) -> dict:
+    """The ESS and fidelity numbers of a diagnostics JSON (one line naming the file if unreadable)."""
+    import json
+
+    from ..errors import PitaInputError
+    from ..fidelity import summary_scalars
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PitaInputError(f"{path}: not a readable diagnostics JSON ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise PitaInputError(f"{path}: a diagnostics JSON must hold an object")
+    return summary_scalars(data)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,8 +75,12 @@ def run(args: argparse.Namespace) -> int:
     system = from_argument(spec)
     samples.check_system(args.samples, system)
     reference.check_system(args.reference, system)
+    extra = {}
+    for path in args.diagnostics:
+        extra.update(read_diagnostics(path))
     result = steps.evaluate(samples, reference, system, settings, out, metrics_path=metrics_path, seed=args.seed,
-                            samples_path=str(args.samples), reference_path=str(args.reference), method=args.method)
+                            samples_path=str(args.samples), reference_path=str(args.reference), method=args.method,
+                            extra=extra)
     keys = [k for k in ("energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2", "ess")
             if result.get(k) is not None]
     log.info("%s: %s", metrics_path, ", ".join(f"{k}={result[k]:.4g}" for k in keys))

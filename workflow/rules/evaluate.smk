@@ -3,12 +3,16 @@ rule evaluate:
     input:
         samples=f"{RUN}/rung_{{rung}}/samples.h5",
         reference=f"{RUN}/reference/rung_{{rung}}.h5",
+        # how the rung's samples were made: the anneal's ESS and the fidelity of the model behind it
+        diagnostics=lambda w: [f"{RUN}/rung_{w.rung}/anneal_diagnostics.json",
+                               f"{RUN}/rung_{int(w.rung) - 1}/model_fidelity.json"] if int(w.rung) > 0 else [],
     output:
         metrics=f"{RUN}/rung_{{rung}}/metrics.json",
     params:
         system=SYSTEM_ARG,
         settings=settings_json("evaluate"),
         outdir=lambda w: f"{RUN}/rung_{w.rung}",
+        diagnostics=lambda w, input: ["--diagnostics", *input.diagnostics] if input.diagnostics else [],
         seed=job_seed(5),
     log:
         f"{RUN}/logs/evaluate_{{rung}}.log",
@@ -22,5 +26,5 @@ rule evaluate:
         "../../envs/pita.yaml"
     shell:
         "pita evaluate --samples {input.samples:q} --reference {input.reference:q} --system {params.system:q}"
-        " --config-json {params.settings:q} --seed {params.seed} --out-dir {params.outdir:q}"
+        " --config-json {params.settings:q} {params.diagnostics:q} --seed {params.seed} --out-dir {params.outdir:q}"
         " --metrics-out {output.metrics:q} > {log:q} 2>&1"
