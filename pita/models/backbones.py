@@ -236,8 +236,9 @@ class PairBackbone(nn.Module):
             blocks += [nn.Linear(hidden, hidden), nn.SiLU()]
         self.body = nn.Sequential(*blocks)
         self.head = zero_init(nn.Linear(hidden, 1))
-        # a harmonic term per distance (bonds are stiff): softplus(k) z^2 / 2, learned, starting at zero
-        self.stiffness = nn.Parameter(torch.full((n_pairs,), -10.0))
+        # a harmonic term per distance (bonds are stiff): softplus(k) z^2 / 2, learned; it starts small
+        # (softplus 0.1) but not at softplus's flat tail, where its gradient would vanish
+        self.stiffness = nn.Parameter(torch.full((n_pairs,), math.log(math.expm1(0.1))))
 
     def distances(self, x: torch.Tensor) -> torch.Tensor:
         p = x.reshape(x.shape[0], self.n_atoms, 3)
