@@ -1,4 +1,4 @@
-"""Baselines at PITA's energy-evaluation budget: plain MD and replica exchange.
+"""Baselines at PITA's energy-evaluation budget: plain MD, replica exchange and model-free SMC.
 
 Both spend at most a given number of energy evaluations (normally the PITA run's total, the
 `n_energy_evals_total` of its final rung) with the same accounting as the rest of the
@@ -19,6 +19,18 @@ configuration, minimisation and equilibration included, every replica at every t
   keeps its velocities rescaled by sqrt(T_new / T_old), so they stay Maxwell-Boltzmann at the
   new temperature. Swaps reuse the stored energies: they cost no evaluation. Samples are
   recorded at the target (coldest) temperature only, after the equilibration share.
+* ``"smc"`` (:func:`run_smc`): PITA without the learned model. From the PITA run's own rung-0
+  MD set at T_0 (its evaluations count: n_energy_evals_total = the seed set's total + what the
+  baseline spends), each step T_k -> T_{k+1} of the ladder takes N particles of the rung-k set,
+  runs the resample-move bridge of `pita.relax.bridge` from pi_{T_k} (phi0 = U/kT_k, known
+  exactly: no model) to pi_{T_{k+1}} (adaptive lambda keeping the incremental ESS/N at a set
+  fraction, systematic resampling, MALA moves invariant for each intermediate target), then the
+  PITA rung's relaxation (`pita.relax.relax`: MALA or Langevin steps and Metropolis torsion
+  moves at T_{k+1}, :class:`SmcKernel`). The budget is met by the number of particles per rung
+  (:func:`plan_smc_particles`): the bridge's levels are estimated from the seed set's energy
+  spread (:func:`smc_level_estimates`, with a margin), each bridge is capped at the levels its
+  rung's share of the budget pays for, what a rung leaves goes to the next rungs' particles, and
+  what the last bridge leaves goes to extra steps of the final relaxation (`spend_leftover`).
 
 The budget (:class:`EvaluationBudget`) is split into minimisation (measured, exact), one
 initial force evaluation per walker, equilibration and production (:class:`StepPlan`); the
@@ -36,6 +48,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import asdict as dataclasses_asdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,7 +61,7 @@ from .samples import SampleSet
 
 log = logging.getLogger(__name__)
 
-METHODS = ("md", "replica_exchange")
+METHODS = ("md", "replica_exchange", "smc")
 #: default share of the budget (after minimisation) spent on equilibration
 EQUILIBRATION_FRACTION = 0.2
 #: at most this share of the budget goes to minimising the starting structure(s)
@@ -550,8 +563,398 @@ def run_plain_md(system, temperatures, n_samples: int, budget: EvaluationBudget,
                      attrs=attrs, forces=out.forces, trajectory=out.trajectory, time_ps=out.time_ps)
 
 
+# ---------------------------------------------------------------------------------------------
+# SMC without a model: adaptive tempering down the ladder, PITA's relaxation at every rung
+# ---------------------------------------------------------------------------------------------
+#: planned bridge levels per rung: ceil(LEVEL_MARGIN x estimate) + LEVEL_SLACK (the estimate
+#: assumes a Gaussian energy spread with a constant heat capacity; real bridges may need more)
+LEVEL_MARGIN = 1.5
+LEVEL_SLACK = 1
+#: default smallest number of particles per rung worth running (fewer: the budget is refused)
+SMC_MIN_PARTICLES = 100
+
+
+@dataclass(frozen=True)
+class SmcKernel:
+    """The moves of one rung of the smc baseline: `pita.relax.relax`'s settings (the PITA run's
+    relax section at that rung). `bridge_mala_steps` MALA steps per bridge level, then
+    `n_steps` MALA (or Langevin) steps and `torsion_moves` Metropolis torsion moves per particle
+    at the rung's temperature (torsion moves only for molecules with rotatable bonds)."""
+
+    method: str = "mala"
+    n_steps: int = 200
+    torsion_moves: int = 0
+    bridge_mala_steps: int = 10
+    step_size: float | None = None
+    n_burnin: int | None = None
+    friction: float = 1.0
+    batch_size: int | None = None
+    torsion_max_angle: float = math.pi
+
+    def check(self, where: str) -> "SmcKernel":
+        from .relax import METHODS as RELAX_METHODS
+
+        if self.method not in RELAX_METHODS:
+            raise PitaInputError(f"{where}: method must be one of {', '.join(RELAX_METHODS)}, got {self.method!r}")
+        for name in ("n_steps", "torsion_moves", "bridge_mala_steps"):
+            md._check_count(f"{where}: {name}", getattr(self, name), 0)
+        if self.step_size is not None:
+            md._check_positive(f"{where}: step_size", self.step_size)
+        if self.n_burnin is not None:
+            md._check_count(f"{where}: burn_in", self.n_burnin, 0)
+        if self.batch_size is not None:
+            md._check_count(f"{where}: batch_size", self.batch_size, 1)
+        if not 0 < float(self.torsion_max_angle) <= math.pi:
+            raise PitaInputError(f"{where}: torsion_max_angle must be in (0, pi], got {self.torsion_max_angle!r}")
+        return self
+
+
+def smc_level_estimates(energy, kT0: float, temperatures, ess_fraction: float) -> list[int]:
+    """Bridge levels expected for each step T_k -> T_{k+1} of the ladder, from the energies of
+    a set at T_0: with Gaussian energies of spread sigma(beta), a step d beta keeps ESS/N =
+    exp(-(d beta sigma)^2) = f, and beta sigma = sqrt(C/k_B) (the heat capacity, taken constant
+    and measured at T_0), so the levels are sqrt(C/k_B) ln(T_k/T_{k+1}) / sqrt(-ln f), at least 1."""
+    u = np.asarray(energy, dtype=np.float64).reshape(-1)
+    u = u[np.isfinite(u)]
+    c = float(np.std(u)) / float(kT0) if u.size > 1 else 0.0
+    step = math.sqrt(-math.log(float(ess_fraction)))
+    t = [float(v) for v in temperatures]
+    return [max(1, int(math.ceil(c * math.log(t[k] / t[k + 1]) / step))) for k in range(len(t) - 1)]
+
+
+def planned_levels(estimates, max_levels: int) -> list[int]:
+    """The levels each bridge is planned (paid) for: the estimate with a margin, at most max_levels."""
+    return [max(1, min(int(max_levels), int(math.ceil(LEVEL_MARGIN * e)) + LEVEL_SLACK)) for e in estimates]
+
+
+def smc_rung_cost(particles: int, n_out: int, levels: int, kernel: SmcKernel, torsion_moves: int,
+                  extra_steps: int = 0) -> int:
+    """Energy evaluations of one rung: the bridge, N (1 + bridge_mala_steps x levels) (one
+    evaluation of the N particles, then N per MALA step of each level), then the relaxation,
+    n_out (1 + n_steps + extra_steps + torsion_moves) (one evaluation of the resampled set,
+    then one per step and per torsion move)."""
+    bridge = int(particles) * (1 + int(kernel.bridge_mala_steps) * int(levels))
+    return bridge + int(n_out) * (1 + int(kernel.n_steps) + int(extra_steps) + int(torsion_moves))
+
+
+def plan_smc_particles(available: int, kernels, levels, torsions, n_samples: int,
+                       max_particles: int | None = None) -> tuple[int, int]:
+    """(N, cost): the most particles per rung (the same N for the rungs `kernels` still to run,
+    the last of them the target, which writes `n_samples`) whose planned cost (`levels` bridge
+    levels each, `torsions` torsion moves each) is at most `available` evaluations; N is 0 when
+    not even one particle fits."""
+    per_particle, fixed = 0, 0
+    last = len(kernels) - 1
+    for j, (kern, lev, tor) in enumerate(zip(kernels, levels, torsions)):
+        per_particle += 1 + int(kern.bridge_mala_steps) * int(lev)
+        relax_one = 1 + int(kern.n_steps) + int(tor)
+        if j == last:
+            fixed += int(n_samples) * relax_one
+        else:
+            per_particle += relax_one
+    n = (int(available) - fixed) // per_particle if available > fixed else 0
+    if max_particles is not None:
+        n = min(n, int(max_particles))
+    n = max(0, n)
+    return n, n * per_particle + fixed
+
+
+class _TemperingPotential:
+    """U/kT at the colder temperature (a `pita.relax.SystemPotential`) that remembers its last
+    evaluation, so that phi0 = U/kT_source of the same configurations (the bridge's pi_0, the
+    hotter Boltzmann density) costs no second evaluation: pi_lambda ∝ exp(-U (lambda/kT +
+    (1 - lambda)/kT_source)) is the Boltzmann density at an intermediate temperature."""
+
+    def __init__(self, system, temperature: float, source_temperature: float, batch_size: int | None) -> None:
+        from .relax import SystemPotential
+
+        self._pot = SystemPotential(system, temperature, batch_size)
+        self.system = system
+        self.kT = self._pot.kT
+        self.kT_source = float(system.kT(source_temperature))
+        self._last = None
+
+    def true(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        U, F = self._pot.true(x)
+        self._last = (x, U, F)
+        return U, F
+
+    def phi0(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._last is not None and self._last[0] is x:
+            _, U, F = self._last
+        else:  # not the configurations just evaluated: evaluate (and count) them
+            U, F = self.true(x)
+        return U / self.kT_source, (-F.to(torch.float64) / self.kT_source).to(x.dtype)
+
+
+def _torsions_made(system, kernel: SmcKernel, mean_free: bool) -> int:
+    """Torsion moves `pita.relax.relax` really makes per particle (none without rotatable bonds)."""
+    if kernel.torsion_moves <= 0 or not mean_free:
+        return 0
+    from .torsions import TorsionMoves
+
+    return int(kernel.torsion_moves) if TorsionMoves.for_system(system, kernel.torsion_max_angle) is not None else 0
+
+
+def _kernels(kernels, n_rungs: int) -> list[SmcKernel]:
+    if kernels is None:
+        kernels = SmcKernel()
+    if isinstance(kernels, SmcKernel):
+        kernels = [kernels] * n_rungs
+    kernels = list(kernels)
+    if len(kernels) != n_rungs:
+        raise PitaInputError(f"relax settings: expected one per rung 1..{n_rungs}, got {len(kernels)}")
+    return [k.check(f"relax settings of rung {i + 1}") for i, k in enumerate(kernels)]
+
+
+def run_smc(system, temperatures, n_samples: int, budget: EvaluationBudget, seed_set: SampleSet, *,
+            kernels=None, ess_fraction: float = 0.5, max_levels: int = 50, max_particles: int | None = None,
+            min_particles: int = SMC_MIN_PARTICLES, spend_leftover: bool = True, device=None, seed: int = 0,
+            progress: bool | None = None, config: dict | None = None, seed_source: str = "seed set") -> SampleSet:
+    """Adaptive-tempering resample-move SMC from `seed_set` (samples at T_0, the first
+    temperature) down the ladder to the target, within `budget` evaluations in all (the seed
+    set's n_energy_evals_total included).
+
+    kernels: one :class:`SmcKernel` per rung 1..K (or one for all; default SmcKernel()).
+    Rung k: N_k particles drawn from the rung-(k-1) set (systematic resampling), evaluated once,
+    bridged from pi_{T_{k-1}} to pi_{T_k} (`pita.relax.bridge`, ESS fraction `ess_fraction`, at
+    most the levels the rung's share of the budget pays for and `max_levels`), then relaxed at
+    T_k (`pita.relax.relax` without a bridge: N_k particles out, `n_samples` at the target). N_k
+    is the most particles for which the remaining rungs fit in what is left of the budget (at
+    most `max_particles`); a budget that cannot pay `min_particles` per rung is refused. With
+    `spend_leftover`, what the last bridge leaves goes to extra MALA/Langevin steps of the final
+    relaxation (`smc_extra_steps`), so the run spends the budget to within `n_samples`.
+    """
+    from .relax import _chirality_guard, _evaluate, bridge, default_step_size, relax
+    from .steps import _keep_data_enantiomer
+    from .weights import systematic_resample
+
+    ladder = TemperatureLadder.from_values(temperatures, system.kB)
+    if len(ladder) < 2:
+        raise PitaInputError("temperatures: smc needs at least two temperatures (the seed set's T_0 ... target)")
+    n_samples = md._check_count("n_samples", n_samples, 1)
+    seed = md._check_count("seed", seed, 0)
+    min_particles = md._check_count("smc_min_particles", min_particles, 1)
+    max_levels = md._check_count("smc_max_levels", max_levels, 1)
+    if max_particles is not None:
+        max_particles = md._check_count("smc_max_particles", max_particles, 1)
+        if max_particles < min_particles:
+            raise PitaInputError(f"smc_max_particles: {max_particles} is below smc_min_particles ({min_particles})")
+    if not (isinstance(ess_fraction, (int, float)) and 0 < ess_fraction < 1):
+        raise PitaInputError(f"smc_ess_fraction: must be in (0, 1), got {ess_fraction!r}")
+    K = len(ladder) - 1
+    kernels = _kernels(kernels, K)
+    T0 = ladder.temperatures[0]
+    if len(seed_set) == 0:
+        raise PitaInputError(f"{seed_source}: empty sample set")
+    if not math.isclose(seed_set.temperature, T0, rel_tol=1e-6):
+        raise PitaInputError(f"{seed_source}: attribute 'temperature' is {seed_set.temperature:g} but the ladder "
+                             f"starts at {T0:g} (smc starts from the rung-0 set at T_0)")
+    if tuple(seed_set.positions.shape[1:]) != tuple(system.event_shape):
+        raise PitaInputError(f"{seed_source}: positions of shape {tuple(seed_set.positions.shape[1:])}, "
+                             f"{system.name} has {tuple(system.event_shape)}")
+    seed_total = md._check_count(f"{seed_source}: n_energy_evals_total", seed_set.attrs["n_energy_evals_total"], 0)
+    what = budget.source or "budget"
+    if seed_total >= budget.total:
+        raise PitaInputError(f"{what}: {budget.total} energy evaluations are too few for smc: the seed set "
+                             f"{seed_source} already spent {seed_total}")
+    dev = md.resolve_device(device)
+    mean_free = bool(getattr(system, "mean_free", False)) and seed_set.positions.ndim == 3
+    torsions = [_torsions_made(system, k, mean_free) for k in kernels]
+    estimates = smc_level_estimates(seed_set.energy, system.kT(T0), ladder.temperatures, ess_fraction)
+    levels_plan = planned_levels(estimates, max_levels)
+    available = budget.total - seed_total
+    n_first, cost = plan_smc_particles(available, kernels, levels_plan, torsions, n_samples, max_particles)
+    if n_first < min_particles:
+        need = seed_total + plan_smc_particles(10**18, kernels, levels_plan, torsions, n_samples,
+                                                           min_particles)[1]
+        raise PitaInputError(
+            f"{what}: {budget.total} energy evaluations are too few for smc with {min_particles} particles per rung "
+            f"(the seed set spent {seed_total}; about {need} needed with these relax settings and "
+            f"{sum(levels_plan)} planned bridge levels): raise the budget or lower n_samples, relax n_steps or "
+            f"torsion_moves, or smc_min_particles")
+    extra_planned = (available - cost) // n_samples if spend_leftover else 0
+    planned_total = seed_total + cost + extra_planned * n_samples
+    log.info("smc: %s, ladder %s from %s (%d samples, %d evaluations); budget %d: %d particles per rung planned, "
+             "bridge levels estimated %s, planned %s; %d evaluations planned", system.name,
+             ", ".join(f"{t:g}" for t in ladder.temperatures), seed_source, len(seed_set), seed_total, budget.total,
+             n_first, estimates, levels_plan, planned_total)
+
+    gen = torch.Generator()
+    gen.manual_seed(int(seed))
+    guard = _chirality_guard(system) if mean_free else None
+    n0 = system.n_energy_evals
+    t0 = time.perf_counter()
+    current = seed_set
+    spent = 0
+    rec: dict[str, list] = {key: [] for key in (
+        "particles", "n_out", "levels", "max_levels", "capped", "lambdas", "ess", "bridge_accept",
+        "bridge_accept_mean", "relax_accept", "torsion_accept", "relax_steps", "evals", "bridge_evals",
+        "relax_evals", "step_size", "unique_in", "wall")}
+    extra = 0
+    for k in range(1, K + 1):
+        tr = time.perf_counter()
+        T_prev, T = ladder.temperatures[k - 1], ladder.temperatures[k]
+        kern, last = kernels[k - 1], k == K
+        left = available - spent
+        N, _ = plan_smc_particles(left, kernels[k - 1:], levels_plan[k - 1:], torsions[k - 1:], n_samples,
+                                  max_particles)
+        if N < 1:  # cannot happen: each rung keeps the later rungs' share at N_{k-1}
+            raise RuntimeError(f"smc: no budget left for rung {k} ({left} evaluations)")
+        n_out = n_samples if last else N
+        relax_cost = n_out * (1 + kern.n_steps + torsions[k - 1])
+        later = 0
+        if not last:
+            later = plan_smc_particles(10**18, kernels[k:], levels_plan[k:], torsions[k:], n_samples, N)[1]
+        m = int(kern.bridge_mala_steps)
+        cap = max_levels if m == 0 else min(max_levels, (left - later - relax_cost - N) // (N * m))
+        if cap < 1:
+            raise RuntimeError(f"smc: rung {k} cannot pay for one bridge level ({left} evaluations left)")
+        # N particles of the rung-(k-1) set, equally weighted (systematic resampling)
+        lw0 = current.log_weight if current.log_weight is not None else np.zeros(len(current))
+        idx = np.asarray(systematic_resample(np.asarray(lw0, dtype=np.float64), N, gen))
+        x = torch.as_tensor(np.asarray(current.positions)[idx]).to(dtype=torch.float64, device=dev)
+        pot = _TemperingPotential(system, T, T_prev, kern.batch_size)
+        c0 = system.n_energy_evals
+        state = _evaluate(x, pot, pot.phi0)
+        br = bridge(state, torch.zeros(N, dtype=torch.float64, device=dev), pot, pot.phi0,
+                    ess_fraction=float(ess_fraction), max_levels=int(cap), n_mala=m,
+                    step_size=kern.step_size or default_step_size(system, "mala"), mean_free=mean_free,
+                    generator=gen, same_class=guard)
+        n_levels = len(br.lambdas) - 1
+        bridge_evals = system.n_energy_evals - c0
+        if bridge_evals != N * (1 + m * n_levels):
+            raise RuntimeError(f"smc: rung {k} bridge spent {bridge_evals} evaluations, expected {N * (1 + m * n_levels)}")
+        st = br.state
+        bridged = SampleSet(
+            positions=st.x.detach().cpu().numpy().astype(np.float32),
+            energy=st.U.detach().cpu().numpy().astype(np.float64),
+            attrs={"system": system.name, "temperature": float(T), "units": system.units,
+                   "length_scale": float(system.length_scale), "rung": k, "n_energy_evals": int(bridge_evals),
+                   "n_energy_evals_total": int(seed_total + spent + bridge_evals)},
+            forces=st.F.detach().cpu().numpy().astype(np.float32))
+        extra = 0
+        if last and spend_leftover:
+            extra = max(0, (left - bridge_evals - relax_cost) // n_out)
+        res = relax(bridged, system, T, method=kern.method, n_steps=kern.n_steps + extra, step_size=kern.step_size,
+                    n_burnin=kern.n_burnin, friction=kern.friction, bridge_mode="never", n_out=n_out,
+                    batch_size=kern.batch_size, torsion_moves=kern.torsion_moves,
+                    torsion_max_angle=kern.torsion_max_angle, device=dev, generator=gen)
+        relax_evals = int(res.diagnostics["n_energy_evals"])
+        expected = n_out * (1 + kern.n_steps + extra + torsions[k - 1])
+        if relax_evals != expected:
+            raise RuntimeError(f"smc: rung {k} relaxation spent {relax_evals} evaluations, expected {expected}")
+        _keep_data_enantiomer(res, system)
+        spent += bridge_evals + relax_evals
+        if spent > available:
+            raise RuntimeError(f"smc: spent {seed_total + spent} evaluations, budget {budget.total}")
+        current = res.samples
+        if len(current) == 0:
+            raise PitaInputError(f"{seed_source}: no finite configuration left at rung {k} (T = {T:g})")
+        d = res.diagnostics
+        acc = [float(a) for a in br.accept_trace]
+        rec["particles"].append(int(N))
+        rec["n_out"].append(int(len(current)))
+        rec["levels"].append(int(n_levels))
+        rec["max_levels"].append(int(cap))
+        rec["capped"].append(bool(n_levels >= cap and br.ess_trace[-1] < ess_fraction))
+        rec["lambdas"].append([float(v) for v in br.lambdas])
+        rec["ess"].append([float(v) for v in br.ess_trace])
+        rec["bridge_accept"].append(acc)
+        rec["bridge_accept_mean"].append(float(np.mean(acc)) if acc else float("nan"))
+        rec["relax_accept"].append(float(d.get("accept_rate", float("nan"))))
+        rec["torsion_accept"].append(float(d.get("torsion_accept_rate", float("nan"))))
+        rec["relax_steps"].append(int(kern.n_steps + extra))
+        rec["evals"].append(int(bridge_evals + relax_evals))
+        rec["bridge_evals"].append(int(bridge_evals))
+        rec["relax_evals"].append(int(relax_evals))
+        rec["step_size"].append(float(d.get("step_size", d.get("dt", float("nan")))))
+        rec["unique_in"].append(int(np.unique(idx).size))
+        rec["wall"].append(time.perf_counter() - tr)
+        if rec["capped"][-1]:
+            log.warning("smc: rung %d (T = %g): the bridge reached its cap of %d levels (the budget's share) with "
+                        "ESS/N %.3g at the forced last level", k, T, cap, br.ess_trace[-1])
+        log.info("smc: rung %d (T %g -> %g): %d particles, %d bridge levels (cap %d; lambdas %s), bridge acceptance "
+                 "%.2f; relax %d steps + %d torsion moves, acceptance %.2f; %d evaluations (total %d of %d)", k, T_prev,
+                 T, N, n_levels, cap, ", ".join(f"{v:.3g}" for v in br.lambdas[1:]), rec["bridge_accept_mean"][-1],
+                 kern.n_steps + extra, torsions[k - 1], rec["relax_accept"][-1], bridge_evals + relax_evals,
+                 seed_total + spent, budget.total)
+    wall = time.perf_counter() - t0
+    n_evals = system.n_energy_evals - n0
+    if n_evals != spent or seed_total + n_evals > budget.total:
+        raise RuntimeError(f"smc: spent {n_evals} evaluations (ledger {spent}), seed {seed_total}, budget {budget.total}")
+
+    settings = {"method": "smc", "system": system.spec() if hasattr(system, "spec") else system.name,
+                "temperatures": list(ladder.temperatures), "n_samples": n_samples, "budget": int(budget.total),
+                "kernels": [dataclasses_asdict(k) for k in kernels], "ess_fraction": float(ess_fraction),
+                "max_levels": max_levels, "max_particles": max_particles, "min_particles": min_particles,
+                "spend_leftover": bool(spend_leftover), "device": str(dev),
+                "seed_set": seed_set.attrs.get("config_digest")}
+    attrs = base_attrs("baseline", config if config is not None else settings, seed)
+    attrs.update({
+        "method": "smc",
+        "system": system.name,
+        "temperature": float(ladder.target),
+        "units": system.units,
+        "length_scale": float(system.length_scale),
+        "rung": K,
+        "n_energy_evals": int(n_evals),
+        # the seed set is part of the method (PITA's total includes it too)
+        "n_energy_evals_total": int(seed_total + n_evals),
+        "n_energy_evals_budget": int(budget.total),
+        "n_energy_evals_planned": int(planned_total),
+        "n_energy_evals_seed": int(seed_total),
+        "n_energy_evals_bridge": int(sum(rec["bridge_evals"])),
+        "n_energy_evals_relax": int(sum(rec["relax_evals"])),
+        "budget_from": budget.source,
+        "seed_set": seed_source,
+        "seed_set_n_samples": int(len(seed_set)),
+        "temperatures": [float(t) for t in ladder.temperatures],
+        "smc_particles": rec["particles"],
+        "smc_n_out": rec["n_out"],
+        "smc_unique_ancestors": rec["unique_in"],
+        "smc_ess_fraction": float(ess_fraction),
+        "smc_bridge_levels": rec["levels"],
+        "smc_bridge_levels_estimated": [int(e) for e in estimates],
+        "smc_bridge_levels_planned": [int(v) for v in levels_plan],
+        "smc_bridge_max_levels": rec["max_levels"],
+        "smc_bridge_capped": [int(c) for c in rec["capped"]],
+        "smc_bridge_lambdas": rec["lambdas"],
+        "smc_bridge_ess": rec["ess"],
+        "smc_bridge_accept": rec["bridge_accept"],
+        "smc_bridge_accept_mean": rec["bridge_accept_mean"],
+        "smc_relax_accept": rec["relax_accept"],
+        "smc_torsion_accept": rec["torsion_accept"],
+        "smc_relax_steps": rec["relax_steps"],
+        "smc_torsion_moves": [int(t) for t in torsions],
+        "smc_extra_steps": int(extra),
+        "smc_step_size": rec["step_size"],
+        "smc_n_energy_evals_rung": rec["evals"],
+        "smc_wall_time_s_rung": rec["wall"],
+        "device": str(dev),
+        "wall_time_s": float(wall),
+        "kB": float(system.kB),
+    })
+    rung_of = np.concatenate([np.full(len(lam), i + 1, dtype=np.int64) for i, lam in enumerate(rec["lambdas"])])
+    extra_arrays = {
+        "smc_bridge_rung": rung_of,
+        "smc_bridge_lambdas": np.concatenate([np.asarray(v, dtype=np.float64) for v in rec["lambdas"]]),
+        "smc_bridge_ess": np.concatenate([np.asarray(v, dtype=np.float64) for v in rec["ess"]]),
+    }
+    out = current
+    return SampleSet(positions=_centre(np.asarray(out.positions, dtype=np.float64), system).astype(np.float32),
+                     energy=np.asarray(out.energy, dtype=np.float64), attrs=attrs, forces=out.forces,
+                     extra=extra_arrays)
+
+
 def run_baseline(method: str, system, temperatures, n_samples: int, budget: EvaluationBudget, **kw) -> SampleSet:
-    """`run_plain_md` ("md") or `run_replica_exchange` ("replica_exchange")."""
+    """`run_plain_md` ("md") or `run_replica_exchange` ("replica_exchange"); "smc" needs
+    `seed_set=` (and takes `run_smc`'s keywords)."""
+    if method == "smc":
+        seed_set = kw.pop("seed_set", None)
+        if seed_set is None:
+            raise PitaInputError("seed set: smc starts from the PITA run's rung-0 set at T_0 (--seed-set)")
+        return run_smc(system, temperatures, n_samples, budget, seed_set, **kw)
     if method == "md":
         kw.pop("swap_every", None)
         return run_plain_md(system, temperatures, n_samples, budget, **kw)
@@ -577,4 +980,5 @@ def budget_from_samples(path, target: float | None = None,
 
 __all__ = ["METHODS", "TemperatureLadder", "EvaluationBudget", "StepPlan", "SwapStatistics", "LadderLangevin",
            "ReplicaExchange", "swap_log_acceptance", "run_replica_exchange", "run_plain_md", "run_baseline",
-           "budget_from_samples"]
+           "budget_from_samples", "SmcKernel", "smc_level_estimates", "planned_levels", "smc_rung_cost",
+           "plan_smc_particles", "run_smc"]

@@ -228,7 +228,8 @@ class BaselineSettings:
     """Baselines at the PITA run's evaluation budget (`pita baseline`; config section baselines)."""
 
     enabled: bool = setting(False, "workflow: run the baselines and show them in the report", cli=False)
-    methods: list = setting(None, "workflow: which baselines", factory=lambda: ["md", "replica_exchange"], cli=False)
+    methods: list = setting(None, "workflow: which baselines", factory=lambda: ["md", "replica_exchange", "smc"],
+                            cli=False)
     replicas_per_temperature: int = setting(16, "replica exchange: walkers per temperature; plain MD runs this many "
                                                 "x len(temperatures) walkers at the target", ge=1, le=1_000_000)
     swap_every: int = setting(50, "replica exchange: steps between swap attempts", ge=1, le=MAX_STEPS)
@@ -244,9 +245,22 @@ class BaselineSettings:
     minimize: bool = setting(True, "minimise the starting structure (counted in the budget)")
     minimize_steps: int = setting(500, "maximum minimiser iterations", ge=0, le=1_000_000)
     dtype: str = setting("mixed", "torch precision", choices=PRECISIONS)
+    smc_max_particles: int | None = setting(None, "smc: particles per rung at most (default: as many as the budget "
+                                                  "pays for)", ge=1, le=MAX_COUNT)
+    smc_min_particles: int = setting(100, "smc: refuse a budget that cannot pay this many particles per rung",
+                                     ge=1, le=MAX_COUNT)
+    smc_ess_fraction: float = setting(0.5, "smc: each bridge level keeps the incremental ESS/N at this fraction",
+                                      gt=0, lt=1)
+    smc_max_levels: int = setting(50, "smc: bridge levels per rung at most (the last is forced to the rung's "
+                                      "temperature)", ge=1, le=10_000)
+    smc_spend_leftover: bool = setting(True, "smc: what the last bridge leaves of the budget goes to extra steps of "
+                                             "the final relaxation")
+    smc_relax: dict = setting(None, "smc: relax settings (the relax section's keys) applied over the PITA run's "
+                                    "relax settings at every rung, e.g. {torsion_moves: 0} for MALA only",
+                              factory=dict, cli=False)
 
 
-BASELINE_METHODS = ("md", "replica_exchange")
+BASELINE_METHODS = ("md", "replica_exchange", "smc")
 #: config section -> settings class; the order is the pipeline's
 SECTIONS: dict[str, type] = {
     "md_seed": MDSettings, "reference": ReferenceSettings, "train": TrainSettings, "anneal": AnnealSettings,

@@ -288,10 +288,40 @@ def evaluate(samples: SampleSet, reference_set: SampleSet, system: Any, settings
 # baselines
 # ---------------------------------------------------------------------------------------------
 def baseline(method: str, system: Any, temperatures: Sequence[float], settings: BaselineSettings, budget: Any, *,
-             seed: int = 0, device: str | None = None, progress: bool | None = None) -> SampleSet:
-    """Plain MD at the target or replica exchange across the ladder, within `budget` evaluations."""
-    from .baselines import run_baseline
+             seed: int = 0, device: str | None = None, progress: bool | None = None,
+             seed_set: SampleSet | None = None, relax: Sequence[RelaxSettings] | RelaxSettings | None = None,
+             seed_source: str = "--seed-set") -> SampleSet:
+    """Plain MD at the target, replica exchange across the ladder, or smc (model-free
+    adaptive-tempering SMC from `seed_set`, the PITA run's rung-0 set at T_0, with the relax
+    settings `relax` of each rung 1..K: see `smc_relax_settings`), within `budget` evaluations."""
+    import dataclasses
 
+    from .baselines import run_baseline, run_smc
+    from .settings import from_mapping
+
+    if method == "smc":
+        if seed_set is None:
+            raise PitaInputError(f"{seed_source}: smc starts from the PITA run's rung-0 set at T_0; give it")
+        n_rungs = len(temperatures) - 1
+        if relax is None or isinstance(relax, RelaxSettings):
+            relax = [relax or RelaxSettings()] * max(n_rungs, 0)
+        relax = list(relax)
+        if settings.smc_relax:
+            over = from_mapping(RelaxSettings, settings.smc_relax, "baselines", prefix="smc_relax.")
+            given = {k: getattr(over, k) for k in settings.smc_relax}
+            relax = [dataclasses.replace(r, **given) for r in relax]
+        kernels = [smc_kernel(r) for r in relax]
+        config = {"method": "smc", "settings": to_dict(settings), "relax": [to_dict(r) for r in relax],
+                  "system": system.spec(), "temperatures": [float(t) for t in temperatures],
+                  "budget": int(budget.total), "seed_set": seed_set.attrs.get("config_digest"),
+                  "seed_set_total": int(seed_set.attrs.get("n_energy_evals_total", 0))}
+        out = run_smc(system, list(temperatures), settings.n_samples, budget, seed_set, kernels=kernels,
+                      ess_fraction=settings.smc_ess_fraction, max_levels=settings.smc_max_levels,
+                      max_particles=settings.smc_max_particles, min_particles=settings.smc_min_particles,
+                      spend_leftover=settings.smc_spend_leftover, device=device, seed=seed, progress=progress,
+                      config=config, seed_source=seed_source)
+        out.attrs["smc_relax_settings"] = [to_dict(r) for r in relax]
+        return out
     kw = dict(walkers_per_temperature=settings.replicas_per_temperature, timestep=md_timestep(system, settings),
               friction=settings.friction_per_ps, minimize=settings.minimize, minimize_steps=settings.minimize_steps,
               engine=settings.engine, platform=None if settings.platform == "auto" else settings.platform,
@@ -301,4 +331,43 @@ def baseline(method: str, system: Any, temperatures: Sequence[float], settings: 
     return run_baseline(method, system, list(temperatures), settings.n_samples, budget, **kw)
 
 
-__all__ = ["seed", "reference", "train", "anneal", "relax", "evaluate", "baseline", "md_timestep"]
+def smc_kernel(settings: RelaxSettings) -> Any:
+    """The smc baseline's moves at one rung from that rung's relax settings (n_out, bridge and
+    bridge_ess_threshold do not apply: the baseline plans its sizes and always bridges)."""
+    from .baselines import SmcKernel
+
+    return SmcKernel(method=settings.method, n_steps=settings.n_steps, torsion_moves=settings.torsion_moves,
+                     bridge_mala_steps=settings.bridge_mala_steps, step_size=settings.step_size,
+                     n_burnin=settings.burn_in, friction=settings.friction_per_ps, batch_size=settings.batch_size,
+                     torsion_max_angle=math.radians(settings.torsion_max_angle_deg))
+
+
+def smc_relax_settings(data: Any, n_rungs: int, source: str = "--relax-json") -> list[RelaxSettings]:
+    """The relax settings of rungs 1..n_rungs for the smc baseline from `data`: None (the
+    defaults at every rung), one mapping of relax settings (every rung), or a mapping rung index
+    -> relax settings naming every rung 1..n_rungs ({"1": {...}, "2": {...}}, as the workflow
+    passes the PITA run's resolved relax section per rung)."""
+    from .settings import from_mapping
+
+    if data is None:
+        return [RelaxSettings()] * n_rungs
+    if not isinstance(data, dict):
+        raise PitaInputError(f"{source}: expected a JSON object (relax settings, or rung index -> relax settings)")
+    rung_keys = [k for k in data if isinstance(k, str) and k.isdigit()]
+    if not rung_keys:
+        return [from_mapping(RelaxSettings, data, source)] * n_rungs
+    if len(rung_keys) != len(data):
+        other = next(k for k in data if k not in rung_keys)
+        raise PitaInputError(f"{source}: mixes rung indices and settings (key {other!r}); give either relax "
+                             "settings or rung index -> relax settings")
+    want = {str(k) for k in range(1, n_rungs + 1)}
+    if set(rung_keys) != want:
+        missing, unknown = sorted(want - set(rung_keys), key=int), sorted(set(rung_keys) - want, key=int)
+        problem = (f"rung(s) {', '.join(missing)} missing" if missing else
+                   f"rung(s) {', '.join(unknown)} not on the ladder")
+        raise PitaInputError(f"{source}: needs the relax settings of every rung 1..{n_rungs}: {problem}")
+    return [from_mapping(RelaxSettings, data[str(k)], source, prefix=f"{k}.") for k in range(1, n_rungs + 1)]
+
+
+__all__ = ["seed", "reference", "train", "anneal", "relax", "evaluate", "baseline", "md_timestep", "smc_kernel",
+           "smc_relax_settings"]

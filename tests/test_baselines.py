@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -363,3 +364,216 @@ def test_report_puts_pita_and_baselines_side_by_side(tmp_path):
         got = {r["method"] + r["rung"]: r for r in csv.DictReader(fh)}
     assert got["replica_exchange1"]["swap_acceptance_mean"] == "0.125"
     assert got["md1"]["n_energy_evals_budget"] == "123456" and got["pita1"]["n_energy_evals_total"] == "123456"
+
+
+# ---- smc: adaptive tempering from the seed set, no model ----------------------------------------------
+def _exact_1d(system, temperature: float, grid=np.linspace(-12.0, 12.0, 120_001)):
+    """(grid, normalised density of exp(-U/T) on the grid, U on the grid) without counting."""
+    u = system._energy(torch.as_tensor(grid[:, None])).numpy()
+    p = np.exp(-(u - u.min()) / temperature)
+    return grid, p / p.sum(), u
+
+
+def _quantile_seed_set(system, temperature: float, n: int, total: int) -> SampleSet:
+    """n points at the quantiles (i + 1/2)/n of exp(-U/T) (a seed set with no sampling noise),
+    standing in for the rung-0 MD set that cost `total` evaluations."""
+    grid, p, _ = _exact_1d(system, temperature)
+    x = np.interp((np.arange(n) + 0.5) / n, np.cumsum(p), grid)
+    u = system._energy(torch.as_tensor(x[:, None])).numpy()
+    return SampleSet(x[:, None].astype(np.float32), u, {"system": system.name, "temperature": temperature,
+                                                        "units": "reduced", "length_scale": 1.0,
+                                                        "n_energy_evals": total, "n_energy_evals_total": total,
+                                                        "rung": 0, "config_digest": "seedset"})
+
+
+def test_smc_double_well_mode_masses_and_energy_are_exact():
+    """T = 4 -> 2 -> 1 on the double well: the mode masses go 0.553 -> 0.604 -> 0.7 (w^(1/T)), which no
+    move can do (barriers of 9 and 18 kT at T = 2 and 1): only the bridge's reweighting gets them right."""
+    system = load(DOUBLE_WELL)
+    grid, p1, u1 = _exact_1d(system, 1.0)
+    p_left, mean_u = float(p1[grid < 0].sum()), float((p1 * u1).sum())
+    assert p_left == pytest.approx(P_LEFT, abs=1e-6)
+    seed_set = _quantile_seed_set(system, 4.0, 3000, total=12_345)
+    budget = B.EvaluationBudget(150_000, source="pita run")
+    lefts, energies, widths = [], [], []
+    for seed in range(4):
+        n0 = system.n_energy_evals
+        ss = B.run_smc(system, [4.0, 2.0, 1.0], 1500, budget, seed_set, kernels=B.SmcKernel(n_steps=20), seed=seed,
+                       min_particles=50)
+        a = ss.attrs
+        spent = system.n_energy_evals - n0
+        # the ledger: the seed set's evaluations count, then everything the baseline spends
+        assert a["n_energy_evals"] == spent == sum(a["smc_n_energy_evals_rung"])
+        assert a["n_energy_evals_total"] == 12_345 + spent <= 150_000 == a["n_energy_evals_budget"]
+        assert 150_000 - a["n_energy_evals_total"] < 1500  # less than one step of the output set is left
+        assert a["n_energy_evals"] == a["n_energy_evals_bridge"] + a["n_energy_evals_relax"]
+        for k, (n, n_out, lev, steps) in enumerate(zip(a["smc_particles"], [a["smc_particles"][0], 1500],
+                                                       a["smc_bridge_levels"], a["smc_relax_steps"])):
+            kern = B.SmcKernel(n_steps=steps)
+            assert a["smc_n_energy_evals_rung"][k] == B.smc_rung_cost(n, n_out, lev, kern, 0)
+            assert a["smc_bridge_lambdas"][k][0] == 0.0 and a["smc_bridge_lambdas"][k][-1] == 1.0
+            assert len(a["smc_bridge_lambdas"][k]) == lev + 1 and lev <= a["smc_bridge_max_levels"][k]
+            assert min(a["smc_bridge_ess"][k][1:]) >= 0.5 - 1e-9 or a["smc_bridge_capped"][k]
+        assert a["smc_particles"][0] <= a["smc_particles"][1]  # what rung 1 leaves goes to rung 2
+        assert a["method"] == "smc" and a["temperature"] == 1.0 and a["producing_step"] == "baseline"
+        assert len(ss) == 1500 and ss.forces is not None and ss.log_weight is None
+        x = ss.positions[:, 0].astype(np.float64)
+        lefts.append(np.mean(x < 0))
+        energies.append(ss.energy.mean())
+        widths.append(np.var(x[x < 0]))
+    lefts, energies = np.array(lefts), np.array(energies)
+    se_p, se_u = lefts.std(ddof=1) / 2, energies.std(ddof=1) / 2
+    print(f"smc double well: p_left {lefts.mean():.4f} +- {se_p:.4f} (exact {p_left}), <U> {energies.mean():.4f} "
+          f"+- {se_u:.4f} (exact {mean_u:.4f}), levels {a['smc_bridge_levels']}, particles {a['smc_particles']}")
+    assert abs(lefts.mean() - p_left) < 4 * se_p + 0.01, (lefts, p_left)
+    assert abs(energies.mean() - mean_u) < 4 * se_u + 0.02, (energies, mean_u)
+    # the width of the left mode is the target temperature's (T = 2 would double it)
+    assert np.mean(widths) == pytest.approx(STD**2, rel=0.1)
+
+
+def test_smc_bridge_levels_are_capped_by_the_budget_and_accounted():
+    """A harmonic system in 20 dimensions from T = 10 to 1 needs several bridge levels; capped at two
+    (smc_max_levels), the last level is forced and flagged, and the ledger still holds."""
+    system = Harmonic(d=20)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 20)) * math.sqrt(10.0)
+    seed_set = SampleSet(x.astype(np.float32), 0.5 * (x * x).sum(1),
+                         {"system": "harmonic", "temperature": 10.0, "units": "reduced", "length_scale": 1.0,
+                          "n_energy_evals": 400, "n_energy_evals_total": 400, "rung": 0})
+    est = B.smc_level_estimates(seed_set.energy, 10.0, [10.0, 1.0], 0.5)
+    assert 8 <= est[0] <= 10  # sqrt(d/2) ln 10 / sqrt(ln 2) = 8.7
+    kern = B.SmcKernel(n_steps=4, bridge_mala_steps=4)
+    for max_levels, spend in ((2, False), (50, True)):
+        n0 = system.n_energy_evals
+        ss = B.run_smc(system, [10.0, 1.0], 100, B.EvaluationBudget(60_000), seed_set, kernels=[kern],
+                       max_levels=max_levels, spend_leftover=spend, min_particles=20, seed=1)
+        a = ss.attrs
+        spent = system.n_energy_evals - n0
+        assert a["n_energy_evals_total"] == 400 + spent <= 60_000
+        assert a["smc_n_energy_evals_rung"] == [B.smc_rung_cost(a["smc_particles"][0], 100, a["smc_bridge_levels"][0],
+                                                                kern, 0, a["smc_extra_steps"])]
+        if max_levels == 2:
+            assert a["smc_bridge_levels"] == [2] and a["smc_bridge_capped"] == [1] and a["smc_extra_steps"] == 0
+            assert a["n_energy_evals_total"] <= a["n_energy_evals_planned"]
+        else:
+            assert a["smc_bridge_levels"][0] >= 3 and a["smc_bridge_capped"] == [0]
+            assert 60_000 - a["n_energy_evals_total"] < 100 and a["smc_extra_steps"] > 0
+            # <U> = d/2 T at the target
+            assert ss.energy.mean() == pytest.approx(10.0, rel=0.15)
+
+
+def test_smc_plan_and_refusals():
+    kern = [B.SmcKernel(n_steps=10, bridge_mala_steps=5)] * 2
+    # per particle: rung 1 (1 + 5 x 3) + (1 + 10), rung 2 bridge (1 + 5 x 2); 50 outputs x (1 + 10)
+    n, cost = B.plan_smc_particles(10_000, kern, [3, 2], [0, 0], 50)
+    assert n == (10_000 - 550) // 38 and cost == n * 38 + 550 <= 10_000
+    assert B.plan_smc_particles(500, kern, [3, 2], [0, 0], 50) == (0, 550)
+    assert B.plan_smc_particles(10_000, kern, [3, 2], [0, 0], 50, max_particles=7)[0] == 7
+    assert B.planned_levels([1, 4], 50) == [3, 7] and B.planned_levels([40], 20) == [20]
+    system = load(DOUBLE_WELL)
+    seed_set = _quantile_seed_set(system, 4.0, 200, total=1000)
+    with pytest.raises(PitaInputError, match="too few for smc with 100 particles"):
+        B.run_smc(system, [4.0, 1.0], 50, B.EvaluationBudget(5000), seed_set)
+    with pytest.raises(PitaInputError, match="already spent 1000"):
+        B.run_smc(system, [4.0, 1.0], 50, B.EvaluationBudget(1000), seed_set)
+    with pytest.raises(PitaInputError, match="ladder starts at 8"):
+        B.run_smc(system, [8.0, 1.0], 50, B.EvaluationBudget(10**6), seed_set)
+    with pytest.raises(PitaInputError, match="one per rung 1..2"):
+        B.run_smc(system, [4.0, 2.0, 1.0], 50, B.EvaluationBudget(10**6), seed_set, kernels=[B.SmcKernel()])
+    with pytest.raises(PitaInputError, match="smc starts from"):
+        B.run_baseline("smc", system, [4.0, 1.0], 50, B.EvaluationBudget(10**6))
+
+
+def test_smc_deterministic_given_a_seed():
+    system = load(DOUBLE_WELL)
+    seed_set = _quantile_seed_set(system, 4.0, 300, total=100)
+
+    def once(seed):
+        return B.run_smc(system, [4.0, 2.0, 1.0], 60, B.EvaluationBudget(20_000), seed_set,
+                         kernels=B.SmcKernel(n_steps=5, bridge_mala_steps=2), min_particles=20, seed=seed)
+
+    a, b, c = once(3), once(3), once(4)
+    np.testing.assert_array_equal(a.positions, b.positions)
+    assert a.attrs["smc_bridge_lambdas"] == b.attrs["smc_bridge_lambdas"]
+    assert a.attrs["n_energy_evals_planned"] == c.attrs["n_energy_evals_planned"]  # the plan needs no draw
+    assert not np.array_equal(a.positions, c.positions)
+
+
+def test_smc_relax_settings_from_json():
+    from pita.settings import RelaxSettings
+    from pita.steps import smc_kernel, smc_relax_settings
+
+    assert smc_relax_settings(None, 2) == [RelaxSettings()] * 2
+    one = smc_relax_settings({"n_steps": 7, "torsion_moves": 3}, 2)
+    assert [r.n_steps for r in one] == [7, 7] and one[0].torsion_moves == 3
+    per = smc_relax_settings({"1": {"n_steps": 5}, "2": {"n_steps": 9, "torsion_max_angle_deg": 90.0}}, 2)
+    k = smc_kernel(per[1])
+    assert [r.n_steps for r in per] == [5, 9] and k.n_steps == 9 and k.torsion_max_angle == pytest.approx(math.pi / 2)
+    for data, needle in (({"1": {}}, "rung(s) 2 missing"), ({"1": {}, "2": {}, "3": {}}, "3 not on the ladder"),
+                         ({"1": {}, "n_steps": 3}, "mixes rung indices"), ({"2": {"n_stepz": 1}, "1": {}}, "2.n_stepz"),
+                         ([1], "expected a JSON object")):
+        with pytest.raises(PitaInputError, match=re.escape(needle)):
+            smc_relax_settings(data, 2)
+
+
+def test_cli_smc_then_evaluate(tmp_path, capsys):
+    seed = tmp_path / "rung_0.h5"
+    assert main(["md", "--system", "lj13", "--temperature", "2", "--n-samples", "40", "--replicas", "4",
+                 "--stride-steps", "10", "--equilibration-steps", "50", "--seed", "3", "--out", str(seed),
+                 "--no-progress"]) == 0
+    seed_total = SampleSet.read(seed).attrs["n_energy_evals_total"]
+    pita_final = _pita_run_file(tmp_path / "rung_2.h5", seed_total + 9000)
+    out = tmp_path / "baselines" / "smc" / "samples.h5"
+    relax = json.dumps({"1": {"n_steps": 4, "bridge_mala_steps": 2, "n_out": 999},
+                        "2": {"n_steps": 6, "bridge_mala_steps": 2}})
+    rc = main(["baseline", "--method", "smc", "--system", "lj13", "--temperatures", "2", "1.5", "1", "--budget-from",
+               str(pita_final), "--seed-set", str(seed), "--relax-json", relax, "--config-json",
+               json.dumps({"smc_min_particles": 8, "smc_relax": {"n_steps": 5}}), "--n-samples", "16", "--seed", "5",
+               "--out", str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    ss = SampleSet.read(out, temperature=1.0, n_atoms=13, system="lj13")
+    a = ss.attrs
+    assert len(ss) == 16 and a["method"] == "smc" and a["seed"] == 5 and a["seed_set"] == str(seed)
+    assert a["n_energy_evals_seed"] == seed_total and a["n_energy_evals_budget"] == seed_total + 9000
+    assert a["n_energy_evals_total"] == seed_total + a["n_energy_evals"] and 9000 - 16 < a["n_energy_evals"] <= 9000
+    # smc_relax overrides both rungs' n_steps; n_out does not apply (the plan sets the sizes)
+    assert [r["n_steps"] for r in a["smc_relax_settings"]] == [5, 5]
+    assert a["smc_relax_steps"][0] == 5 and a["smc_n_out"][0] == a["smc_particles"][0]
+    assert len(a["smc_bridge_levels"]) == 2 and np.abs(ss.positions.mean(axis=1)).max() < 1e-5
+    assert "smc samples" in capsys.readouterr().out
+    ref = tmp_path / "ref.h5"
+    assert main(["md", "--system", "lj13", "--temperature", "1", "--n-samples", "40", "--replicas", "4",
+                 "--stride-steps", "10", "--equilibration-steps", "50", "--out", str(ref), "--no-progress"]) == 0
+    ev = tmp_path / "ev"
+    assert main(["evaluate", "--samples", str(out), "--reference", str(ref), "--out", str(ev), "--no-plots"]) == 0
+    m = json.loads((ev / "metrics.json").read_text())
+    assert m["method"] == "smc" and m["n_energy_evals_total"] == a["n_energy_evals_total"]
+    assert m["n_energy_evals_budget"] == seed_total + 9000 and m["energy_w2"] is not None
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--budget", "5000"], "--seed-set: smc starts from"),
+    (["--budget", "5000", "--seed-set", "nope.h5"], "nope.h5: file not found"),
+    (["--budget", "1500", "--seed-set", "SEED"], "too few for smc"),
+    (["--budget", "50000", "--seed-set", "SEED", "--relax-json", '{"1": {}}'], "rung(s) 2 missing"),
+    (["--budget", "50000", "--seed-set", "SEED", "--relax-json", '{"n_stepz": 1}'], "n_stepz"),
+    (["--budget", "50000", "--seed-set", "SEED", "--config-json", '{"smc_relax": {"n_stepz": 1}}'],
+     "smc_relax.n_stepz"),
+    (["--budget", "50000", "--seed-set", "SEED", "--config-json", '{"smc_ess_fraction": 1.5}'], "smc_ess_fraction"),
+])
+def test_cli_smc_bad_arguments(tmp_path, capsys, argv, needle):
+    seed = _pita_run_file(tmp_path / "seed.h5", 1000, temperature=2.0)
+    argv = [str(seed) if a == "SEED" else a for a in argv]
+    out = tmp_path / "x.h5"
+    rc = main(["baseline", "--method", "smc", "--system", "lj13", "--temperatures", "2", "1.5", "1", "--n-samples", "8",
+               *argv, "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and needle in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_cli_seed_set_only_for_smc(tmp_path, capsys):
+    rc = main(["baseline", "--method", "md", "--system", "lj13", "--temperatures", "2", "1", "--budget", "5000",
+               "--seed-set", "x.h5", "--out", str(tmp_path / "x.h5")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--seed-set: only --method smc takes it" in err, err

@@ -126,14 +126,17 @@ def test_tiny_plan_has_the_baselines_when_enabled(tmp_path, enabled):
     cfg["baselines"]["enabled"] = enabled
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    out = snakemake(tmp_path, "--configfile", str(path), "--cores", "1", "-n", timeout=300)
+    out = snakemake(tmp_path, "--configfile", str(path), "--cores", "1", "-n", "-p", timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = planned_jobs(out.stdout + out.stderr)
     if enabled:
-        assert jobs.get("baseline") == 2 and jobs.get("evaluate_baseline") == 2, jobs
-        for method in ("md", "replica_exchange"):
+        assert jobs.get("baseline") == 3 and jobs.get("evaluate_baseline") == 3, jobs
+        for method in ("md", "replica_exchange", "smc"):
             assert f"results/tiny/baselines/{method}/metrics.json" in out.stdout
         assert "--budget-from results/tiny/rung_2/samples.h5" in out.stdout or "rung_2/samples.h5" in out.stdout
+        # smc starts from the seed set PITA started from, with PITA's relax settings per rung
+        assert "--seed-set results/tiny/rung_0/samples.h5" in out.stdout
+        assert "--relax-json '{\"1\": {" in out.stdout
     else:
         assert "baseline" not in jobs and "evaluate_baseline" not in jobs, jobs
     assert jobs.get("report") == 1 and jobs.get("evaluate") == 3, jobs

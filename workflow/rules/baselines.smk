@@ -1,20 +1,22 @@
 # Baselines at the PITA run's energy-evaluation budget (config `baselines`): plain MD at the
-# target temperature and replica exchange across the ladder, each spending at most the final
-# rung's n_energy_evals_total, evaluated against the final rung's reference.
+# target temperature, replica exchange across the ladder, and model-free SMC (adaptive tempering
+# from the PITA run's own rung-0 set with its relax settings per rung), each spending at most the
+# final rung's n_energy_evals_total, evaluated against the final rung's reference.
 
 
 rule baseline:
-    """Plain MD or replica exchange within the final rung's energy-evaluation total."""
+    """Plain MD, replica exchange or smc within the final rung's energy-evaluation total."""
     input:
-        budget=f"{RUN}/rung_{K}/samples.h5",
+        unpack(baseline_inputs),
     output:
         samples=f"{RUN}/baselines/{{method}}/samples.h5",
     params:
         system=SYSTEM_ARG,
         temperatures=TEMPS,
         settings=json.dumps(BASELINES, sort_keys=True),
+        smc=baseline_smc_args,
         device=config["device"],
-        seed=lambda w: config["seed"] + 1000 * K + (11 if w.method == "md" else 12),
+        seed=lambda w: config["seed"] + 1000 * K + BASELINE_SEED_OFFSET[w.method],
     log:
         f"{RUN}/logs/baseline_{{method}}.log",
     benchmark:
@@ -28,7 +30,7 @@ rule baseline:
         "../../envs/pita.yaml"
     shell:
         "pita baseline --method {wildcards.method} --system {params.system:q} --temperatures {params.temperatures}"
-        " --budget-from {input.budget:q} --config-json {params.settings:q} --device {params.device:q}"
+        " --budget-from {input.budget:q} {params.smc:q} --config-json {params.settings:q} --device {params.device:q}"
         " --seed {params.seed} --no-progress --out {output.samples:q} > {log:q} 2>&1"
 
 

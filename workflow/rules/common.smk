@@ -27,7 +27,7 @@ USE_GPU = config["device"] == "cuda"
 wildcard_constraints:
     rung=r"\d+",
     later=r"[1-9]\d*",
-    method="md|replica_exchange",
+    method="md|replica_exchange|smc",
 
 
 def rung_of(w):
@@ -83,3 +83,25 @@ BASELINE_METHODS = list(BASELINES.get("methods") or []) if BASELINES.get("enable
 def baseline_metrics():
     """The baselines' metrics.json files the report shows beside PITA's (none when disabled)."""
     return [f"{RUN}/baselines/{m}/metrics.json" for m in BASELINE_METHODS]
+
+
+#: seed offsets of the baselines (seed + 1000 K + offset)
+BASELINE_SEED_OFFSET = {"md": 11, "replica_exchange": 12, "smc": 13}
+
+
+def baseline_inputs(w):
+    """The final rung (its n_energy_evals_total is the budget) and, for smc, the rung-0 seed set
+    that PITA started from."""
+    inputs = {"budget": f"{RUN}/rung_{K}/samples.h5"}
+    if w.method == "smc":
+        inputs["seed_set"] = f"{RUN}/rung_0/samples.h5"
+    return inputs
+
+
+def baseline_smc_args(w, input):
+    """smc's own options: the seed set and the PITA run's relax settings of rungs 1..K (per-rung
+    overrides resolved) as one JSON object; none for the other baselines."""
+    if w.method != "smc":
+        return []
+    relax = {str(k): rung_settings(config, k, "relax") for k in range(1, K + 1)}
+    return ["--seed-set", input.seed_set, "--relax-json", json.dumps(relax, sort_keys=True)]
