@@ -166,6 +166,9 @@ def anneal(model: Any, system: Any, temperature: float, settings: AnnealSettings
     total = prev_total + int(res.n_energy_evals)
     diagnostics = res.diagnostics()
     diagnostics.update(source_temperature=T_k, temperature=T_next, gamma=gamma, n_energy_evals_total=total)
+    if samples_in is not None:
+        # the trivial proposal a learned model must beat: rung k's own samples reweighted to T_{k+1}
+        diagnostics["ess_reweight_previous_fraction"] = reweighting_ess_fraction(samples_in, system, T_next)
     attrs = base_attrs("anneal", provenance, seed)
     if rung is None:
         rung = int(rung_in) + 1 if rung_in is not None else -1
@@ -175,7 +178,8 @@ def anneal(model: Any, system: Any, temperature: float, settings: AnnealSettings
                  ess=float(res.ess_final), ess_fraction=float(res.ess_final / len(res.log_weight)),
                  n_mirrored=res.n_mirrored, n_dropped_chirality=res.n_dropped_chirality,
                  n_dropped_nonfinite=res.n_dropped_nonfinite, n_resamples=res.n_resamples,
-                 wall_time_s=float(res.wall_time_s), checkpoint=str(checkpoint))
+                 wall_time_s=float(res.wall_time_s), checkpoint=str(checkpoint),
+                 ess_path_fraction=float(res.ess_path / len(res.log_weight)))
     extra = {
         "ess_trace": np.asarray(res.ess_trace, dtype=np.float64),
         "sigmas": np.asarray(res.sigmas, dtype=np.float64),
@@ -188,6 +192,17 @@ def anneal(model: Any, system: Any, temperature: float, settings: AnnealSettings
                     forces=None if res.forces is None else res.forces.detach().cpu().numpy().astype(np.float32),
                     log_weight=np.asarray(res.log_weight, dtype=np.float64), extra=extra)
     return out, diagnostics
+
+
+def reweighting_ess_fraction(samples: SampleSet, system: Any, temperature: float) -> float:
+    """ESS/N of importance-reweighting a set at T_k to `temperature`: log w = -(1/kT - 1/kT_k) U
+    (times the set's own weights, if any)."""
+    from .weights import ess
+
+    lw = -(1.0 / system.kT(temperature) - 1.0 / system.kT(samples.temperature)) * np.asarray(samples.energy, float)
+    if samples.log_weight is not None:
+        lw = lw + samples.log_weight
+    return float(ess(lw) / len(samples))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,16 +287,17 @@ def _keep_data_enantiomer(res: Any, system: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 def evaluate(samples: SampleSet, reference_set: SampleSet, system: Any, settings: EvaluateSettings,
              out_dir: str | Path, *, metrics_path: str | Path | None = None, seed: int = 0,
-             samples_path: str = "<samples>", reference_path: str = "<reference>", method: str | None = None
-             ) -> dict:
-    """Metrics of `samples` against `reference_set` at the same temperature (+ plots in out_dir)."""
+             samples_path: str = "<samples>", reference_path: str = "<reference>", method: str | None = None,
+             extra: dict | None = None) -> dict:
+    """Metrics of `samples` against `reference_set` at the same temperature (+ plots in out_dir);
+    `extra` (the ESS and model-fidelity numbers of the steps that made the samples) is added."""
     from .evaluate import evaluate as evaluate_sets
 
     return evaluate_sets(samples, reference_set, system, out_dir, metrics_path=metrics_path, plots=settings.plots,
                          seed=seed, samples_path=samples_path, reference_path=reference_path, method=method,
                          ot_max_n=settings.max_samples, distance_max_n=settings.distance_max_samples,
                          tica_lag_frames=settings.tica_lag_frames, tica_lag_ps=settings.tica_lag_ps,
-                         n_blocks=settings.blocks)
+                         n_blocks=settings.blocks, extra=extra)
 
 
 # ---------------------------------------------------------------------------------------------
