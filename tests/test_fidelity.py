@@ -1,0 +1,78 @@
+"""Fidelity diagnostics: the numbers that say whether the model carries the result."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pita.fidelity import energy_fidelity, score_consistency, summary_scalars
+from pita.samples import SampleSet
+from pita.steps import reweighting_ess_fraction
+from pita.systems import load
+from pita.systems.gmm import AnalyticDiffusionModel, GaussianMixture
+
+
+def test_reweighting_ess_matches_the_closed_form():
+    """Energies U ~ N(0, s^2) reweighted by exp(-d U): ESS/N = exp(-d^2 s^2) for Gaussian U."""
+    gmm = load("gmm")
+    rng = np.random.default_rng(0)
+    s = 2.0
+    n = 400_000
+    u = rng.normal(0.0, s, n)
+    ss = SampleSet(positions=np.zeros((n, gmm.dim), np.float32), energy=u,
+                   attrs=dict(system="gmm", temperature=1.0, units="reduced", length_scale=1.0, n_energy_evals=0,
+                              n_energy_evals_total=0))
+    T_next = 1.0 / 1.3  # d = 1/T_next - 1/T = 0.3 (kB = 1)
+    got = reweighting_ess_fraction(ss, gmm, T_next)
+    assert got == pytest.approx(math.exp(-(0.3 * s) ** 2), rel=0.02)
+    # the same temperature: nothing to reweight
+    assert reweighting_ess_fraction(ss, gmm, 1.0) == pytest.approx(1.0)
+
+
+class _Exact:
+    """An analytic model in the PitaModel interface: E = -log p_sigma, s = -grad E."""
+
+    def __init__(self, gmm, consistent=True):
+        self.m, self.consistent = AnalyticDiffusionModel(gmm), consistent
+        self.config = {"sigma_min": 0.01, "sigma_max": 5.0, "temperature": 1.0, "n_atoms": None, "mean_free": False}
+        self.device = torch.device("cpu")
+
+    def energy(self, x, sigma):
+        return self.m.energy(x.double(), torch.as_tensor(sigma, dtype=torch.float64).expand(x.shape[0]))
+
+    def score(self, x, sigma):
+        s = self.m.score(x.double(), torch.as_tensor(sigma, dtype=torch.float64).expand(x.shape[0]))
+        return s if self.consistent else 1.5 * s
+
+    def energy_score(self, x, sigma):
+        return self.m.score(x.double(), torch.as_tensor(sigma, dtype=torch.float64).expand(x.shape[0]))
+
+
+def test_exact_model_scores_perfectly_and_a_wrong_one_does_not():
+    gmm = GaussianMixture()
+    x = torch.as_tensor(gmm.sample(2000, generator=torch.Generator().manual_seed(0)), dtype=torch.float64) \
+        if hasattr(gmm, "sample") else torch.randn(2000, gmm.dim, dtype=torch.float64)
+    u = -gmm.log_prob(x)
+    fid = energy_fidelity(_Exact(gmm), x, u, gamma=2.0)
+    assert fid["residual_sd"] < 1e-3 and fid["log_weight_sd"] < 2e-3 and fid["r2"] > 0.999
+    good = score_consistency(_Exact(gmm), x, None, per_band=64)
+    bad = score_consistency(_Exact(gmm, consistent=False), x, None, per_band=64)
+    assert max(b["median_ratio"] for b in good) < 1e-6
+    assert min(b["median_ratio"] for b in bad) == pytest.approx(1 / 3, rel=1e-6)  # |1.5 s - s| / |1.5 s|
+
+
+def test_summary_scalars_flattens_both_files():
+    anneal = {"ess_final": 300.0, "ess_path": 1000.0, "n_particles_out": 2000, "ess_reweight_previous_fraction": 0.02}
+    fid = {"fidelity": {"energy": {"r2": 0.9, "residual_sd": 1.2, "log_weight_sd": 1.8},
+                        "score_energy_consistency": [{"sigma_lo": 0.01, "median_ratio": 0.1},
+                                                     {"sigma_lo": 0.3, "median_ratio": 0.2},
+                                                     {"sigma_lo": 3.0, "median_ratio": 0.4}],
+                        "generated": {"bond_rms_error_pm": 12.0, "bond_rms_data_pm": 5.7,
+                                      "median_energy_minus_data_kT": 80.0, "wrong_chirality_fraction": 0.5}}}
+    out = {**summary_scalars(anneal), **summary_scalars(fid)}
+    assert out["ess_final_fraction"] == 0.15 and out["ess_path_fraction"] == 0.5
+    assert out["ess_reweight_previous_fraction"] == 0.02 and out["model_log_weight_sd"] == 1.8
+    assert out["model_score_energy_gap_lt_0.1"] == 0.1 and out["model_score_energy_gap_gt_1"] == 0.4
+    assert out["model_bond_rms_error_pm"] == 12.0 and out["model_generated_wrong_chirality"] == 0.5
