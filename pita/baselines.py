@@ -2,7 +2,7 @@
 
 Both spend at most a given number of energy evaluations (normally the PITA run's total, the
 `n_energy_evals_total` of its final rung) with the same accounting as the rest of the
-package (DESIGN.md, "Energy evaluations"): every force/energy call counts one per
+package (docs/METHOD.md, section 10): every force/energy call counts one per
 configuration, minimisation and equilibration included, every replica at every temperature.
 
 * ``"md"``: plain Langevin MD at the target temperature (`pita.md.run_md`, OpenMM or the

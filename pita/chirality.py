@@ -1,7 +1,7 @@
 """Chirality of the C-alpha centres: detect, and repair by mirroring where that works.
 
 The force field is mirror-symmetric, so a sampler can produce D-amino acids that the data
-(all L) never contain; see DESIGN.md, "Chirality". Conventions:
+(all L) never contain; see docs/METHOD.md, section 6. Conventions:
 
 * A chiral centre is the C-alpha of every residue that has atoms named ``N``, ``CA``, ``C``
   and ``CB`` (every standard amino acid except glycine; caps such as ACE/NME have no CA/CB).

@@ -7,7 +7,7 @@ Diffusion time t runs over [0, 1]; the noise level is
 so sigma(0) = sigma_min and sigma(1) = sigma_max. With x_t = x_0 + sigma(t) eps the forward
 SDE is dx = g(t) dW with g(t)^2 = d sigma^2 / dt = 2 sigma(t) sigma'(t).
 
-Training noise levels (DESIGN.md, step 2): EDM's lognormal ln sigma ~ N(P_mean, P_std^2)
+Training noise levels (docs/METHOD.md, section 3): EDM's lognormal ln sigma ~ N(P_mean, P_std^2)
 suits the denoiser but covers little of the sampling path, which runs uniformly in t from
 sigma_max to sigma_min; the energy model is used along that whole path, so training draws
 from a mixture of the lognormal and a log-uniform distribution on [sigma_min, sigma_max].

@@ -1,9 +1,9 @@
 """Feynman-Kac sequential Monte Carlo: anneal a diffusion model of pi_{T_k} to pi_{T_{k+1}}.
 
 The path of targets is q_t(x) ∝ exp(-phi_t(x)), phi_t = gamma E(x, sigma(t)), diffusion time t
-from 1 (sigma_max) to 0 (sigma_min), generation time s = 1 - t. See DESIGN.md step 3.
+from 1 (sigma_max) to 0 (sigma_min), generation time s = 1 - t. See docs/METHOD.md, section 7.
 
-Continuous time (the formula of DESIGN.md). For a move dx = u ds + g_n dW and target
+Continuous time (the formula of docs/METHOD.md, section 7.4). For a move dx = u ds + g_n dW and target
 exp(-phi), the Feynman-Kac log-weight rate at fixed x is
 
     dA/ds = -d phi/d s + div u - <u, grad phi> - (g_n^2/2) (|grad phi|^2 - laplacian phi)     (general)

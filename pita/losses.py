@@ -1,4 +1,4 @@
-"""Training losses of one rung (DESIGN.md, step 2), per sample: each returns a (B,) tensor.
+"""Training losses of one rung (docs/METHOD.md, section 5), per sample: each returns a (B,) tensor.
 
 All quantities live in normalised coordinates x~ (B, D); x_sigma = x_0 + sigma eps. Squared
 errors are SUMMED over the D coordinates, as in the paper (|v|^2, not |v|^2 / D): the vector

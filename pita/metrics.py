@@ -6,7 +6,7 @@ global state; randomness (subsampling for exact optimal transport) comes from an
 compared (`w_*` arguments): any non-negative array, normalised inside; `None` means equal
 weights. `log_weights_to_weights` turns the `log_weight` dataset into such weights.
 
-Conventions (see DESIGN.md, section Evaluation):
+Conventions (see docs/METHOD.md, section 12):
 
 * Energies are compared as U/kT (dimensionless), 1-D optimal transport, exact on the full
   sets (`energy_wasserstein`, via POT's quantile-function solver).

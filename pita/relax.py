@@ -1,4 +1,4 @@
-"""Relaxation at T_{k+1} with the true forces (DESIGN.md step 4), and the resample-move bridge.
+"""Relaxation at T_{k+1} with the true forces (docs/METHOD.md, section 9), and the resample-move bridge.
 
 relax(samples, system, T, ...):
   1. if the weights' ESS is tiny (bridge="auto") or always (bridge="always"): a resample-move

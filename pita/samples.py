@@ -1,4 +1,4 @@
-"""Sample sets: the HDF5 contract between pipeline steps (see DESIGN.md).
+"""Sample sets: the HDF5 contract between pipeline steps (see docs/METHOD.md, section 11).
 
     positions   float32 [N, n_atoms, 3]  nm (reduced units for LJ); [N, dim] for toys in R^d
     energy      float64 [N]              U, kJ/mol (reduced units for LJ)

@@ -37,7 +37,7 @@ def test_g2_matches_finite_difference(schedule):
 
 
 def test_path_statistics_match_design(schedule):
-    # DESIGN.md: with uniform steps in t, 29% of steps above sigma = 4 and 14% below 0.05
+    # docs/METHOD.md, section 3: with uniform steps in t, 29% of steps above sigma = 4 and 14% below 0.05
     t = (torch.arange(100000, dtype=torch.float64) + 0.5) / 100000
     s = schedule.sigma(t)
     assert float((s > 4).double().mean()) == pytest.approx(0.29, abs=0.01)
