@@ -229,8 +229,9 @@ def relax(samples: SampleSet, system: Any, temperature: float, settings: RelaxSe
         n_atoms = model.n_atoms if model.mean_free else None
         phi0_fn = model_potential(model, gamma, sigma_min, float(samples.attrs.get("length_scale", model.length_scale)),
                                   n_atoms, settings.batch_size)
-        if "log_weight_path" in samples.extra and len(samples.extra["log_weight_path"]) == len(samples):
-            A = samples.extra["log_weight_path"]
+        # the bridge's start weights w.r.t. pi_0 at the particles' current (possibly mirrored) positions
+        # are recovered from the final log-weights (A = log w + U/kT - phi0(x)): the stored path weight
+        # belongs to the configuration before mirroring, where a non-invariant E differs
     elif settings.bridge == "always":
         raise PitaInputError("--bridge always: needs --checkpoint, the model that produced the weighted set")
     provenance = dict(step="relax", settings=to_dict(settings), system=system.spec(), temperature=temperature,
