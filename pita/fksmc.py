@@ -143,6 +143,20 @@ def _probes(shape, k: int, kind: str, n_atoms: int | None, generator, dtype, dev
     return v
 
 
+# ---------------------------------------------------------------------------------------------
+# the explicit time term of the continuous-time rate
+# ---------------------------------------------------------------------------------------------
+def time_term(gamma: float, energy_left: torch.Tensor, energy_right: torch.Tensor) -> torch.Tensor:
+    """gamma [E(x_n, sigma_n) - E(x_n, sigma_{n+1})]: the exact integral over the step of the
+    rate's time term -d phi/ds = gamma dE/dt (s = 1 - t) at the frozen x_n."""
+    return gamma * (energy_left - energy_right)
+
+
+def time_term_autograd(gamma: float, dE_dsigma: torch.Tensor, sigma: float, delta: float) -> torch.Tensor:
+    """Left-point version in tau = sigma^2: gamma (dE/dsigma)/(2 sigma_n) Delta_n."""
+    return gamma * dE_dsigma * (delta / (2.0 * sigma))
+
+
 _BATCHED_GRADS_OK: dict[Any, bool] = {}
 
 
@@ -514,10 +528,10 @@ def anneal(
         if weights == "continuous":
             rate = cont_rate(f, u).double() * delta
             if time_derivative == "finite_difference":
-                dt_term = gamma * (f.E.double() - energy_only(x, s_next).double())
+                dt_term = time_term(gamma, f.E.double(), energy_only(x, s_next).double())
             else:
                 # left point in tau = sigma^2, like the other terms: dE/dtau = dE/dsigma / (2 sigma)
-                dt_term = gamma * f.dE_dsig.double() * (delta / (2.0 * s_n))
+                dt_term = time_term_autograd(gamma, f.dE_dsig.double(), s_n, delta)
             A = A + rate + dt_term
             f_new = fields(x_new, s_next)
         else:

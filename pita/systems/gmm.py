@@ -44,9 +44,18 @@ class GaussianMixture(System):
         w = np.ones(k) / k if weights is None else np.asarray(weights, dtype=np.float64)
         if np.any(w <= 0):
             raise ValueError("gmm: weights must be positive")
+        if not np.allclose(c, np.swapaxes(c, 1, 2)):
+            raise ValueError("gmm: covariances must be symmetric")
+        evals, evecs = np.linalg.eigh(c)
+        if np.any(evals <= 0):
+            raise ValueError("gmm: covariances must be positive definite")
         self.means = torch.as_tensor(mu)
         self.covs = torch.as_tensor(c)
         self.mix_weights = torch.as_tensor(w / w.sum())
+        # C_k = R_k diag(lambda_k) R_k^T, so C_k + sigma^2 I = R_k diag(lambda_k + sigma^2) R_k^T:
+        # the diffused densities need no factorisation per noise level
+        self._evals = torch.as_tensor(evals)
+        self._evecs = torch.as_tensor(evecs)
         self._dim = d
 
     @property
@@ -63,20 +72,20 @@ class GaussianMixture(System):
 
     # ---- exact densities -----------------------------------------------------------------
     def _component_log_probs(self, x: torch.Tensor, sigma: torch.Tensor | float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """log(w_k N(x; mu_k, C_k + sigma^2 I)) for each k, and the precision-weighted residuals."""
+        """log(w_k N(x; mu_k, C_k + sigma^2 I)) for each k (B, K), and the precision-weighted
+        residuals (C_k + sigma^2 I)^-1 (x - mu_k) (B, K, d); sigma scalar or (B,)."""
         dtype, device = x.dtype, x.device
         mu = self.means.to(dtype=dtype, device=device)
-        cov = self.covs.to(dtype=dtype, device=device)
+        lam = self._evals.to(dtype=dtype, device=device)  # (K, d)
+        rot = self._evecs.to(dtype=dtype, device=device)  # (K, d, d), columns = eigenvectors
         sigma = torch.as_tensor(sigma, dtype=dtype, device=device)
-        s2 = sigma.reshape(-1, 1, 1, 1) ** 2 if sigma.ndim > 0 else sigma**2
-        eye = torch.eye(self.dim, dtype=dtype, device=device)
-        c = cov.unsqueeze(0) + s2 * eye  # (B or 1, K, d, d)
-        chol = torch.linalg.cholesky(c)
+        s2 = sigma.reshape(-1, 1, 1) ** 2 if sigma.ndim > 0 else sigma**2
+        var = lam.unsqueeze(0) + s2  # (B or 1, K, d)
         diff = x.unsqueeze(1) - mu.unsqueeze(0)  # (B, K, d)
-        chol = chol.expand(diff.shape[0], -1, -1, -1)
-        sol = torch.cholesky_solve(diff.unsqueeze(-1), chol).squeeze(-1)  # C^-1 (x - mu)
-        maha = (diff * sol).sum(-1)
-        logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+        y = torch.einsum("bki,kij->bkj", diff, rot)  # coordinates along the eigenvectors
+        maha = (y * y / var).sum(-1)
+        logdet = torch.log(var).sum(-1)
+        sol = torch.einsum("bkj,kij->bki", y / var, rot)
         logw = torch.log(self.mix_weights.to(dtype=dtype, device=device))
         comp = logw - 0.5 * (maha + logdet + self.dim * math.log(2 * math.pi))
         return comp, sol
