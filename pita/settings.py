@@ -139,8 +139,11 @@ class TrainSettings:
     grad_clip: float = setting(1.0, "gradient-norm clipping", gt=0, le=1e6)
     ema_decay: float = setting(0.999, "decay of the EMA weights used for sampling", ge=0, lt=1)
     random_rotations: bool = setting(True, "random proper rotations of particle systems (when not aligned)")
-    align: str = setting("auto", "align molecules to the reference structure (auto: unless the backbone is "
-                                 "equivariant)", choices=("auto", "reference", "none"))
+    align: str = setting("none", "none: random proper rotations for non-invariant backbones (exact weights: the "
+                                 "model learns the rotation-uniform density); reference/auto: Kabsch-align molecules "
+                                 "to the reference structure (auto: unless the backbone is invariant), which confines "
+                                 "the model to one frame and gives the final weights a chi-square(3)/2 tail",
+                         choices=("auto", "reference", "none"))
     duplicates: str = setting("drop", "identical samples: drop, or count as a weight", choices=("drop", "count"))
     log_every: int = setting(10, "steps between loss records", ge=1, le=MAX_STEPS)
     checkpoint_every: int = setting(500, "steps between resumable states", ge=1, le=MAX_STEPS)

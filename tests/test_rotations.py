@@ -306,11 +306,8 @@ def test_training_alignment_keeps_one_frame(caplog):
     assert float(kabsch_residual(x0).abs().max()) < 1e-4
 
 
-@pytest.mark.xfail(strict=True, reason="the training default is still align: auto (Kabsch alignment for "
-                   "non-equivariant backbones); exact weights need align: none with random rotations")
 def test_default_training_of_a_molecule_is_rotation_uniform():
     """With the defaults, a non-equivariant backbone on a molecule with a reference structure
-    should see rotation-uniform batches. Strict xfail until the default changes: then this
-    passes, the strict marker turns that into a failure, and the marker goes."""
+    sees rotation-uniform batches (random proper rotations, no alignment): exact weights."""
     trainer = _trainer(None)
     assert trainer.rotate and not trainer.data.aligned
