@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PitaInputError
-from .settings import (MAX_CONFIG_SEED, MAX_TEMPERATURE, RUN_NAME_PATTERN, RUNG_KEY_PATTERN, RUNG_SECTIONS,
+from .settings import (BASELINE_METHODS, MAX_CONFIG_SEED, MAX_TEMPERATURE, RUN_NAME_PATTERN, RUNG_KEY_PATTERN, RUNG_SECTIONS,
                        SECTIONS, from_mapping)
 
 SYSTEM_SPEC_KEYS = ("name", "pdb", "forcefield", "length_scale")
@@ -106,8 +106,8 @@ def check_config(config: dict, source: str = "config.yaml") -> None:
         from_mapping(cls, config.get(section), source, prefix=f"{section}.")
     methods = (config.get("baselines") or {}).get("methods", ["md"])
     for m in methods:
-        if m not in ("md", "replica_exchange"):
-            _fail(source, "baselines.methods", f"unknown baseline {m!r}; choose md or replica_exchange")
+        if m not in BASELINE_METHODS:
+            _fail(source, "baselines.methods", f"unknown baseline {m!r}; choose from {', '.join(BASELINE_METHODS)}")
     if not methods or len(set(methods)) != len(methods):
         _fail(source, "baselines.methods", "must name at least one baseline, each at most once")
     rungs = config.get("rungs") or {}
