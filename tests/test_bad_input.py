@@ -220,7 +220,7 @@ CASES = [
     Case("evaluate-missing-reference", lambda p, o: _evaluate(p, o, "good", str(o / "ref.h5")),
          ["ref.h5", "file not found"]),
     Case("train-atom-count", lambda p, o: _train(p, o, samples="ten_atoms"),
-         [_f("ten_atoms"), "has 10 atoms but the system has 22"]),
+         [_f("ten_atoms"), "has 10 atoms but --system 'alanine_dipeptide' has 22"]),
     Case("train-nan-positions", lambda p, o: _train(p, o, samples="nan"), [_f("nan"), "NaN"]),
     # --- systems -------------------------------------------------------------------------------
     Case("train-unknown-system", lambda p, o: _train(p, o, system="alanine_heptapeptide"),
@@ -270,7 +270,7 @@ CASES = [
     Case("train-config-json-unknown-setting", lambda p, o: _train(p, o, "--config-json", '{"stepz": 2}'),
          ["stepz", "unknown setting"]),
     Case("train-unknown-backbone", lambda p, o: _train(p, o, "--config-json", '{"model": {"backbone": "resnet"}}'),
-         ["model.backbone", "must be one of mlp, transformer, egnn, got 'resnet'"]),
+         ["model.backbone", "must be one of mlp, transformer, egnn, pairnet, got 'resnet'"]),
     Case("train-bad-backbone-options",
          lambda p, o: _train(p, o, "--config-json", '{"model": {"backbone_options": {"hiddn": 4}}}'),
          ["config.model.backbone_options", "hiddn"]),
