@@ -52,7 +52,10 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 #: sample-set attributes of a baseline copied into its metrics.json
 BASELINE_ATTRS = ("n_energy_evals_budget", "walkers", "replicas_per_temperature", "swap_every", "swap_pairs",
-                  "swap_acceptance", "swap_acceptance_mean")
+                  "swap_acceptance", "swap_acceptance_mean",
+                  # smc: particles, bridge levels and acceptance per rung
+                  "smc_particles", "smc_bridge_levels", "smc_bridge_capped", "smc_bridge_accept_mean",
+                  "smc_relax_accept", "smc_torsion_accept", "smc_unique_ancestors", "smc_extra_steps")
 PLOT_FILES = {"energy": "energy.png", "distances": "distances.png", "ramachandran": "ramachandran.png",
               "tica": "tica.png"}
 
