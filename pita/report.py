@@ -156,6 +156,41 @@ def _image(path: Path) -> str:
            f"<figcaption>{html.escape(path.stem)}</figcaption></figure>"
 
 
+def _ess_figure(rows: Sequence[dict]) -> str:
+    """ESS/N per rung (log scale): path weights, after the exact final correction, and reweighting
+    the previous rung's samples; plus the model's log-weight spread. Embedded PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(rows, key=lambda m: m.get("rung") or 0)
+    labels = [f"{m.get('rung')}: {_fmt(m.get('temperature'))}" for m in rows]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 3.2))
+    series = (("ess_path_fraction", "path (A)"), ("ess_final_fraction", "after final correction"),
+              ("ess_reweight_previous_fraction", "reweighting previous rung"))
+    width = 0.8 / len(series)
+    for i, (key, name) in enumerate(series):
+        vals = [m.get(key) if isinstance(m.get(key), (int, float)) else float("nan") for m in rows]
+        ax.bar([j + (i - 1) * width for j in range(len(rows))], vals, width, label=name)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(rows)), labels)
+    ax.set_ylabel("ESS / N")
+    ax.legend(fontsize=7)
+    sd = [m.get("model_log_weight_sd") if isinstance(m.get("model_log_weight_sd"), (int, float)) else float("nan")
+          for m in rows]
+    bx.plot(range(len(rows)), sd, "o-")
+    bx.set_xticks(range(len(rows)), labels)
+    bx.set_ylabel("model log-weight sd (held out)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return (f'<figure><img alt="ess per rung" src="data:image/png;base64,{data}"/>'
+            "<figcaption>ESS per rung and the model's log-weight spread</figcaption></figure>")
+
+
 def _residue_table(m: dict) -> str:
     """Per-residue Ramachandran metrics (one row per residue; p_* with the reference's in brackets)."""
     per = m.get("per_residue")
@@ -252,7 +287,7 @@ def render_html(rows: Sequence[dict], title: str = "PITA evaluation report") -> 
                   "(drift vs weights) by sigma band; and the model's own samples at gamma = 1: RMS bond-length "
                   "error (pm; the data's own spread beside it), median energy minus the data's (kT), wrong "
                   "chirality.</p>",
-                  _table(model_rows, MODEL_COLUMNS, lead=("rung", "temperature"))]
+                  _table(model_rows, MODEL_COLUMNS, lead=("rung", "temperature")), _ess_figure(model_rows)]
     parts.append("<h2>Methods compared</h2>")
     if len(methods) > 1:
         order = sorted(rows, key=lambda m: (-(m.get("temperature") or 0), str(m.get("method"))))

@@ -76,3 +76,23 @@ def test_summary_scalars_flattens_both_files():
     assert out["ess_reweight_previous_fraction"] == 0.02 and out["model_log_weight_sd"] == 1.8
     assert out["model_score_energy_gap_lt_0.1"] == 0.1 and out["model_score_energy_gap_gt_1"] == 0.4
     assert out["model_bond_rms_error_pm"] == 12.0 and out["model_generated_wrong_chirality"] == 0.5
+
+
+def test_report_shows_the_model_table_and_ess_figure(tmp_path):
+    import json
+
+    from pita.report import write_report
+
+    paths = []
+    for rung, (final, rew) in enumerate([(0.17, 0.014), (0.098, 0.149)], start=1):
+        m = {"rung": rung, "method": "pita", "temperature": 700.0 - 100 * rung, "energy_w1": 0.1,
+             "ess_path_fraction": 0.6, "ess_final_fraction": final, "ess_reweight_previous_fraction": rew,
+             "model_log_weight_sd": 1.8, "model_energy_r2": 0.95}
+        p = tmp_path / f"rung_{rung}" / "metrics.json"
+        p.parent.mkdir()
+        p.write_text(json.dumps(m))
+        paths.append(p)
+    write_report(paths, out_html=tmp_path / "r.html", summary_csv=tmp_path / "s.csv")
+    html = (tmp_path / "r.html").read_text()
+    assert "Does the model carry the result?" in html and 'alt="ess per rung"' in html
+    assert "ess_reweight_previous_fraction" in (tmp_path / "s.csv").read_text().splitlines()[0]
