@@ -12,7 +12,8 @@ Three families of numbers, each a known failure mode of a learned sampler:
 * generated samples at gamma = 1 (no annealing): the model's own samples against the data:
   RMS bond-length error (against the data's own thermal spread of bond lengths), median U
   minus the data's median U in kT, and the fraction of wrong chirality. These cost one true
-  energy per sample; they are counted apart (`n_energy_evals_diagnostics`), like reference MD.
+  energy per sample; they are counted apart (`generated.n_energy_evals` of the report, never added
+  to the run's totals), like reference MD.
 """
 from __future__ import annotations
 

@@ -493,10 +493,6 @@ def check_seed(seed: int, option: str = "--seed") -> int:
     return seed
 
 
-def add_seed_argument(parser: argparse.ArgumentParser, help: str = "random seed") -> None:
-    parser.add_argument("--seed", type=_cli_type(int), default=0, help=f"{help} (default: 0)")
-
-
 # ---------------------------------------------------------------------------------------------
 # JSON schema of config.yaml
 # ---------------------------------------------------------------------------------------------

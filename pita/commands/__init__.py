@@ -7,8 +7,16 @@ import math
 from ..errors import PitaInputError
 from ..settings import _cli_type, check_seed
 
-positive_float = _cli_type(float)
 integer = _cli_type(int)
+_finite_float = _cli_type(float)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a positive finite number (temperatures)."""
+    value = _finite_float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def add_system(p: argparse.ArgumentParser, required: bool = True, help: str | None = None) -> None:
@@ -38,6 +46,17 @@ def add_progress(p: argparse.ArgumentParser, default: bool | None = None) -> Non
     shown = {None: "only on a terminal", True: "yes", False: "no"}[default]
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=default,
                    help=f"progress bars (default: {shown})")
+
+
+def add_md_run(p: argparse.ArgumentParser) -> None:
+    """The run controls `pita md` and `pita reference` share (their settings are MDSettings')."""
+    add_system(p)
+    add_temperature(p)
+    p.add_argument("--out", required=True, help="output sample set (.h5), written atomically")
+    add_device(p)
+    add_seed(p)
+    add_rung(p, "rung index recorded in the output (default: 0)")
+    add_progress(p)
 
 
 def check_run_controls(args: argparse.Namespace) -> None:

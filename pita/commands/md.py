@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from . import add_device, add_progress, add_rung, add_seed, add_system, add_temperature
+from . import add_md_run
 from ..errors import PitaInputError
 
 HELP = "run Langevin MD (OpenMM or batched torch) and write decorrelated samples with energies and forces"
@@ -22,14 +22,8 @@ log = logging.getLogger(__name__)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..settings import MDSettings, add_arguments as add_settings
 
-    add_system(p)
-    add_temperature(p)
-    p.add_argument("--out", required=True, help="output sample set (.h5), written atomically")
+    add_md_run(p)
     p.add_argument("--start", help="sample set whose configurations start the runs (default: the reference structure)")
-    add_device(p)
-    add_seed(p)
-    add_rung(p, "rung index recorded in the output (default: 0)")
-    add_progress(p)
     add_settings(p, MDSettings)
 
 

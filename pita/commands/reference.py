@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_device, add_progress, add_rung, add_seed, add_system, add_temperature
+from . import add_md_run
 from .md import check_timestep_option
 
 HELP = "write the reference set at a temperature: a given sample set (checked) or reference MD"
@@ -20,14 +20,8 @@ HELP = "write the reference set at a temperature: a given sample set (checked) o
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..settings import ReferenceSettings, add_arguments as add_settings
 
-    add_system(p)
-    add_temperature(p)
-    p.add_argument("--out", required=True, help="output sample set (.h5), written atomically")
+    add_md_run(p)
     p.add_argument("--given", help="existing sample set at this temperature to use instead of running MD")
-    add_device(p)
-    add_seed(p)
-    add_rung(p, "rung index recorded in the output (default: 0)")
-    add_progress(p)
     add_settings(p, ReferenceSettings)
 
 
