@@ -74,3 +74,16 @@ class TargetScore:
                  reduced_energy_grad: torch.Tensor) -> torch.Tensor:
         target = x_sigma - _col(sigma) ** 2 * reduced_energy_grad
         return self.mask(sigma) * sum_square(denoised - target)
+
+
+class ForceMatching:
+    """|grad E(x_0, sigma_min) - grad(U/kT_k)(x_0)|^2: the stored forces of every training sample
+    fit the energy's gradient at the data, where energy matching fits only its value (one number
+    per sample against D). No energy evaluations: the forces come with the samples.
+
+    Unlike the target-score term, whose error in denoiser form is scaled by sigma^4 (negligible at
+    sigma_min), this one acts on the field that the final weights and the drift use at small sigma.
+    """
+
+    def __call__(self, energy_grad_at_sigma_min: torch.Tensor, reduced_energy_grad: torch.Tensor) -> torch.Tensor:
+        return sum_square(energy_grad_at_sigma_min - reduced_energy_grad)

@@ -120,6 +120,8 @@ class LossWeights:
     energy_distillation: float = setting(1.0, "weight of the energy distillation (-grad E onto the score)", ge=0, le=1e6)
     energy_matching: float = setting(1.0, "weight of energy matching E(x, sigma_min) ~ U/kT", ge=0, le=1e6)
     target_score: float = setting(0.01, "weight of the target-score term at small sigma", ge=0, le=1e6)
+    force_matching: float = setting(0.0, "weight of force matching grad E(x, sigma_min) ~ grad U/kT at the data "
+                                         "(the samples' stored forces)", ge=0, le=1e6)
 
 
 @dataclass(frozen=True)

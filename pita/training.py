@@ -56,7 +56,7 @@ from .coords import align_to_reference, mean_free_dim, normalize, random_rotatio
 from .diffusion import LogNormalSigma, LogUniformSigma, SigmaMixture, estimate_sigma_max, measure_sd
 from .device import resolve_device
 from .errors import PitaInputError
-from .losses import DenoisingScoreMatching, EnergyDistillation, EnergyMatching, TargetScore
+from .losses import DenoisingScoreMatching, EnergyDistillation, EnergyMatching, ForceMatching, TargetScore
 from .models import DEFAULT_OPTIONS, BACKBONES, PitaModel, load_checkpoint, save_checkpoint
 from .models.pita_model import SCORE_SOURCES
 from .provenance import atomic_path, base_attrs, config_digest, file_digest
@@ -65,7 +65,7 @@ from .settings import TRAIN_RUN_CONTROLS, TrainSettings, from_mapping, to_dict
 
 log = logging.getLogger(__name__)
 
-LOSS_NAMES = ("denoising_score_matching", "energy_distillation", "energy_matching", "target_score")
+LOSS_NAMES = ("denoising_score_matching", "energy_distillation", "energy_matching", "target_score", "force_matching")
 
 #: the training settings' defaults as a nested dict (declared once, in pita.settings.TrainSettings)
 DEFAULT_CONFIG: dict[str, Any] = {k: v for k, v in to_dict(TrainSettings()).items() if k != "warm_start"}
@@ -287,13 +287,15 @@ class Trainer:
         self.sigma_sampler = SigmaMixture(LogNormalSigma(ss["lognormal_mean"], ss["lognormal_std"]),
                                           LogUniformSigma(mc["sigma_min"], mc["sigma_max"]), ss["loguniform_fraction"])
         self.weights = dict(config["loss_weights"])
-        if self.data.reduced_energy_grad is None and self.weights["target_score"] > 0:
-            log.warning("no forces in the sample set(s): target-score loss disabled")
-            self.weights["target_score"] = 0.0
+        for name in ("target_score", "force_matching"):
+            if self.data.reduced_energy_grad is None and self.weights[name] > 0:
+                log.warning("no forces in the sample set(s): %s loss disabled", name.replace("_", "-"))
+                self.weights[name] = 0.0
         self.denoising_score_matching = DenoisingScoreMatching(mc["sd"])
         self.energy_distillation = EnergyDistillation(mc["sd"])
         self.energy_matching = EnergyMatching()
         self.target_score = TargetScore(config["target_score_max_sigma"])
+        self.force_matching = ForceMatching()
         #: score_source energy: one field (the energy) for drift and weights, trained by denoising through it
         self.energy_only = model.config["score_source"] == "energy"
         self.rotate = bool(config["random_rotations"]) and self.n_atoms is not None and not data.aligned
@@ -343,10 +345,17 @@ class Trainer:
         if w["energy_distillation"] > 0 and not self.energy_only:
             _, energy_grad = model.energy_model.grad(x_sigma.detach().requires_grad_(True), sigma, cond, create_graph=True)
             terms["energy_distillation"] = weighted_mean(self.energy_distillation(energy_grad, x_sigma, sigma, denoised))
-        if w["energy_matching"] > 0:
+        if w["energy_matching"] > 0 or w["force_matching"] > 0:
             sigma_min = torch.full_like(sigma, self.model.config["sigma_min"])
-            energy = model.energy_model(x0, sigma_min, cond)
-            terms["energy_matching"] = weighted_mean(self.energy_matching(energy, batch["reduced_energy"], batch["offset"]))
+            if w["force_matching"] > 0:
+                energy, grad_at_data = model.energy_model.grad(x0.detach().requires_grad_(True), sigma_min, cond,
+                                                               create_graph=True)
+                terms["force_matching"] = weighted_mean(self.force_matching(grad_at_data, batch["grad"]))
+            else:
+                energy = model.energy_model(x0, sigma_min, cond)
+            if w["energy_matching"] > 0:
+                terms["energy_matching"] = weighted_mean(
+                    self.energy_matching(energy, batch["reduced_energy"], batch["offset"]))
         if w["target_score"] > 0:
             terms["target_score"] = weighted_mean(self.target_score(denoised, x_sigma, sigma, batch["grad"]),
                                                   weight * self.target_score.mask(sigma))
@@ -498,7 +507,7 @@ def train(samples: Sequence[str | os.PathLike | SampleSet], system, *, config: d
     elif isinstance(init, PitaModel):
         init_digest = config_digest({k: v.tolist() for k, v in init.state_dict().items()})
     length_scale = float(init.config["length_scale"]) if init is not None else float(system.length_scale)
-    want_forces = cfg["loss_weights"]["target_score"] > 0
+    want_forces = cfg["loss_weights"]["target_score"] > 0 or cfg["loss_weights"]["force_matching"] > 0
     align_to = alignment_reference(cfg, system)
     if align_to is not None and cfg["model"]["backbone"] not in ("egnn", "pairnet"):
         # a non-invariant model of aligned data lives in one frame while the Boltzmann density is

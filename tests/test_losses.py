@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from pita.losses import DenoisingScoreMatching, EnergyDistillation, EnergyMatching, TargetScore, sum_square
+from pita.losses import (DenoisingScoreMatching, EnergyDistillation, EnergyMatching, ForceMatching, TargetScore,
+                         sum_square)
 
 
 def t(rows):
@@ -57,6 +58,27 @@ def test_target_score_by_hand():
     sigma = t([0.1, 0.5])  # target x - 0.01 grad = (0, 2, 4); the second row is above max_sigma
     denoised = t([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]])  # error (1, 0, -1): 2
     torch.testing.assert_close(loss(denoised, x_sigma, sigma, grad_u), t([2.0, 0.0]))
+
+
+def test_force_matching_by_hand_and_gradient():
+    loss = ForceMatching()
+    grad_e = t([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]).requires_grad_(True)
+    grad_u = t([[1.0, 0.0, 3.0], [1.0, 1.0, -1.0]])
+    value = loss(grad_e, grad_u)  # |(0, 2, 0)|^2 = 4, |(-1, -1, 1)|^2 = 3
+    torch.testing.assert_close(value, t([4.0, 3.0]))
+    value.sum().backward()
+    torch.testing.assert_close(grad_e.grad, 2.0 * (grad_e.detach() - grad_u))
+
+
+def test_target_score_is_blind_to_forces_at_sigma_min():
+    """Why force matching exists: in denoiser form the target-score error is sigma^4 |grad E - grad U|^2,
+    1e-8 of it at sigma_min = 0.01, so it cannot shape the energy's gradient where the weights use it."""
+    x = t([[0.0, 0.0, 0.0]])
+    grad_u = t([[100.0, 0.0, 0.0]])
+    sigma = t([0.01])
+    denoised_by_zero_grad = x  # D_E with grad E = 0: a force error of 100
+    assert float(TargetScore(0.2)(denoised_by_zero_grad, x, sigma, grad_u)) < 1e-3
+    assert float(ForceMatching()(t([[0.0, 0.0, 0.0]]), grad_u)) == 1e4
 
 
 def test_vector_losses_scale_with_dimension_against_energy_matching():
