@@ -14,9 +14,10 @@ from pita.models import PitaModel, load_checkpoint, save_checkpoint
 N_ATOMS = 6
 
 
-def _model(score_source: str = "energy") -> PitaModel:
+def _model(score_source: str = "energy", atom_types: list[int] | None = None) -> PitaModel:
     torch.manual_seed(0)
     model = PitaModel({"dim": 3 * N_ATOMS, "n_atoms": N_ATOMS, "temperature": 1.0, "sd": 0.7, "sigma_min": 0.01,
+                       "atom_types": atom_types,
                        "sigma_max": 5.0, "length_scale": 1.0, "units": "reduced", "kB": 1.0,
                        "system": {"name": "toy"}, "backbone": "pairnet", "score_source": score_source,
                        "backbone_options": {"hidden": 32, "layers": 2, "embedding": 8}})
@@ -48,6 +49,26 @@ def test_energy_is_invariant_and_score_equivariant(sigma):
     s = model.score(x, sigma)
     assert torch.allclose(model.score(_rotate(x, rot), sigma), _rotate(s, rot), atol=1e-9)
     assert float(e.detach().std()) > 1e-6  # not a constant
+
+
+@pytest.mark.parametrize("sigma", [0.01, 0.5])
+def test_identical_particles_can_be_relabelled(sigma):
+    """One atom type (Lennard-Jones): E must not change under any permutation of the particles, and
+    it must still be rotation invariant; distinct atoms (a molecule) keep their labels."""
+    x = remove_mean(torch.randn(5, 3 * N_ATOMS, dtype=torch.float64), N_ATOMS)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    permuted = x.reshape(5, N_ATOMS, 3)[:, perm].reshape(5, -1)
+    rot = random_rotations(5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    identical = _model(atom_types=[0] * N_ATOMS)
+    e = identical.energy(x, sigma)
+    assert float(e.detach().std()) > 1e-6
+    assert torch.allclose(identical.energy(permuted, sigma), e, atol=1e-10)
+    assert torch.allclose(identical.energy(_rotate(x, rot), sigma), e, atol=1e-10)
+    s = identical.score(x, sigma)
+    s_perm = identical.score(permuted, sigma)
+    assert torch.allclose(s_perm, s.reshape(5, N_ATOMS, 3)[:, perm].reshape(5, -1), atol=1e-9)
+    molecule = _model()
+    assert not torch.allclose(molecule.energy(permuted, sigma), molecule.energy(x, sigma), atol=1e-6)
 
 
 def test_score_is_minus_the_energy_gradient():

@@ -13,7 +13,9 @@ D = c_skip x and a fresh energy is the Gaussian term alone (see preconditioning.
 - `pairnet`: an energy over all interatomic distances, each standardised by its mean and spread
   in the training data widened by the noise (z_ij = (d_ij - mu_ij) / sqrt(s_ij^2 + 2 sigma^2)), fed
   with the noise embedding to an MLP. Invariant under rotations, translations and reflections by
-  construction, and it sees bond-scale geometry at the scale of its thermal spread. Its vector
+  construction, and it sees bond-scale geometry at the scale of its thermal spread. For identical
+  particles (one atom type, Lennard-Jones) it is also invariant under relabelling: a shared pair
+  function of each distance plus a per-particle function of its neighbour density. Its vector
   output is minus the gradient of its scalar (equivariant): with `score_source: energy` the drift
   and the weights use one field.
 - `egnn`: an E(n)-equivariant graph network (Satorras et al. 2021) on the fully connected
@@ -218,7 +220,7 @@ class PairBackbone(nn.Module):
 
     def __init__(self, dim: int, n_atoms: int | None, output: str, with_cond: bool = False,
                  atom_types: list[int] | None = None, hidden: int = 256, layers: int = 3, embedding: int = 64,
-                 sd: float = 1.0) -> None:
+                 sd: float = 1.0, rbf: int = 16) -> None:
         super().__init__()
         if n_atoms is None or n_atoms < 2:
             raise ValueError("the pairnet backbone needs particles (n_atoms >= 2), use mlp for R^d")
@@ -231,14 +233,27 @@ class PairBackbone(nn.Module):
         self.register_buffer("pair_mean", torch.ones(n_pairs))
         self.register_buffer("pair_std", torch.ones(n_pairs))
         self.embed = ConditionEmbedding(embedding, with_cond)
-        blocks: list[nn.Module] = [nn.Linear(n_pairs + embedding, hidden), nn.SiLU()]
+        # identical particles (one atom type, e.g. Lennard-Jones): the energy must not depend on their
+        # labels, so every pair shares one standardisation and one pair function, and the many-body
+        # part sees each particle's neighbour density (a sum over its pairs) instead of the ordered
+        # distance vector
+        self.identical = atom_types is not None and len(set(atom_types)) == 1
+        if self.identical:
+            self.register_buffer("rbf_centres", torch.linspace(-3.0, 3.0, rbf), persistent=False)
+            self.rbf_width = 6.0 / (rbf - 1)
+            self.pair_mlp = nn.Sequential(nn.Linear(rbf + 1 + embedding, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
+                                          nn.SiLU(), zero_init(nn.Linear(hidden, 1)))
+            blocks: list[nn.Module] = [nn.Linear(rbf + embedding, hidden), nn.SiLU()]
+        else:
+            blocks = [nn.Linear(n_pairs + embedding, hidden), nn.SiLU()]
         for _ in range(layers - 1):
             blocks += [nn.Linear(hidden, hidden), nn.SiLU()]
         self.body = nn.Sequential(*blocks)
         self.head = zero_init(nn.Linear(hidden, 1))
-        # a harmonic term per distance (bonds are stiff): softplus(k) z^2 / 2, learned; it starts small
-        # (softplus 0.1) but not at softplus's flat tail, where its gradient would vanish
-        self.stiffness = nn.Parameter(torch.full((n_pairs,), math.log(math.expm1(0.1))))
+        if not self.identical:
+            # a harmonic term per distance (bonds are stiff): softplus(k) z^2 / 2, learned; it starts
+            # small (softplus 0.1) but not at softplus's flat tail, where its gradient would vanish
+            self.stiffness = nn.Parameter(torch.full((n_pairs,), math.log(math.expm1(0.1))))
 
     def distances(self, x: torch.Tensor) -> torch.Tensor:
         p = x.reshape(x.shape[0], self.n_atoms, 3)
@@ -249,16 +264,33 @@ class PairBackbone(nn.Module):
     def set_statistics(self, x: torch.Tensor) -> None:
         """Mean and spread of every distance over training configurations x (B, D), x~ units."""
         d = self.distances(x.to(self.pair_mean.dtype))
-        self.pair_mean.copy_(d.mean(0))
-        self.pair_std.copy_(d.std(0).clamp_min(1e-3))
+        if self.identical:  # one distribution for all pairs: labels carry no meaning
+            d = d.reshape(-1, 1)
+        self.pair_mean.copy_(d.mean(0).expand_as(self.pair_mean))
+        self.pair_std.copy_(d.std(0).clamp_min(1e-3).expand_as(self.pair_std))
 
     def scalar(self, u: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         sigma2 = torch.exp(8.0 * c_noise).reshape(-1, 1)  # c_noise = ln(sigma) / 4
         d = self.distances(u) * torch.sqrt(sigma2 + self.sd**2)  # back to x~ units: u = x / sqrt(sigma^2 + sd^2)
         z = (d - self.pair_mean) / torch.sqrt(self.pair_std**2 + 2.0 * sigma2)
-        h = self.body(torch.cat([z, self.embed(c_noise, cond)], dim=-1))
+        emb = self.embed(c_noise, cond)
+        if self.identical:
+            return self._identical_scalar(z, emb)
+        h = self.body(torch.cat([z, emb], dim=-1))
         harmonic = 0.5 * (nn.functional.softplus(self.stiffness) * z.pow(2)).sum(-1)
         return self.head(h).squeeze(-1) + harmonic
+
+    def _identical_scalar(self, z: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """sum over pairs of phi(z_ij) + sum over particles of psi(neighbour density): invariant
+        under any relabelling of the particles."""
+        b, n_pairs = z.shape
+        rbf = torch.exp(-0.5 * ((z.unsqueeze(-1) - self.rbf_centres) / self.rbf_width) ** 2)  # (B, P, K)
+        pair_in = torch.cat([rbf, z.unsqueeze(-1), emb.unsqueeze(1).expand(b, n_pairs, emb.shape[-1])], dim=-1)
+        pair_energy = self.pair_mlp(pair_in).squeeze(-1).sum(-1)
+        density = rbf.new_zeros(b, self.n_atoms, rbf.shape[-1])
+        density.index_add_(1, self.pair_i, rbf).index_add_(1, self.pair_j, rbf)
+        atom_in = torch.cat([density, emb.unsqueeze(1).expand(b, self.n_atoms, emb.shape[-1])], dim=-1)
+        return pair_energy + self.head(self.body(atom_in)).squeeze(-1).sum(-1)
 
     def forward(self, u: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         if self.output == "scalar":
