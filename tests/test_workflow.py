@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -96,6 +97,38 @@ def test_tiny_completes_after_kill_and_resumes_training(tiny_run):
         methods = [r["method"] for r in csv.DictReader(fh)]
     assert methods.count("pita") == 3 and {"md", "replica_exchange"} <= set(methods)
     assert "PITA and baselines at the target temperature" in (run / "report.html").read_text()
+
+
+@pytest.mark.filterwarnings("ignore:.*netCDF4:UserWarning")
+def test_tiny_exports_the_final_rung_in_every_format(tiny_run):
+    """The export rule wrote the final rung in each format of tiny.yaml (every format `pita export`
+    writes but PyTables' .h5) and a PDB topology; mdtraj reads each back to the sample set's
+    coordinates within the format's precision."""
+    import mdtraj as md
+
+    from pita.commands.export import FORMATS
+    from pita.samples import SampleSet
+
+    work, _ = tiny_run
+    run = work / "results" / "tiny"
+    formats = yaml.safe_load(TINY.read_text())["export"]["formats"]
+    assert {f".{f}" for f in formats} | {".h5"} == set(FORMATS)
+    final = SampleSet.read(run / "rung_2" / "samples.h5", load_forces=False)
+    top = run / "export" / "rung_2.topology.pdb"
+    topology = md.load(str(top))
+    assert topology.n_atoms == 22 and topology.n_frames == 1
+    assert [r.name for r in topology.topology.residues] == ["ACE", "ALA", "NME"]
+    # PDB, xyz and mdcrd keep 3 decimals in Angstrom, .gro 3 in nm, xtc ~1e-3 nm, the rest float32
+    tolerance = {"pdb": 6e-5, "pdb.gz": 6e-5, "xyz": 6e-5, "mdcrd": 6e-5, "crd": 6e-5, "gro": 6e-4, "xtc": 6e-4}
+    for fmt in formats:
+        path = run / "export" / f"rung_2.{fmt}"
+        t = md.load(str(path)) if FORMATS[f".{fmt}"].has_topology else md.load(str(path), top=str(top))
+        assert t.n_frames == len(final) and t.n_atoms == 22, fmt
+        err = float(np.abs(t.xyz - final.positions).max())
+        assert err <= tolerance.get(fmt, 1e-6), (fmt, err)
+    # only the final rung by default
+    assert sorted(p.name for p in (run / "export").iterdir() if p.name.startswith("rung_")) == \
+        sorted([f"rung_2.{f}" for f in formats] + ["rung_2.topology.pdb"])
 
 
 def test_second_invocation_has_nothing_to_do(tiny_run):
