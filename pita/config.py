@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PitaInputError
-from .settings import (BASELINE_METHODS, MAX_CONFIG_SEED, MAX_TEMPERATURE, RUN_NAME_PATTERN, RUNG_KEY_PATTERN, RUNG_SECTIONS,
-                       SECTIONS, from_mapping)
+from .settings import (BASELINE_METHODS, GPU_MODEL_PATTERN, MAX_CONFIG_SEED, MAX_TEMPERATURE, RUN_NAME_PATTERN,
+                       RUNG_KEY_PATTERN, RUNG_SECTIONS, SECTIONS, export_formats, from_mapping)
 
 SYSTEM_SPEC_KEYS = ("name", "pdb", "forcefield", "length_scale")
-TOP_LEVEL = ("run_name", "system", "temperatures", "device", "seed", "threads", *SECTIONS, "rungs")
+TOP_LEVEL = ("run_name", "system", "temperatures", "device", "gpu_model", "seed", "threads", *SECTIONS, "rungs")
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -100,6 +100,9 @@ def check_config(config: dict, source: str = "config.yaml") -> None:
     device = config.get("device", "cpu")
     if device not in ("cpu", "cuda", "auto"):
         _fail(source, "device", f"must be one of cpu, cuda, auto, got {device!r}")
+    gpu_model = config.get("gpu_model")
+    if gpu_model is not None and (not isinstance(gpu_model, str) or not re.match(GPU_MODEL_PATTERN, gpu_model)):
+        _fail(source, "gpu_model", f"must be a GPU model name (letters, digits, '_', '.') or null, got {gpu_model!r}")
     _check_system(config.get("system"), source)
     n_rungs = len(temps)
     for section, cls in SECTIONS.items():
@@ -110,6 +113,7 @@ def check_config(config: dict, source: str = "config.yaml") -> None:
             _fail(source, "baselines.methods", f"unknown baseline {m!r}; choose from {', '.join(BASELINE_METHODS)}")
     if not methods or len(set(methods)) != len(methods):
         _fail(source, "baselines.methods", "must name at least one baseline, each at most once")
+    _check_export(config.get("export") or {}, source)
     rungs = config.get("rungs") or {}
     if not isinstance(rungs, dict):
         _fail(source, "rungs", "must be a mapping rung index -> section -> settings")
@@ -138,6 +142,24 @@ def check_config(config: dict, source: str = "config.yaml") -> None:
             _fail(source, f"reference.files.{temp}", "temperature is not on the ladder")
         if not isinstance(path, str) or not Path(path).is_file():
             _fail(source, f"reference.files.{temp}", f"file not found: {path}")
+
+
+def _check_export(export: dict, source: str) -> None:
+    """export.formats: known to `pita export`, writable here (.h5 needs PyTables), each once."""
+    from .commands.export import FORMATS, output_format
+
+    formats = export.get("formats", ["dcd"])
+    known = export_formats()
+    for fmt in formats:
+        if not isinstance(fmt, str) or fmt not in known:
+            _fail(source, "export.formats", f"unknown format {fmt!r}; choose from {', '.join(known)}")
+        try:
+            output_format(f"x.{fmt}")
+        except PitaInputError:
+            _fail(source, "export.formats", f"format {fmt!r} needs the Python package {FORMATS['.' + fmt].needs!r}, "
+                                            "which is not installed here")
+    if not formats or len(set(formats)) != len(formats):
+        _fail(source, "export.formats", "must name at least one format, each at most once")
 
 
 def _check_system(system: Any, source: str) -> None:

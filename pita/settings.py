@@ -265,11 +265,56 @@ class BaselineSettings:
                               factory=dict, cli=False)
 
 
+@dataclass(frozen=True)
+class ExportSettings:
+    """Trajectories of the rungs' samples for VMD / PyMOL (`pita export`; config section export)."""
+
+    enabled: bool = setting(True, "workflow: export the samples as trajectories with a PDB topology", cli=False)
+    formats: list = setting(None, "workflow: trajectory formats, as file extensions (those `pita export` writes)",
+                            factory=lambda: ["dcd"], cli=False)
+    rungs: str = setting("final", "workflow: export the final rung only, or every rung", choices=("final", "all"),
+                         cli=False)
+    superpose: bool = setting(False, "workflow: align every frame onto the first (heavy atoms)", cli=False)
+
+
+#: the most minutes a job may ask for (a week; partitions allow less: README "GPU and cluster")
+MAX_RUNTIME_MIN = 7 * 24 * 60
+
+
+@dataclass(frozen=True)
+class JobResources:
+    """What each job of one rule asks the scheduler for."""
+
+    runtime: int = setting(60, "wall-clock limit per job, minutes (SLURM --time)", ge=1, le=MAX_RUNTIME_MIN)
+    mem_mb: int = setting(4000, "memory per job, MB (SLURM --mem)", ge=100, le=4_000_000)
+
+
+def _job(runtime: int, mem_mb: int, rule: str) -> Any:
+    return setting(None, f"rule {rule}", factory=lambda: JobResources(runtime, mem_mb))
+
+
+@dataclass(frozen=True)
+class ResourceSettings:
+    """Runtime and memory per rule (config section resources; defaults sized for config.yaml on a CPU)."""
+
+    md_seed: JobResources = _job(120, 4000, "md_seed")
+    reference_md: JobResources = _job(240, 4000, "reference_md")
+    train: JobResources = _job(240, 8000, "train")
+    anneal: JobResources = _job(120, 8000, "anneal")
+    relax: JobResources = _job(120, 4000, "relax")
+    evaluate: JobResources = _job(60, 4000, "evaluate")
+    baseline: JobResources = _job(240, 4000, "baseline")
+    evaluate_baseline: JobResources = _job(60, 4000, "evaluate_baseline")
+    report: JobResources = _job(10, 2000, "report")
+    export: JobResources = _job(10, 2000, "export")
+
+
 BASELINE_METHODS = ("md", "replica_exchange", "smc")
 #: config section -> settings class; the order is the pipeline's
 SECTIONS: dict[str, type] = {
     "md_seed": MDSettings, "reference": ReferenceSettings, "train": TrainSettings, "anneal": AnnealSettings,
-    "relax": RelaxSettings, "evaluate": EvaluateSettings, "baselines": BaselineSettings,
+    "relax": RelaxSettings, "evaluate": EvaluateSettings, "baselines": BaselineSettings, "export": ExportSettings,
+    "resources": ResourceSettings,
 }
 #: per-rung overridable sections
 RUNG_SECTIONS = ("md_seed", "reference", "train", "anneal", "relax", "evaluate")
@@ -368,7 +413,8 @@ def from_mapping(cls: type, data: Any, source: str, prefix: str = "", defaults: 
             _fail(source, name, f"unknown setting{hint} (known: {known})")
         hint_type = hints[key]
         if dataclasses.is_dataclass(hint_type):
-            base = getattr(defaults, key) if defaults is not None else None
+            # the field's own default (resources.train is 240 min, not JobResources()'s 60)
+            base = getattr(defaults if defaults is not None else cls(), key)
             values[key] = from_mapping(hint_type, value, source, f"{name}.", base)
         else:
             values[key] = _check_value(source, name, value, hint_type, fields[key].metadata)
@@ -502,7 +548,7 @@ def _property_schema(hint: Any, f: dataclasses.Field, default: Any) -> dict:
     typ, nullable = _base_type(hint)
     meta = f.metadata
     if dataclasses.is_dataclass(typ):
-        out = section_schema(typ)
+        out = section_schema(typ, default)
         out["default"] = {}
         return out
     kind = {bool: "boolean", int: "integer", float: "number", str: "string", dict: "object", list: "array"}[typ]
@@ -519,9 +565,10 @@ def _property_schema(hint: Any, f: dataclasses.Field, default: Any) -> dict:
     return out
 
 
-def section_schema(cls: type) -> dict:
+def section_schema(cls: type, defaults: Any = None) -> dict:
+    """Schema of a settings class; `defaults` (an instance) gives the defaults, else cls()."""
     fields, hints = _fields(cls), _hints(cls)
-    defaults = cls()
+    defaults = cls() if defaults is None else defaults
     props = {name: _property_schema(hints[name], f, getattr(defaults, name)) for name, f in fields.items()}
     return {"type": "object", "additionalProperties": False, "description": (cls.__doc__ or "").strip(),
             "properties": props}
@@ -544,6 +591,9 @@ def json_schema() -> dict:
         "type": "array", "items": {"type": "string", "enum": list(BASELINE_METHODS)}, "minItems": 1,
         "uniqueItems": True, "default": list(BASELINE_METHODS),
         "description": _fields(BaselineSettings)["methods"].metadata["help"]}
+    defs["export"]["properties"]["formats"] = {
+        "type": "array", "items": {"type": "string", "enum": export_formats()}, "minItems": 1,
+        "uniqueItems": True, "default": ["dcd"], "description": _fields(ExportSettings)["formats"].metadata["help"]}
     overrides = {name: _without_defaults(defs[name]) for name in RUNG_SECTIONS}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -569,8 +619,12 @@ def json_schema() -> dict:
                              "type": "array", "minItems": 2,
                              "items": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TEMPERATURE}},
             "device": {"type": "string", "enum": ["cpu", "cuda", "auto"], "default": "cpu",
-                       "description": "where training, annealing and relaxation run; cuda makes those rules "
-                                      "request a GPU"},
+                       "description": "where the steps run; with cuda every job that uses the GPU (MD, training, "
+                                      "annealing, relaxation, baselines) requests one (resource gpu=1), the others "
+                                      "none; auto: CUDA where the job finds one, no request"},
+            "gpu_model": {"type": ["string", "null"], "pattern": GPU_MODEL_PATTERN, "default": None,
+                          "description": "GPU model the GPU jobs ask for (SLURM --gpus=<model>:1, a name the "
+                                         "site's gres knows); null: any GPU. Usually set by the cluster profile"},
             "seed": {"type": "integer", "minimum": 0, "maximum": MAX_CONFIG_SEED, "default": 0},
             "threads": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 1,
                         "description": "threads per job (torch and OpenMM)"},
@@ -587,6 +641,15 @@ def json_schema() -> dict:
 
 
 RUN_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+#: what snakemake-executor-plugin-slurm accepts as a GPU model
+GPU_MODEL_PATTERN = r"^[A-Za-z0-9_.]+$"
+
+
+def export_formats() -> list[str]:
+    """The formats `pita export` writes (extensions without the dot), in its order."""
+    from .commands.export import FORMATS
+
+    return [ext[1:] for ext in FORMATS]
 RUNG_KEY_PATTERN = r"^(0|[1-9][0-9]*)$"
 MAX_TEMPERATURE = 1.0e6
 #: the workflow derives seeds as seed + 1000 k + c, so the config's seed leaves room below MAX_SEED

@@ -86,6 +86,21 @@ SEMANTIC_CASES = [
      "train.schedule.sigma_max", "above sigma_min"),
     ("reference file off ladder", lambda c: c["reference"].update(files={"123.0": "config.yaml"}), "reference.files.123.0", "not on the ladder"),
     ("reference file missing", lambda c: c["reference"].update(files={"300.0": "/no/such.h5"}), "reference.files.300.0", "file not found"),
+    # export, resources and the GPU model (cluster profile)
+    ("unknown export format", lambda c: c["export"].update(formats=["dcd", "mol2"]), "export.formats",
+     "unknown format 'mol2'"),
+    ("export format twice", lambda c: c["export"].update(formats=["dcd", "dcd"]), "export.formats", "at most once"),
+    ("no export format", lambda c: c["export"].update(formats=[]), "export.formats", "at least one"),
+    ("export rungs", lambda c: c["export"].update(rungs="some"), "export.rungs", "must be one of final, all"),
+    ("export typo", lambda c: c["export"].update(format=["dcd"]), "export.format", "unknown setting"),
+    ("runtime zero", lambda c: c.update(resources={"train": {"runtime": 0}}), "resources.train.runtime", ">= 1"),
+    ("runtime of a year", lambda c: c.update(resources={"train": {"runtime": 525600}}), "resources.train.runtime",
+     "<= 10080"),
+    ("memory as text", lambda c: c.update(resources={"anneal": {"mem_mb": "16G"}}), "resources.anneal.mem_mb",
+     "must be an integer"),
+    ("resources of an unknown rule", lambda c: c.update(resources={"sample": {"runtime": 5}}), "resources.sample",
+     "unknown setting"),
+    ("gpu model payload", lambda c: c.update(gpu_model="a100 --wrap=x"), "gpu_model", "GPU model name"),
 ]
 
 
@@ -97,6 +112,31 @@ def test_semantic_errors(label, mutate, field, problem):
         check_config(cfg, source="my.yaml")
     msg = str(exc.value)
     assert msg.startswith(f"my.yaml: field '{field}'") and problem in msg and "\n" not in msg
+
+
+def test_h5_export_needs_pytables(monkeypatch):
+    from pita.commands import export
+
+    monkeypatch.setattr(export, "_available", lambda fmt: fmt.needs is None)
+    cfg = default_config()
+    cfg["export"]["formats"] = ["dcd", "h5"]
+    with pytest.raises(PitaInputError) as exc:
+        check_config(cfg, source="my.yaml")
+    assert str(exc.value) == ("my.yaml: field 'export.formats': format 'h5' needs the Python package 'tables', "
+                              "which is not installed here")
+
+
+def test_resources_fill_per_rule_defaults():
+    from pita.settings import ResourceSettings, from_mapping
+
+    got = from_mapping(ResourceSettings, {"train": {"runtime": 300}}, "my.yaml", prefix="resources.")
+    defaults = ResourceSettings()
+    assert got.train.runtime == 300 and got.train.mem_mb == defaults.train.mem_mb == 8000
+    assert got.report == defaults.report and defaults.report.runtime == 10
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    validate(cfg, SCHEMA)  # the schema fills each rule's own defaults
+    assert cfg["resources"]["train"] == {"runtime": 240, "mem_mb": 8000}
+    assert cfg["export"] == {"enabled": True, "formats": ["dcd"], "rungs": "final", "superpose": False}
 
 
 def test_malformed_pdb(tmp_path):

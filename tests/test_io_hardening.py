@@ -369,6 +369,30 @@ def test_export_formats_round_trip_through_mdtraj(tmp_path, ext, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left
 
 
+@pytest.mark.filterwarnings("ignore:.*netCDF4:UserWarning")
+def test_export_several_formats_one_topology(tmp_path, capsys):
+    """As the workflow's export rule calls it: several --out, one --pdb topology; a path given twice
+    is refused before anything is written."""
+    import mdtraj as md
+
+    from pita.cli import main
+
+    s = make_set(n=3, n_atoms=5, system="lj5")
+    s.write(tmp_path / "s.h5")
+    outs = [str(tmp_path / f"t.{e}") for e in ("dcd", "xtc", "pdb")]
+    assert main(["export", "--samples", str(tmp_path / "s.h5"), "--out", *outs, "--pdb", str(tmp_path / "t.topology.pdb")]) == 0
+    top = md.load(str(tmp_path / "t.topology.pdb"))
+    assert top.n_frames == 1 and top.n_atoms == 5
+    for path in outs:
+        t = md.load(path) if path.endswith(".pdb") else md.load(path, top=str(tmp_path / "t.topology.pdb"))
+        np.testing.assert_allclose(t.xyz, s.positions, atol=1e-3)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    rc = main(["export", "--samples", str(tmp_path / "s.h5"), "--out", str(tmp_path / "u.dcd"), str(tmp_path / "u.pdb")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "--pdb" in err and "the same file as --out" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
 def test_export_unknown_format_names_the_supported_list(tmp_path, capsys):
     from pita.cli import main
 

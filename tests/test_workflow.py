@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -96,6 +97,38 @@ def test_tiny_completes_after_kill_and_resumes_training(tiny_run):
         methods = [r["method"] for r in csv.DictReader(fh)]
     assert methods.count("pita") == 3 and {"md", "replica_exchange"} <= set(methods)
     assert "PITA and baselines at the target temperature" in (run / "report.html").read_text()
+
+
+@pytest.mark.filterwarnings("ignore:.*netCDF4:UserWarning")
+def test_tiny_exports_the_final_rung_in_every_format(tiny_run):
+    """The export rule wrote the final rung in each format of tiny.yaml (every format `pita export`
+    writes but PyTables' .h5) and a PDB topology; mdtraj reads each back to the sample set's
+    coordinates within the format's precision."""
+    import mdtraj as md
+
+    from pita.commands.export import FORMATS
+    from pita.samples import SampleSet
+
+    work, _ = tiny_run
+    run = work / "results" / "tiny"
+    formats = yaml.safe_load(TINY.read_text())["export"]["formats"]
+    assert {f".{f}" for f in formats} | {".h5"} == set(FORMATS)
+    final = SampleSet.read(run / "rung_2" / "samples.h5", load_forces=False)
+    top = run / "export" / "rung_2.topology.pdb"
+    topology = md.load(str(top))
+    assert topology.n_atoms == 22 and topology.n_frames == 1
+    assert [r.name for r in topology.topology.residues] == ["ACE", "ALA", "NME"]
+    # PDB, xyz and mdcrd keep 3 decimals in Angstrom, .gro 3 in nm, xtc ~1e-3 nm, the rest float32
+    tolerance = {"pdb": 6e-5, "pdb.gz": 6e-5, "xyz": 6e-5, "mdcrd": 6e-5, "crd": 6e-5, "gro": 6e-4, "xtc": 6e-4}
+    for fmt in formats:
+        path = run / "export" / f"rung_2.{fmt}"
+        t = md.load(str(path)) if FORMATS[f".{fmt}"].has_topology else md.load(str(path), top=str(top))
+        assert t.n_frames == len(final) and t.n_atoms == 22, fmt
+        err = float(np.abs(t.xyz - final.positions).max())
+        assert err <= tolerance.get(fmt, 1e-6), (fmt, err)
+    # only the final rung by default
+    assert sorted(p.name for p in (run / "export").iterdir() if p.name.startswith("rung_")) == \
+        sorted([f"rung_2.{f}" for f in formats] + ["rung_2.topology.pdb"])
 
 
 def test_second_invocation_has_nothing_to_do(tiny_run):
@@ -209,3 +242,133 @@ def test_tiny_through_real_slurm(tmp_path):
     new = [line for line in after.splitlines() if line.split()[0] not in before]
     # md_seed, 2 x reference_md, train, anneal, relax, 2 x evaluate, report
     assert len(new) >= 9, after
+
+
+# ------------------------------------------------------------------------ GPU-scale plan via SLURM
+PAPER = ROOT / "workflow" / "configs" / "aldp-paper.yaml"
+SLURM_PROFILE = ROOT / "workflow" / "profiles" / "slurm"
+#: the slurm profile promises that every job of the shipped configs fits a 12 h partition
+PARTITION_LIMIT_MIN = 12 * 60
+#: rules whose jobs run on the GPU under device: cuda (md_seed, reference_md and baseline: unless
+#: configured otherwise, see the third case below) and those that never do
+GPU_RULES = {"md_seed", "reference_md", "train", "anneal", "relax", "baseline"}
+CPU_RULES = {"evaluate", "evaluate_baseline", "report", "export"}
+
+
+def dry_run_jobs(output: str) -> list[dict]:
+    """Each job a dry run prints: rule, threads (1 when not shown), resources, shell command."""
+    jobs: list[dict] = []
+    for line in output.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line)
+        if m:
+            jobs.append({"rule": m.group(1), "threads": 1, "resources": {}, "shell": ""})
+        elif jobs and line.startswith("    threads: "):
+            jobs[-1]["threads"] = int(line.split(":", 1)[1])
+        elif jobs and line.startswith("    resources: "):
+            for item in line.split(":", 1)[1].strip().split(", "):
+                key, _, value = item.partition("=")
+                jobs[-1]["resources"][key] = int(value) if value.isdigit() else value
+        elif jobs and line.startswith("Shell command: "):
+            jobs[-1]["shell"] = line[len("Shell command: "):]
+    return [j for j in jobs if j["rule"] != "all"]
+
+
+class _Resources(dict):
+    """job.resources as the slurm executor plugin reads it (mapping and attributes)."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def sbatch_call(job: dict) -> str | None:
+    """The sbatch command line snakemake-executor-plugin-slurm would build for a planned job
+    (None where the plugin's submit-string helpers are not importable)."""
+    try:
+        from types import SimpleNamespace
+
+        from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+        from snakemake_executor_plugin_slurm.utils import set_gres_string
+    except ImportError:
+        return None
+    fake = SimpleNamespace(resources=_Resources(job["resources"]), threads=job["threads"], name=job["rule"],
+                           is_group=lambda: False)
+    params = {"run_uuid": "x", "slurm_logfile": "x.log", "comment_str": job["rule"], "account": "",
+              "partition": "-p gpu", "workdir": "."}
+    return get_submit_command(fake, params) + set_gres_string(fake)
+
+
+@pytest.mark.parametrize("case", ["shipped", "gpu_model", "cpu_md"])
+def test_gpu_scale_config_through_the_slurm_profile_asks_for_what_each_job_uses(tmp_path, case):
+    """aldp-paper.yaml through workflow/profiles/slurm, planned by a dry run (nothing submitted: a
+    fake sbatch would leave a mark; the plugin may query scontrol, which fails here): every job that runs on the GPU asks for exactly one and gets
+    --device cuda, every other none and no cuda; cpus_per_task is the job's threads; runtime fits
+    the partition; mem_mb is set. `gpu_model`: the profile's GPU model reaches GPU jobs only.
+    `cpu_md`: a configured reference set and OpenMM on the CPU platform need no GPU."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    mark = tmp_path / "SUBMITTED"
+    for tool in ("sbatch", "srun", "scancel", "squeue", "sacct", "sinfo", "scontrol", "sacctmgr"):
+        log = mark if tool in ("sbatch", "srun", "scancel") else tmp_path / "queried"
+        (fake_bin / tool).write_text(f"#!/bin/sh\necho {tool} >> '{log}'\nexit 1\n")
+        (fake_bin / tool).chmod(0o755)
+    cfg = yaml.safe_load(PAPER.read_text())
+    extra: list[str] = []
+    if case == "gpu_model":
+        extra = ["--config", "gpu_model=a100"]
+    if case == "cpu_md":
+        cfg["reference"]["files"] = {"300.0": str(ROOT / "data" / "reference" / "aldp_300K.h5")}
+        cfg["baselines"].update(engine="openmm", platform="CPU")
+    config = tmp_path / "paper.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    # --cores only lifts the dry run's default of one core, which would cap every job's threads at 1
+    # (a real cluster run has no such cap); the profile is the shipped one
+    env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "--profile", str(SLURM_PROFILE),
+                          "--configfile", str(config), "--cores", "1024", "-n", *extra],
+                         capture_output=True, text=True, timeout=300, env=env)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    assert not mark.exists(), f"a dry run called {mark.read_text()}"
+    jobs = dry_run_jobs(out.stdout)
+    counts = {r: sum(j["rule"] == r for j in jobs) for r in GPU_RULES | CPU_RULES}
+    assert counts == {"md_seed": 1, "reference_md": 4, "train": 3, "anneal": 3, "relax": 3, "baseline": 3,
+                      "evaluate": 4, "evaluate_baseline": 3, "report": 1, "export": 1}, counts
+    for job in jobs:
+        rule, res, shell = job["rule"], job["resources"], job["shell"]
+        what = f"{rule} {res} {shell[:200]}"
+        cpu_only = rule in CPU_RULES or (case == "cpu_md" and (
+            (rule == "reference_md" and "--given" in shell) or (rule == "baseline" and "--method md " in shell)))
+        if cpu_only:
+            assert res.get("gpu", 0) == 0 and "gpu_model" not in res and "gres" not in res, what
+            assert "--device cuda" not in shell, what
+        else:
+            assert res.get("gpu") == 1 and "gres" not in res, what
+            assert "--device cuda" in shell, what
+        assert ("--device cuda" in shell) == (res.get("gpu") == 1), what
+        assert res.get("gpu_model") == ("a100" if case == "gpu_model" and not cpu_only else None), what
+        assert res.get("cpus_per_task") == job["threads"], what
+        assert job["threads"] == (1 if rule in CPU_RULES else cfg["threads"]), what
+        assert isinstance(res.get("runtime"), int) and 1 <= res["runtime"] <= PARTITION_LIMIT_MIN, what
+        assert isinstance(res.get("mem_mb"), int) and res["mem_mb"] >= 1000, what
+        call = sbatch_call(job)
+        if call is not None:  # what the plugin would submit for it
+            gpus = re.findall(r"--gpus=(\S+)", call)
+            assert gpus == ([] if cpu_only else ["a100:1" if case == "gpu_model" else "1"]), (what, call)
+            assert f"--cpus-per-task={job['threads']}" in call and f"-t {res['runtime']}" in call, call
+            assert f"--mem {res['mem_mb']}" in call, call
+    if case == "cpu_md":
+        assert sum(j["rule"] == "reference_md" and j["resources"].get("gpu") == 0 for j in jobs) == 1
+        assert sum(j["rule"] == "baseline" and j["resources"].get("gpu") == 0 for j in jobs) == 1
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "workflow" / "configs").glob("*.yaml")) + [ROOT / "config.yaml"],
+                         ids=lambda p: p.name)
+def test_shipped_configs_fit_the_partition_the_profile_promises(config):
+    from pita.settings import ResourceSettings, from_mapping, to_dict
+
+    res = from_mapping(ResourceSettings, yaml.safe_load(config.read_text()).get("resources"), str(config),
+                       prefix="resources.")
+    assert all(1 <= r["runtime"] <= PARTITION_LIMIT_MIN and r["mem_mb"] >= 1000 for r in to_dict(res).values())

@@ -3,16 +3,19 @@
     pita export --samples rung_3/samples.h5 --out rung_3.dcd          # rung_3.dcd + rung_3.pdb
     pita export --samples rung_3/samples.h5 --out rung_3.pdb          # multi-model PDB
     pita export --samples anneal.h5 --out a.dcd --resample 1000       # equal-weight frames
+    pita export --samples s.h5 --out s.dcd s.xtc --pdb s.topology.pdb  # several formats, one topology
 
-The format comes from the extension of --out, one of `FORMATS` (written with mdtraj's public
-`Trajectory.save_<format>` methods): .dcd, .xtc, .trr, .nc/.netcdf/.ncdf (AMBER NetCDF), .xyz,
-.mdcrd/.crd, .pdb, .pdb.gz, .gro, and .h5 (mdtraj HDF5, only where PyTables is installed).
-For formats without a topology a PDB of the first frame is written beside the trajectory (or
-at --pdb). The topology comes from the system (--system, default the set's 'system'
-attribute); particle systems without one (Lennard-Jones) get one atom per particle (element
-Ar, residue LJ), coordinates written as they are (reduced units read as nm). Weighted sets are
-exported frame by frame unless --resample N draws N frames by systematic resampling of the
-weights.
+The format comes from the extension of each --out, one of `FORMATS` (written with mdtraj's
+public `Trajectory.save_<format>` methods): .dcd, .xtc, .trr, .nc/.netcdf/.ncdf (AMBER NetCDF),
+.xyz, .mdcrd/.crd, .pdb, .pdb.gz, .gro, and .h5 (mdtraj HDF5, only where PyTables is installed).
+A PDB of the first frame (the topology) is written at --pdb, or, when --pdb is not given and
+a format has no topology, beside the first such trajectory (OUT with .pdb). The topology comes
+from the system (--system: a name or a JSON spec, default the set's 'system' attribute);
+particle systems without one (Lennard-Jones) get one atom per particle (element Ar, residue
+LJ), coordinates written as they are (reduced units read as nm); a density in R^d (gmm) has no
+particles and is refused. Weighted sets are exported frame by frame unless --resample N draws N
+frames by systematic resampling of the weights. Every output path is checked before anything
+is read, and each file is written atomically.
 """
 from __future__ import annotations
 
@@ -96,10 +99,12 @@ def save_trajectory(traj, path: str | Path, fmt: Format) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", required=True, help="sample set (HDF5)")
-    p.add_argument("--out", required=True,
-                   help=f"output trajectory; format from the extension ({', '.join(FORMATS)})")
-    p.add_argument("--pdb", default=None, help="topology PDB for formats without a topology (default: OUT with .pdb)")
-    p.add_argument("--system", default=None, help="system name for the topology (default: the set's 'system' attribute)")
+    p.add_argument("--out", required=True, nargs="+",
+                   help=f"output trajectory (or several); format from the extension ({', '.join(FORMATS)})")
+    p.add_argument("--pdb", default=None, help="topology PDB (first frame); default: written only for formats without "
+                                               "a topology, as the first such OUT with .pdb")
+    p.add_argument("--system", default=None, help="system name or JSON spec for the topology (default: the set's "
+                                                  "'system' attribute)")
     p.add_argument("--resample", type=int, default=None, metavar="N",
                    help="export N frames drawn by systematic resampling of the importance weights")
     p.add_argument("--stride", type=int, default=1, help="keep every k-th frame")
@@ -121,13 +126,13 @@ def particle_topology(n_atoms: int):
 
 
 def _topology(args: argparse.Namespace, samples):
-    from ..systems import load
+    from ..systems import from_argument
 
     spec = args.system if args.system is not None else samples.attrs.get("system")
     top = None
     if spec is not None:
         try:
-            system = load(spec)
+            system = from_argument(spec)
             top = getattr(system, "topology", None)
             if args.system is not None:
                 if system.n_atoms != samples.n_atoms:
@@ -152,18 +157,25 @@ def run(args: argparse.Namespace) -> int:
     from ..samples import SampleSet
 
     # every output path and option first: nothing is read or written before they are all fine
-    out = Path(args.out)
-    ext, fmt = output_format(out)
-    pdb = None if fmt.has_topology else (Path(args.pdb) if args.pdb else out.with_name(out.name[:-len(ext)] + ".pdb"))
+    outs = [Path(o) for o in (args.out if isinstance(args.out, (list, tuple)) else [args.out])]
+    formats = [output_format(o) for o in outs]
+    without_top = [(o, ext) for o, (ext, fmt) in zip(outs, formats) if not fmt.has_topology]
+    pdb = Path(args.pdb) if args.pdb else (
+        without_top[0][0].with_name(without_top[0][0].name[:-len(without_top[0][1])] + ".pdb") if without_top else None)
     pdb_ext = None
     if pdb is not None:
         pdb_ext, pdb_fmt = output_format(pdb, "--pdb")
         if pdb_fmt.method != "save_pdb":
             raise PitaInputError(f"--pdb {pdb}: the topology file must end in .pdb or .pdb.gz")
-    check_output_path(out, "--out")
+    for o in outs:
+        check_output_path(o, "--out")
     check_output_path(pdb, "--pdb")
-    if pdb is not None and pdb.resolve() == out.resolve():
-        raise PitaInputError(f"--pdb {pdb}: the same file as --out")
+    seen: dict[Path, str] = {}
+    for option, path in [*(("--out", o) for o in outs), *((("--pdb", pdb),) if pdb is not None else ())]:
+        key = path.resolve()
+        if key in seen:
+            raise PitaInputError(f"{option} {path}: the same file as {seen[key]} {path}")
+        seen[key] = option
     if args.stride < 1:
         raise PitaInputError("--stride: must be >= 1")
     if args.max_frames is not None and args.max_frames < 1:
@@ -188,9 +200,10 @@ def run(args: argparse.Namespace) -> int:
     if args.superpose and traj.n_frames > 1:
         heavy = [a.index for a in top.atoms if a.element is None or a.element.symbol != "H"]
         traj.superpose(traj, 0, atom_indices=heavy or None)
-    with atomic_path(out, suffix=ext) as tmp:
-        save_trajectory(traj, tmp, fmt)
-    log.info("wrote %s (%d frames)", out, traj.n_frames)
+    for out, (ext, fmt) in zip(outs, formats):
+        with atomic_path(out, suffix=ext) as tmp:
+            save_trajectory(traj, tmp, fmt)
+        log.info("wrote %s (%d frames)", out, traj.n_frames)
     if pdb is not None:
         with atomic_path(pdb, suffix=pdb_ext) as tmp:
             save_trajectory(traj[0], tmp, FORMATS[".pdb"])

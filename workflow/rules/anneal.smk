@@ -8,7 +8,7 @@ rule anneal:
         diagnostics=f"{RUN}/rung_{{later}}/anneal_diagnostics.json",
     params:
         system=SYSTEM_ARG,
-        device=config["device"],
+        device=job_device(),
         temperature=temperature,
         settings=settings_json("anneal"),
         seed=job_seed(2),
@@ -18,9 +18,7 @@ rule anneal:
         f"{RUN}/benchmarks/anneal_{{later}}.tsv"
     threads: config["threads"]
     resources:
-        runtime=240,
-        mem_mb=8000,
-        **gpu_resources(),
+        **job_resources("anneal", True),
     conda:
         "../../envs/pita.yaml"
     shell:

@@ -15,7 +15,7 @@ rule baseline:
         temperatures=TEMPS,
         settings=json.dumps(BASELINES, sort_keys=True),
         smc=baseline_smc_args,
-        device=config["device"],
+        device=job_device(baseline_uses_gpu),
         seed=lambda w: config["seed"] + 1000 * K + BASELINE_SEED_OFFSET[w.method],
     log:
         f"{RUN}/logs/baseline_{{method}}.log",
@@ -23,9 +23,7 @@ rule baseline:
         f"{RUN}/benchmarks/baseline_{{method}}.tsv"
     threads: config["threads"]
     resources:
-        runtime=240,
-        mem_mb=4000,
-        **gpu_resources(),
+        **job_resources("baseline", baseline_uses_gpu),
     conda:
         "../../envs/pita.yaml"
     shell:
@@ -52,8 +50,7 @@ rule evaluate_baseline:
         f"{RUN}/benchmarks/evaluate_baseline_{{method}}.tsv"
     threads: 1
     resources:
-        runtime=60,
-        mem_mb=4000,
+        **job_resources("evaluate_baseline"),
     conda:
         "../../envs/pita.yaml"
     shell:

@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 from pita.config import check_config, rung_settings
 from pita.errors import PitaInputError
+from pita.settings import ResourceSettings, from_mapping
 
 
 # one line naming the field for any problem, before the schema's own (longer) messages
@@ -22,6 +23,10 @@ K = len(TEMPS) - 1
 RUN = f"results/{config['run_name']}"
 SYSTEM_ARG = json.dumps(config["system"]) if isinstance(config["system"], dict) else config["system"]
 USE_GPU = config["device"] == "cuda"
+GPU_MODEL = config.get("gpu_model")
+#: runtime and memory per rule (config `resources`, defaults from pita.settings.ResourceSettings)
+RESOURCES = from_mapping(ResourceSettings, config.get("resources"), "config", prefix="resources.")
+EXPORT = config.get("export") or {}
 
 
 wildcard_constraints:
@@ -48,13 +53,57 @@ def job_seed(offset):
     return lambda w: config["seed"] + 1000 * rung_of(w) + offset
 
 
-def gpu_resources():
-    return {"gpu": 1} if USE_GPU else {}
+def md_uses_gpu(settings):
+    """Whether MD with these settings (md_seed, reference, baselines: engine, platform) runs on the
+    GPU under device: cuda: the torch engine does, and OpenMM does unless a CPU platform is named."""
+    return not (settings.get("engine", "auto") == "openmm" and settings.get("platform", "auto") in ("Reference", "CPU"))
+
+
+def _per_job(uses_gpu):
+    """`uses_gpu` (a bool, or a function of the wildcards) as a function of the wildcards."""
+    return uses_gpu if callable(uses_gpu) else (lambda w: bool(uses_gpu))
+
+
+def job_device(uses_gpu=True):
+    """Params function: the --device of a job: cuda when it uses the GPU (and so requests one), cpu
+    for a job of a cuda run that needs none (it may land on a node without a GPU), else the config's."""
+    uses = _per_job(uses_gpu)
+    return lambda w: "cuda" if USE_GPU and uses(w) else ("cpu" if USE_GPU else config["device"])
+
+
+def job_resources(rule, uses_gpu=False):
+    """A rule's resources, the one place they are made: runtime (minutes) and mem_mb from config
+    `resources`; cpus_per_task = the job's threads (SLURM's --cpus-per-task; a profile's default
+    cannot override it); with device: cuda, gpu=1 for each job that uses the GPU (gpu_model with it
+    when configured) and gpu=0 for the others. `uses_gpu`: a bool or a function of the wildcards."""
+    r = getattr(RESOURCES, rule)
+    out = {"runtime": r.runtime, "mem_mb": r.mem_mb, "cpus_per_task": lambda wildcards, threads: threads}
+    if USE_GPU:
+        uses = _per_job(uses_gpu)
+        out["gpu"] = lambda wildcards: 1 if uses(wildcards) else 0
+        if GPU_MODEL:
+            # None leaves the resource out: only GPU jobs name a model
+            out["gpu_model"] = lambda wildcards: GPU_MODEL if uses(wildcards) else None
+    return out
+
+
+def export_rungs():
+    """The rungs whose samples the export rule writes as trajectories (config `export`)."""
+    if not EXPORT.get("enabled", True):
+        return []
+    return list(range(K + 1)) if EXPORT.get("rungs", "final") == "all" else [K]
+
+
+def export_files(rung):
+    """The export of one rung: a trajectory per configured format, and the PDB topology."""
+    base = f"{RUN}/export/rung_{rung}"
+    return [f"{base}.{fmt}" for fmt in EXPORT.get("formats", ["dcd"])] + [f"{base}.topology.pdb"]
 
 
 def all_outputs():
     outs = [f"{RUN}/report.html", f"{RUN}/summary.csv"]
     outs += [f"{RUN}/rung_{k}/samples.h5" for k in range(K + 1)]
+    outs += [f for k in export_rungs() for f in export_files(k)]
     return outs
 
 
@@ -77,6 +126,22 @@ def reference_file(k):
 
 # baselines (config `baselines`, rules in baselines.smk)
 BASELINES = config.get("baselines") or {}
+
+
+# which jobs run on the GPU under device: cuda (the others request none and get --device cpu)
+MD_SEED_GPU = md_uses_gpu(rung_settings(config, 0, "md_seed"))
+
+
+def reference_uses_gpu(w):
+    """Reference MD as md_uses_gpu; a configured reference set is only checked (no MD, no GPU)."""
+    k = rung_of(w)
+    return reference_file(k) is None and md_uses_gpu(rung_settings(config, k, "reference"))
+
+
+def baseline_uses_gpu(w):
+    """Replica exchange and smc run batched torch; plain MD as md_uses_gpu."""
+    return w.method != "md" or md_uses_gpu(BASELINES)
+
 BASELINE_METHODS = list(BASELINES.get("methods") or []) if BASELINES.get("enabled") else []
 
 

@@ -20,8 +20,7 @@ rule evaluate:
         f"{RUN}/benchmarks/evaluate_{{rung}}.tsv"
     threads: 1
     resources:
-        runtime=60,
-        mem_mb=4000,
+        **job_resources("evaluate"),
     conda:
         "../../envs/pita.yaml"
     shell:

@@ -7,15 +7,14 @@ rule md_seed:
         temperature=TEMPS[0],
         settings=settings_json("md_seed"),
         seed=job_seed(0),
-        device=config["device"],
+        device=job_device(MD_SEED_GPU),
     log:
         f"{RUN}/logs/md_seed.log",
     benchmark:
         f"{RUN}/benchmarks/md_seed.tsv"
     threads: config["threads"]
     resources:
-        runtime=120,
-        mem_mb=4000,
+        **job_resources("md_seed", MD_SEED_GPU),
     conda:
         "../../envs/pita.yaml"
     shell:

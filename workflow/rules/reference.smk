@@ -11,15 +11,14 @@ rule reference_md:
         given=lambda w, input: ["--given", input.given] if input.given else [],
         settings=settings_json("reference"),
         seed=job_seed(7),
-        device=config["device"],
+        device=job_device(reference_uses_gpu),
     log:
         f"{RUN}/logs/reference_md_{{rung}}.log",
     benchmark:
         f"{RUN}/benchmarks/reference_md_{{rung}}.tsv"
     threads: config["threads"]
     resources:
-        runtime=600,
-        mem_mb=4000,
+        **job_resources("reference_md", reference_uses_gpu),
     conda:
         "../../envs/pita.yaml"
     shell:

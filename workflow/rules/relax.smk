@@ -8,7 +8,7 @@ rule relax:
         diagnostics=f"{RUN}/rung_{{later}}/relax_diagnostics.json",
     params:
         system=SYSTEM_ARG,
-        device=config["device"],
+        device=job_device(),
         temperature=temperature,
         settings=settings_json("relax"),
         seed=job_seed(3),
@@ -18,9 +18,7 @@ rule relax:
         f"{RUN}/benchmarks/relax_{{later}}.tsv"
     threads: config["threads"]
     resources:
-        runtime=120,
-        mem_mb=4000,
-        **gpu_resources(),
+        **job_resources("relax", True),
     conda:
         "../../envs/pita.yaml"
     shell:

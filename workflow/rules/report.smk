@@ -10,8 +10,7 @@ rule report:
         f"{RUN}/logs/report.log",
     threads: 1
     resources:
-        runtime=10,
-        mem_mb=2000,
+        **job_resources("report"),
     conda:
         "../../envs/pita.yaml"
     shell:

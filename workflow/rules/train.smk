@@ -9,7 +9,7 @@ rule train:
         fidelity=f"{RUN}/rung_{{rung}}/model_fidelity.json",
     params:
         system=SYSTEM_ARG,
-        device=config["device"],
+        device=job_device(),
         settings=settings_json("train"),
         init=lambda w, input: ["--init", input.init] if input.init else [],
         seed=job_seed(1),
@@ -21,9 +21,7 @@ rule train:
         f"{RUN}/benchmarks/train_{{rung}}.tsv"
     threads: config["threads"]
     resources:
-        runtime=240,
-        mem_mb=8000,
-        **gpu_resources(),
+        **job_resources("train", True),
     conda:
         "../../envs/pita.yaml"
     shell:
