@@ -222,7 +222,13 @@ class EvaluateSettings:
     tica_lag_frames: int = setting(10, "TICA lag in frames of the reference trajectories", ge=1, le=1_000_000)
     tica_lag_ps: float | None = setting(None, "TICA lag in ps (needs time_ps in the reference); overrides "
                                               "tica_lag_frames", gt=0, le=1e9)
-    blocks: int = setting(10, "blocks for the reference's error bars", ge=2, le=10_000)
+    blocks: int = setting(10, "blocks for the reference's error bars (and a time-correlated set's statistical "
+                               "inefficiency in the bootstrap)", ge=2, le=10_000)
+    bootstrap_replicates: int = setting(100, "bootstrap replicates per set for the standard error of every metric "
+                                             "(<metric>_se; 0: none)", ge=0, le=100_000)
+    bootstrap_ot_samples: int = setting(500, "frames per bootstrap replicate for the optimal-transport metrics (torus, "
+                                             "TICA, distance W2; m-out-of-n, scaled to the estimate's size)",
+                                        ge=10, le=100_000)
     plots: bool = setting(True, "write the PNG plots")
 
 

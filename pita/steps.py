@@ -298,7 +298,8 @@ def evaluate(samples: SampleSet, reference_set: SampleSet, system: Any, settings
                          seed=seed, samples_path=samples_path, reference_path=reference_path, method=method,
                          ot_max_n=settings.max_samples, distance_max_n=settings.distance_max_samples,
                          tica_lag_frames=settings.tica_lag_frames, tica_lag_ps=settings.tica_lag_ps,
-                         n_blocks=settings.blocks, extra=extra)
+                         n_blocks=settings.blocks, bootstrap=settings.bootstrap_replicates,
+                         bootstrap_ot_samples=settings.bootstrap_ot_samples, extra=extra)
 
 
 # ---------------------------------------------------------------------------------------------
