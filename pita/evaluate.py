@@ -322,6 +322,10 @@ def bootstrap_errors(samples: SampleSet, reference: SampleSet, data: dict, *, n_
     return se, info
 
 
+#: the metrics of a cross-check against a second reference (besides every p_* and dF_*)
+CROSS_CHECK_KEYS = ("energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2", "n_blocks")
+
+
 #: metrics whose reference share of the bootstrap se is kept in metrics.json's `bootstrap`
 HEADLINE_SE = ("energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2", "dF_alpha_R",
                "dF_alpha_L", "dF_alpha_R_diff", "dF_alpha_L_diff")
@@ -449,13 +453,16 @@ def _provenance(samples: SampleSet, reference: SampleSet, samples_path: str, ref
 def evaluate(samples: SampleSet, reference: SampleSet, system: Any = None, out_dir: str | Path | None = None, *,
              metrics_path: str | Path | None = None, plots: bool = True, seed: int = 0,
              samples_path: str | None = None, reference_path: str | None = None, method: str | None = None,
-             extra: dict | None = None, **metric_options: Any) -> dict[str, Any]:
+             extra: dict | None = None, cross_check: SampleSet | None = None, cross_check_path: str | None = None,
+             **metric_options: Any) -> dict[str, Any]:
     """Compare `samples` with `reference` (same temperature) and write metrics.json + plots.
 
     `out_dir`: folder for metrics.json and the PNGs (None: write nothing unless `metrics_path`).
     `metrics_path`: where metrics.json goes (default out_dir/metrics.json); plots go beside it.
     `metric_options`: ot_max_n, distance_max_n, tica_lag_frames, tica_lag_ps, n_blocks.
     `extra`: further scalars for metrics.json (the ESS and model fidelity of the steps behind the set).
+    `cross_check`: a second reference at the same temperature; the headline metrics, basin
+    populations and free energies against it (no bootstrap, no plots) go under `cross_check`.
     Raises PitaInputError (naming the file) when the temperatures or shapes differ.
     """
     t0 = time.perf_counter()
@@ -466,6 +473,12 @@ def evaluate(samples: SampleSet, reference: SampleSet, system: Any = None, out_d
     result: dict[str, Any] = _provenance(samples, reference, sp, rp, method)
     result.update(values)
     result.update(extra or {})
+    if cross_check is not None:
+        cp = cross_check_path or "<cross-check>"
+        options = {k: v for k, v in metric_options.items() if k not in ("bootstrap", "bootstrap_ot_samples")}
+        cc, _ = compute_metrics(samples, cross_check, system, seed=seed, samples_path=sp, reference_path=cp, **options)
+        result["cross_check"] = {"reference": cp, "n_reference": len(cross_check),
+                                 **{k: v for k, v in cc.items() if k in CROSS_CHECK_KEYS or k.startswith(("p_", "dF_"))}}
     result["seed"] = int(seed)
     result["evaluated"] = now_iso()
 

@@ -88,6 +88,9 @@ class ReferenceSettings(MDSettings):
 
     files: dict = setting(None, "temperature (as written in temperatures) -> existing sample set to use "
                                 "instead of running MD", factory=dict, cli=False)
+    cross_check: dict = setting(None, "temperature -> a second reference set the same samples are also evaluated "
+                                      "against (metrics.json's cross_check; a table in the report)",
+                                factory=dict, cli=False)
 
 
 @dataclass(frozen=True)
@@ -544,6 +547,9 @@ def json_schema() -> dict:
     defs["reference"]["properties"]["files"] = {
         "type": "object", "default": {}, "additionalProperties": {"type": "string"},
         "description": _fields(ReferenceSettings)["files"].metadata["help"]}
+    defs["reference"]["properties"]["cross_check"] = {
+        "type": "object", "default": {}, "additionalProperties": {"type": "string"},
+        "description": _fields(ReferenceSettings)["cross_check"].metadata["help"]}
     defs["baselines"]["properties"]["methods"] = {
         "type": "array", "items": {"type": "string", "enum": list(BASELINE_METHODS)}, "minItems": 1,
         "uniqueItems": True, "default": list(BASELINE_METHODS),

@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--diagnostics", nargs="+", default=[], metavar="JSON",
                    help="anneal_diagnostics.json / model_fidelity.json of the step that made the samples: their "
                         "ESS and model-fidelity numbers are added to the metrics")
+    p.add_argument("--cross-check", default=None, metavar="H5",
+                   help="a second reference set at the same temperature: the headline metrics, basin populations "
+                        "and free energies against it go under cross_check in metrics.json")
     add_settings(p, EvaluateSettings)
 
 
@@ -75,12 +78,16 @@ def run(args: argparse.Namespace) -> int:
     system = from_argument(spec)
     samples.check_system(args.samples, system)
     reference.check_system(args.reference, system)
+    cross = None
+    if args.cross_check is not None:
+        cross = SampleSet.read(args.cross_check, load_forces=False)
+        cross.check_system(args.cross_check, system)
     extra = {}
     for path in args.diagnostics:
         extra.update(read_diagnostics(path))
     result = steps.evaluate(samples, reference, system, settings, out, metrics_path=metrics_path, seed=args.seed,
                             samples_path=str(args.samples), reference_path=str(args.reference), method=args.method,
-                            extra=extra)
+                            extra=extra, cross_check=cross, cross_check_path=args.cross_check)
     keys = [k for k in ("energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2", "ess")
             if result.get(k) is not None]
     log.info("%s: %s", metrics_path, ", ".join(f"{k}={result[k]:.4g}" for k in keys))

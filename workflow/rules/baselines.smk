@@ -39,6 +39,7 @@ rule evaluate_baseline:
     input:
         samples=f"{RUN}/baselines/{{method}}/samples.h5",
         reference=f"{RUN}/reference/rung_{K}.h5",
+        cross_check=reference_file(K, "cross_check") or [],
     output:
         metrics=f"{RUN}/baselines/{{method}}/metrics.json",
     params:
@@ -46,6 +47,7 @@ rule evaluate_baseline:
         settings=json.dumps(rung_settings(config, K, "evaluate"), sort_keys=True),
         outdir=lambda w: f"{RUN}/baselines/{w.method}",
         seed=config["seed"] + 1000 * K + 5,
+        cross_check=cross_check_args,
     log:
         f"{RUN}/logs/evaluate_baseline_{{method}}.log",
     benchmark:
@@ -58,5 +60,5 @@ rule evaluate_baseline:
         "../../envs/pita.yaml"
     shell:
         "pita evaluate --samples {input.samples:q} --reference {input.reference:q} --system {params.system:q}"
-        " --method {wildcards.method} --config-json {params.settings:q} --seed {params.seed}"
+        " --method {wildcards.method} --config-json {params.settings:q} {params.cross_check:q} --seed {params.seed}"
         " --out-dir {params.outdir:q} --metrics-out {output.metrics:q} > {log:q} 2>&1"

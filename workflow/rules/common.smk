@@ -34,9 +34,16 @@ def rung_of(w):
     return int(getattr(w, "rung", getattr(w, "later", 0)))
 
 
-def settings_json(section):
-    """Params function: this rule's rung's `section` settings (as the user gave them) as JSON."""
-    return lambda w: json.dumps(rung_settings(config, rung_of(w), section), sort_keys=True)
+def settings_json(section, drop=()):
+    """Params function: this rule's rung's `section` settings (as the user gave them) as JSON,
+    without the keys in `drop` (workflow-only keys that must not rerun the step)."""
+    return lambda w: json.dumps({k: v for k, v in rung_settings(config, rung_of(w), section).items() if k not in drop},
+                                sort_keys=True)
+
+
+def cross_check_args(w, input):
+    """--cross-check PATH when reference.cross_check names a second reference at this rung's T."""
+    return ["--cross-check", input.cross_check] if input.cross_check else []
 
 
 def temperature(w):
@@ -66,9 +73,10 @@ def previous_checkpoint(w):
     return []
 
 
-def reference_file(k):
-    """A configured reference set for T_k, if any (reference.files maps temperature -> path)."""
-    files = (config.get("reference") or {}).get("files") or {}
+def reference_file(k, key="files"):
+    """A configured reference set for T_k, if any (reference.files maps temperature -> path;
+    key="cross_check": the second reference the rung is also evaluated against)."""
+    files = (config.get("reference") or {}).get(key) or {}
     for temp, path in files.items():
         if abs(float(temp) - TEMPS[k]) < 1e-9:
             return path
