@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -57,7 +58,9 @@ BASELINE_ATTRS = ("n_energy_evals_budget", "walkers", "replicas_per_temperature"
                   "smc_particles", "smc_bridge_levels", "smc_bridge_capped", "smc_bridge_accept_mean",
                   "smc_relax_accept", "smc_torsion_accept", "smc_unique_ancestors", "smc_extra_steps")
 PLOT_FILES = {"energy": "energy.png", "distances": "distances.png", "ramachandran": "ramachandran.png",
-              "tica": "tica.png"}
+              "tica": "tica.png", "profiles": "free_energy_profiles.png"}
+#: bins of the 1-D phi / psi free-energy profiles (10 degrees)
+PROFILE_BINS = 36
 
 
 def _kT(system: Any, samples: SampleSet) -> float:
@@ -378,6 +381,7 @@ def compute_metrics(samples: SampleSet, reference: SampleSet, system: Any = None
                                          ws, wr, max_n=ot_max_n, rng=rng)
             blocks = M.trajectory_blocks(len(reference), reference.trajectory, reference.time_ps, n_blocks)
             out["n_blocks"] = int(np.unique(blocks).size)
+            data["ref_blocks"] = blocks
             per_residue = _residue_metrics(ang_s, ang_r, labels, ws, wr, blocks, ot_max_n, rng, out["torus_w2"])
             out["per_residue"] = data["per_residue"] = per_residue
             out.update(_flatten_residues(per_residue))
@@ -454,11 +458,12 @@ def evaluate(samples: SampleSet, reference: SampleSet, system: Any = None, out_d
              metrics_path: str | Path | None = None, plots: bool = True, seed: int = 0,
              samples_path: str | None = None, reference_path: str | None = None, method: str | None = None,
              extra: dict | None = None, cross_check: SampleSet | None = None, cross_check_path: str | None = None,
-             **metric_options: Any) -> dict[str, Any]:
+             plots_dir: str | Path | None = None, **metric_options: Any) -> dict[str, Any]:
     """Compare `samples` with `reference` (same temperature) and write metrics.json + plots.
 
     `out_dir`: folder for metrics.json and the PNGs (None: write nothing unless `metrics_path`).
-    `metrics_path`: where metrics.json goes (default out_dir/metrics.json); plots go beside it.
+    `metrics_path`: where metrics.json goes (default out_dir/metrics.json); plots go beside it, or
+    into `plots_dir` (the workflow's rung_k/plots/, declared for `snakemake --report`).
     `metric_options`: ot_max_n, distance_max_n, tica_lag_frames, tica_lag_ps, n_blocks.
     `extra`: further scalars for metrics.json (the ESS and model fidelity of the steps behind the set).
     `cross_check`: a second reference at the same temperature; the headline metrics, basin
@@ -487,8 +492,11 @@ def evaluate(samples: SampleSet, reference: SampleSet, system: Any = None, out_d
     if metrics_path is not None:
         metrics_path = Path(metrics_path)
         if plots:
-            result["plots"] = write_plots(data, metrics_path.parent, temperature=samples.temperature,
-                                          units=samples.attrs.get("units"))
+            pdir = Path(plots_dir) if plots_dir is not None else metrics_path.parent
+            pdir.mkdir(parents=True, exist_ok=True)
+            names = write_plots(data, pdir, temperature=samples.temperature, units=samples.attrs.get("units"))
+            # relative to metrics.json (the report resolves them from there)
+            result["plots"] = [os.path.relpath(pdir / n, metrics_path.parent) for n in names]
         result["eval_wall_time_s"] = time.perf_counter() - t0
         atomic_write_json(metrics_path, _jsonable(result))
         log.info("wrote %s", metrics_path)
@@ -554,6 +562,64 @@ def _ramachandran_figure(ang_s: np.ndarray, ang_r: np.ndarray, ws, wr, title: st
     return fig
 
 
+def free_energy_profile(angles: np.ndarray, w: np.ndarray | None, blocks: np.ndarray | None = None,
+                        bins: int = PROFILE_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """1-D free energy F = -ln p (kT, minimum 0) of one angle (radians) on `bins` bins over
+    [-pi, pi): (bin centres in degrees, F, block-jackknife error of F; nan without blocks or
+    where a bin is empty)."""
+    edges = np.linspace(-math.pi, math.pi, bins + 1)
+    a = M.wrap_angle(angles)
+    w = M.normalize_weights(w, a.size)
+    which = np.clip(np.digitize(a, edges) - 1, 0, bins - 1)
+
+    def f_of(ww: np.ndarray) -> np.ndarray:
+        p = np.bincount(which, weights=ww, minlength=bins)
+        with np.errstate(divide="ignore"):
+            return -np.log(p / p.sum())
+
+    f = f_of(w)
+    shift = np.min(f[np.isfinite(f)]) if np.isfinite(f).any() else 0.0
+    err = np.full(bins, np.nan)
+    if blocks is not None and np.unique(blocks).size > 1:
+        ids = np.unique(blocks)
+        reps = []
+        for b in ids:
+            wb = np.where(blocks == b, 0.0, w)
+            reps.append(f_of(wb / wb.sum()) if wb.sum() > 0 else np.full(bins, np.inf))
+        reps = np.asarray(reps)
+        g = ids.size
+        with np.errstate(invalid="ignore"):
+            ok = np.all(np.isfinite(reps), axis=0)
+            spread = np.sqrt((g - 1) / g * np.sum((reps - reps.mean(axis=0)) ** 2, axis=0))
+        err = np.where(ok, spread, np.nan)
+    centres = np.degrees(0.5 * (edges[:-1] + edges[1:]))
+    return centres, f - shift, err
+
+
+def _profiles_figure(data: dict, title_t: str) -> Any:
+    """phi and psi free-energy profiles of every residue: samples against the reference, with the
+    reference's block-jackknife error band (+-1 se)."""
+    labels = data["residues"]
+    fig = _figure(figsize=(8.6, 3.3 * len(labels)))
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12 / len(labels), top=1 - 0.1 / len(labels),
+                        wspace=0.25, hspace=0.45)
+    for r, lab in enumerate(labels):
+        for c, name in enumerate((r"$\phi$", r"$\psi$")):
+            ax = fig.add_subplot(len(labels), 2, 2 * r + c + 1)
+            x, fr, er = free_energy_profile(data["ang_r"][:, r, c], data.get("wr"), data.get("ref_blocks"))
+            _, fs, _ = free_energy_profile(data["ang_s"][:, r, c], data.get("ws"))
+            ax.fill_between(x, fr - er, fr + er, color="C0", alpha=0.3, lw=0, label="reference +- 1 se (blocks)")
+            ax.plot(x, fr, "-", color="C0", label="reference")
+            ax.plot(x, fs, "o-", color="C1", ms=3, label="samples")
+            ax.set_xlim(-180, 180)
+            ax.set_xlabel(f"{name} (deg)")
+            ax.set_ylabel("free energy (kT)")
+            ax.set_title(f"{lab}{title_t}", fontsize=9)
+            if r == 0 and c == 0:
+                ax.legend(fontsize=7)
+    return fig
+
+
 def write_plots(data: dict, out_dir: str | Path, temperature: float | None = None, units: str | None = None
                 ) -> list[str]:
     """PNG plots from `compute_metrics`' data; returns the file names written (relative to out_dir)."""
@@ -604,6 +670,11 @@ def write_plots(data: dict, out_dir: str | Path, temperature: float | None = Non
             fig = _ramachandran_figure(data["ang_s"][:, r], data["ang_r"][:, r], ws, wr, lab + title_t, stats)
             _save(fig, out_dir / name)
             written.append(name)
+
+    if "ang_s" in data and data.get("residues"):
+        fig = _profiles_figure(data, title_t)
+        _save(fig, out_dir / PLOT_FILES["profiles"])
+        written.append(PLOT_FILES["profiles"])
 
     if "tica_s" in data:
         ps, pr = data["tica_s"], data["tica_r"]

@@ -42,6 +42,8 @@ rule evaluate_baseline:
         cross_check=reference_file(K, "cross_check") or [],
     output:
         metrics=f"{RUN}/baselines/{{method}}/metrics.json",
+        plots=report(directory(f"{RUN}/baselines/{{method}}/plots"), patterns=["{name}.png"], category="Baselines",
+                     subcategory="{method}", caption="../report/baseline_plots.rst"),
     params:
         system=SYSTEM_ARG,
         settings=json.dumps(rung_settings(config, K, "evaluate"), sort_keys=True),
@@ -61,4 +63,4 @@ rule evaluate_baseline:
     shell:
         "pita evaluate --samples {input.samples:q} --reference {input.reference:q} --system {params.system:q}"
         " --method {wildcards.method} --config-json {params.settings:q} {params.cross_check:q} --seed {params.seed}"
-        " --out-dir {params.outdir:q} --metrics-out {output.metrics:q} > {log:q} 2>&1"
+        " --out-dir {params.outdir:q} --metrics-out {output.metrics:q} --plots-dir {output.plots:q} > {log:q} 2>&1"

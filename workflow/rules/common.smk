@@ -113,3 +113,21 @@ def baseline_smc_args(w, input):
         return []
     relax = {str(k): rung_settings(config, k, "relax") for k in range(1, K + 1)}
     return ["--seed-set", input.seed_set, "--relax-json", json.dumps(relax, sort_keys=True)]
+
+
+#: rules whose jobs request a GPU when device is cuda (their wall time is GPU time in the cost table)
+GPU_RULES = ["train", "anneal", "relax", "baseline"]
+
+
+def cost_benchmarks():
+    """Benchmark files of every job the cost table sums (pita.cost): PITA's steps, the baselines,
+    and the shared evaluation (reference sets, evaluate jobs)."""
+    b = f"{RUN}/benchmarks"
+    files = [f"{b}/md_seed.tsv"]
+    files += [f"{b}/train_{k}.tsv" for k in range(K)]
+    files += [f"{b}/{rule}_{k}.tsv" for k in range(1, K + 1) for rule in ("anneal", "relax")]
+    files += [f"{b}/baseline_{m}.tsv" for m in BASELINE_METHODS]
+    files += [f"{b}/reference_md_{k}.tsv" for k in range(K + 1)]
+    files += [f"{b}/evaluate_{k}.tsv" for k in range(K + 1)]
+    files += [f"{b}/evaluate_baseline_{m}.tsv" for m in BASELINE_METHODS]
+    return files

@@ -10,6 +10,9 @@ rule evaluate:
         cross_check=lambda w: reference_file(int(w.rung), "cross_check") or [],
     output:
         metrics=f"{RUN}/rung_{{rung}}/metrics.json",
+        # energy, distances, Ramachandran (one per residue), TICA, 1-D free-energy profiles
+        plots=report(directory(f"{RUN}/rung_{{rung}}/plots"), patterns=["{name}.png"], category="Rungs",
+                     subcategory="rung {rung}", caption="../report/rung_plots.rst"),
     params:
         system=SYSTEM_ARG,
         settings=settings_json("evaluate"),
@@ -30,4 +33,4 @@ rule evaluate:
     shell:
         "pita evaluate --samples {input.samples:q} --reference {input.reference:q} --system {params.system:q}"
         " --config-json {params.settings:q} {params.diagnostics:q} {params.cross_check:q} --seed {params.seed} --out-dir {params.outdir:q}"
-        " --metrics-out {output.metrics:q} > {log:q} 2>&1"
+        " --metrics-out {output.metrics:q} --plots-dir {output.plots:q} > {log:q} 2>&1"
