@@ -118,7 +118,7 @@ def test_report_zip_has_every_declared_plot_and_the_cost_table(tiny_run):
     for method in ("md", "replica_exchange", "smc"):
         declared += sorted((run / "baselines" / method / "plots").glob("*.png"))
     plots = {p.name for p in declared}
-    assert {"energy.png", "ramachandran.png", "tica.png", "free_energy_profiles.png"} <= plots
+    assert {"energy.png", "distances.png", "ramachandran.png", "free_energy_profiles.png"} <= plots
     for path in declared:
         rel = str(path.relative_to(work))
         assert rel in names, f"{rel} not in the report"
