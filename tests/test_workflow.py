@@ -142,8 +142,9 @@ def test_report_zip_has_every_declared_plot_and_the_cost_table(tiny_run):
     assert int(cost["pita"]["n_energy_evals_total"]) == final["n_energy_evals_total"]
     assert float(cost["pita"]["cpu_hours"]) > 0 and float(cost["pita"]["gpu_hours"]) == 0  # device: cpu
     # every metric carries its bootstrap se
-    for key in ("energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2", "p_C7eq", "dF_alpha_R"):
+    for key in ("energy_w1", "energy_w2", "torus_w2", "rama_kl", "distance_w2", "p_C7eq", "dF_alpha_R"):
         assert isinstance(final.get(f"{key}_se"), float) and final[f"{key}_se"] > 0, key
+    assert final["tica_w2"] is None and "tica_w2_se" not in final  # too few frames for TICA at this size
     page = (run / "report.html").read_text()
     assert "Cost per method" in page and "±" in page
 
