@@ -142,8 +142,12 @@ def test_report_zip_has_every_declared_plot_and_the_cost_table(tiny_run):
     assert int(cost["pita"]["n_energy_evals_total"]) == final["n_energy_evals_total"]
     assert float(cost["pita"]["cpu_hours"]) > 0 and float(cost["pita"]["gpu_hours"]) == 0  # device: cpu
     # every metric carries its bootstrap se
-    for key in ("energy_w1", "energy_w2", "torus_w2", "rama_kl", "distance_w2", "p_C7eq", "dF_alpha_R"):
+    for key in ("energy_w1", "energy_w2", "torus_w2", "rama_kl", "distance_w2"):
         assert isinstance(final.get(f"{key}_se"), float) and final[f"{key}_se"] > 0, key
+    for basin in ("C7eq", "alpha_R", "alpha_L"):  # a population of 0 or 1 has no spread to resample
+        p, se = final[f"p_{basin}"], final[f"p_{basin}_se"]
+        assert se >= 0 and (se > 0) == (0 < p < 1), (basin, p, se)
+    assert "dF_alpha_R_se" in final
     assert final["tica_w2"] is None and "tica_w2_se" not in final  # too few frames for TICA at this size
     page = (run / "report.html").read_text()
     assert "Cost per method" in page and "±" in page
