@@ -132,16 +132,17 @@ def check_config(config: dict, source: str = "config.yaml") -> None:
                                                         f"{runs_at.start}..{runs_at.stop - 1} only")
             from_mapping(SECTIONS[section], settings, source, prefix=f"rungs.{key}.{section}.")
             resolved_settings(config, int(key), section, source)
-    ref_files = (config.get("reference") or {}).get("files") or {}
-    for temp, path in ref_files.items():
-        try:
-            value = float(temp)
-        except (TypeError, ValueError):
-            _fail(source, f"reference.files.{temp}", "key must be a temperature of the ladder")
-        if not any(abs(value - float(t)) < 1e-9 for t in temps):
-            _fail(source, f"reference.files.{temp}", "temperature is not on the ladder")
-        if not isinstance(path, str) or not Path(path).is_file():
-            _fail(source, f"reference.files.{temp}", f"file not found: {path}")
+    for key in ("files", "cross_check"):
+        ref_files = (config.get("reference") or {}).get(key) or {}
+        for temp, path in ref_files.items():
+            try:
+                value = float(temp)
+            except (TypeError, ValueError):
+                _fail(source, f"reference.{key}.{temp}", "key must be a temperature of the ladder")
+            if not any(abs(value - float(t)) < 1e-9 for t in temps):
+                _fail(source, f"reference.{key}.{temp}", "temperature is not on the ladder")
+            if not isinstance(path, str) or not Path(path).is_file():
+                _fail(source, f"reference.{key}.{temp}", f"file not found: {path}")
 
 
 def _check_export(export: dict, source: str) -> None:

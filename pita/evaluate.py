@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -57,7 +58,9 @@ BASELINE_ATTRS = ("n_energy_evals_budget", "walkers", "replicas_per_temperature"
                   "smc_particles", "smc_bridge_levels", "smc_bridge_capped", "smc_bridge_accept_mean",
                   "smc_relax_accept", "smc_torsion_accept", "smc_unique_ancestors", "smc_extra_steps")
 PLOT_FILES = {"energy": "energy.png", "distances": "distances.png", "ramachandran": "ramachandran.png",
-              "tica": "tica.png"}
+              "tica": "tica.png", "profiles": "free_energy_profiles.png"}
+#: bins of the 1-D phi / psi free-energy profiles (10 degrees)
+PROFILE_BINS = 36
 
 
 def _kT(system: Any, samples: SampleSet) -> float:
@@ -189,12 +192,158 @@ def _flatten_residues(per_residue: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _inefficiency(s: SampleSet, angles: np.ndarray | None, n_blocks: int) -> tuple[float, float]:
+    """Statistical inefficiencies (g_energy, g_conformation) of a time-correlated set (frames of
+    trajectories with several frames each: MD, the reference) from block averaging: of the
+    energy, and the largest over each basin's indicator (the slowest observable; the energy's
+    for systems without basins). (1, 1) for sets without trajectories (PITA's relaxed and
+    weighted sets, whose samples are separate draws)."""
+    if s.trajectory is None or np.unique(s.trajectory).size >= len(s):
+        return 1.0, 1.0
+    blocks = M.trajectory_blocks(len(s), s.trajectory, s.time_ps, n_blocks)
+    g_energy = M.statistical_inefficiency(s.energy, blocks)
+    values = []
+    if angles is not None:
+        for r in range(angles.shape[1]):
+            lab = M.basin_labels(angles[:, r])
+            values += [(lab == k).astype(np.float64) for k in range(len(M.BASIN_NAMES))]
+    g_conf = max([M.statistical_inefficiency(v, blocks) for v in values], default=g_energy)
+    return g_energy, g_conf
+
+
+def _g_of(key: str, g: tuple[float, float]) -> float:
+    """The inefficiency that scales a metric's se: the energy's for energies and distances (fast),
+    the slowest basin's for everything conformational (Ramachandran, basins, torus, TICA)."""
+    return g[0] if key.startswith(("energy", "distance")) else g[1]
+
+
+def _flat(per_residue: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Flat keys as in metrics.json: plain names for one residue, the residue in the name for several."""
+    labels = list(per_residue)
+    if len(labels) == 1:
+        return dict(per_residue[labels[0]])
+    out = {_residue_key(k, lab): v for lab, res in per_residue.items() for k, v in res.items()}
+    if "rama_kl" in per_residue[labels[0]]:
+        out["rama_kl"] = float(np.mean([per_residue[lab]["rama_kl"] for lab in labels]))
+    return out
+
+
+def bootstrap_errors(samples: SampleSet, reference: SampleSet, data: dict, *, n_boot: int, ot_samples: int,
+                     ot_max_n: int, distance_max_n: int, n_blocks: int, seed: int) -> tuple[dict, dict]:
+    """Bootstrap standard errors of every metric: ({<key>: se}, bookkeeping).
+
+    Each set is resampled on its own (the other held fixed) and the two variances add:
+    se^2 = se_samples^2 + se_reference^2. Frames are drawn with replacement, weights travelling
+    with their frames (`pita.metrics.bootstrap_se`). Energy W1/W2, Ramachandran KL, basin
+    populations and Delta F are recomputed on full-size replicates; the optimal-transport metrics
+    (torus, TICA, distance W2) on `ot_samples` frames per replicate (the other set: a fixed
+    subsample of that size), scaled to the size the estimate used (m-out-of-n). A time-correlated
+    set (MD) scales by its statistical inefficiency g (`_inefficiency`). Deterministic for a seed;
+    a separate random stream, so the metrics themselves do not depend on it.
+    """
+    rng = np.random.default_rng([int(seed), 7919])
+    ws, wr = data["ws"], data["wr"]
+    u_s, u_r = data["u_s"], data["u_r"]
+    ang_s, ang_r = data.get("ang_s"), data.get("ang_r")
+    labels = data.get("residues") or []
+    n_s, n_r = len(u_s), len(u_r)
+    g_s = _inefficiency(samples, ang_s, n_blocks)
+    g_r = _inefficiency(reference, ang_r, n_blocks)
+
+    def pick(a: np.ndarray | None, idx: np.ndarray | None) -> np.ndarray | None:
+        return a if a is None or idx is None else a[idx]
+
+    def ok(w: np.ndarray | None) -> bool:
+        return w is None or float(np.sum(w)) > 0
+
+    def cheap(i_s: np.ndarray | None, i_r: np.ndarray | None) -> dict[str, float]:
+        a, b = pick(ws, i_s), pick(wr, i_r)
+        if not (ok(a) and ok(b)):
+            return {}
+        out = dict(M.energy_wasserstein(pick(u_s, i_s), pick(u_r, i_r), a, b))
+        out["energy_mean"] = float(np.dot(M.normalize_weights(a, len(pick(u_s, i_s))), pick(u_s, i_s)))
+        per: dict[str, dict[str, float]] = {}
+        for r, lab in enumerate(labels):
+            xs, xr = pick(ang_s, i_s)[:, r], pick(ang_r, i_r)[:, r]
+            fs = M.basin_free_energies(M.basin_labels(xs), a)
+            fr = M.basin_free_energies(M.basin_labels(xr), b)
+            res = {"rama_kl": M.ramachandran_kl(xs, xr, a, b)}
+            for name in M.BASIN_NAMES:
+                res[f"p_{name}"], res[f"p_{name}_ref"] = fs[f"p_{name}"], fr[f"p_{name}"]
+            for name in M.BASIN_NAMES[1:]:
+                key = f"dF_{name}"
+                res[key], res[f"{key}_ref"], res[f"{key}_diff"] = fs[key], fr[key], fs[key] - fr[key]
+            per[lab] = res
+        if per:
+            out.update(_flat(per))
+        return out
+
+    m_s, m_r = min(ot_samples, n_s), min(ot_samples, n_r)
+    fix_s = np.sort(rng.choice(n_s, size=m_s, replace=False))
+    fix_r = np.sort(rng.choice(n_r, size=m_r, replace=False))
+    particles = samples.positions.ndim == 3
+
+    def ot(i_s: np.ndarray, i_r: np.ndarray) -> dict[str, float]:
+        a, b = pick(ws, i_s), pick(wr, i_r)
+        if not (ok(a) and ok(b)):
+            return {}
+        out: dict[str, float] = {}
+        big = max(len(i_s), len(i_r))
+        if particles:
+            out["distance_w2"] = M.distance_w2(samples.positions[i_s], reference.positions[i_r], a, b, max_n=big)
+        if labels:
+            out["torus_w2"] = M.torus_w2(ang_s[i_s].reshape(len(i_s), -1), ang_r[i_r].reshape(len(i_r), -1), a, b,
+                                         max_n=big)
+            if len(labels) > 1:
+                for r, lab in enumerate(labels):
+                    out[_residue_key("torus_w2", lab)] = M.torus_w2(ang_s[i_s, r], ang_r[i_r, r], a, b, max_n=big)
+        if "tica_s" in data:
+            out["tica_w2"] = M.tica_w2(data["tica_s"][i_s], data["tica_r"][i_r], a, b, max_n=big)
+        return out
+
+    t_ot_s, t_ot_r = M.ot_target_size(n_s, ot_max_n), M.ot_target_size(n_r, ot_max_n)
+    t_d_s, t_d_r = M.ot_target_size(n_s, distance_max_n), M.ot_target_size(n_r, distance_max_n)
+    side_s = M.bootstrap_se(lambda i: cheap(i, None), n_s, n_boot, rng)
+    side_r = M.bootstrap_se(lambda i: cheap(None, i), n_r, n_boot, rng)
+    ot_s = M.bootstrap_se(lambda i: ot(i, fix_r), n_s, n_boot, rng, draw=m_s, n_target=t_ot_s)
+    ot_r = M.bootstrap_se(lambda i: ot(fix_s, i), n_r, n_boot, rng, draw=m_r, n_target=t_ot_r)
+    if "distance_w2" in ot_s:  # its estimate used distance_max_n frames, not ot_max_n
+        ot_s["distance_w2"] *= math.sqrt(t_ot_s / t_d_s)
+        ot_r["distance_w2"] *= math.sqrt(t_ot_r / t_d_r)
+    for side, g in ((side_s, g_s), (ot_s, g_s), (side_r, g_r), (ot_r, g_r)):
+        for k in side:
+            side[k] *= math.sqrt(_g_of(k, g))
+    se: dict[str, float] = {}
+    from_ref: dict[str, float] = {}
+    for a, b in ((side_s, side_r), (ot_s, ot_r)):
+        for k in set(a) | set(b):
+            va, vb = a.get(k, 0.0), b.get(k, 0.0)
+            se[k] = math.sqrt(va * va + vb * vb)
+            from_ref[k] = vb
+    info = {"replicates": int(n_boot), "ot_samples": [int(m_s), int(m_r)], "g_samples": list(g_s), "g_reference": list(g_r),
+            "se_from_reference": {k: from_ref[k] for k in sorted(from_ref) if k in HEADLINE_SE}}
+    return se, info
+
+
+#: the metrics of a cross-check against a second reference (besides every p_* and dF_*)
+CROSS_CHECK_KEYS = ("energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2", "n_blocks")
+
+
+#: metrics whose reference share of the bootstrap se is kept in metrics.json's `bootstrap`
+HEADLINE_SE = ("energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2", "dF_alpha_R",
+               "dF_alpha_L", "dF_alpha_R_diff", "dF_alpha_L_diff")
+
+
 def compute_metrics(samples: SampleSet, reference: SampleSet, system: Any = None, *, seed: int = 0,
                     ot_max_n: int = M.DEFAULT_OT_MAX_N, distance_max_n: int = 5000, tica_lag_frames: int = 10,
-                    tica_lag_ps: float | None = None, n_blocks: int = 10,
+                    tica_lag_ps: float | None = None, n_blocks: int = 10, bootstrap: int = 0,
+                    bootstrap_ot_samples: int = 500,
                     samples_path: str = "<samples>", reference_path: str = "<reference>",
                     ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """All metrics (dict) plus the arrays the plots need (dict); no files are written."""
+    """All metrics (dict) plus the arrays the plots need (dict); no files are written.
+
+    `bootstrap` > 0: that many bootstrap replicates give `<metric>_se` for every metric
+    (`bootstrap_errors`; per residue too) and a `bootstrap` entry with how they were made."""
     check_inputs(samples, reference, system, samples_path, reference_path)
     rng = np.random.default_rng(seed)
     kT = _kT(system, samples)
@@ -232,6 +381,7 @@ def compute_metrics(samples: SampleSet, reference: SampleSet, system: Any = None
                                          ws, wr, max_n=ot_max_n, rng=rng)
             blocks = M.trajectory_blocks(len(reference), reference.trajectory, reference.time_ps, n_blocks)
             out["n_blocks"] = int(np.unique(blocks).size)
+            data["ref_blocks"] = blocks
             per_residue = _residue_metrics(ang_s, ang_r, labels, ws, wr, blocks, ot_max_n, rng, out["torus_w2"])
             out["per_residue"] = data["per_residue"] = per_residue
             out.update(_flatten_residues(per_residue))
@@ -255,6 +405,19 @@ def compute_metrics(samples: SampleSet, reference: SampleSet, system: Any = None
         if ref_pos is None:
             ref_pos = reference.positions[0]
         out.update(M.wrong_chirality_fraction(samples.positions, topology, ref_pos, ws))
+    if bootstrap > 0:
+        se, info = bootstrap_errors(samples, reference, data, n_boot=bootstrap, ot_samples=bootstrap_ot_samples,
+                                    ot_max_n=ot_max_n, distance_max_n=distance_max_n, n_blocks=n_blocks, seed=seed)
+        if out.get("tica_w2") is None:
+            se.pop("tica_w2", None)
+        out.update({f"{k}_se": v for k, v in sorted(se.items())})
+        labels = data.get("residues") or []
+        for lab, res in (data.get("per_residue") or {}).items():
+            for k in list(res):
+                flat = k if len(labels) == 1 else _residue_key(k, lab)
+                if flat in se:
+                    res[f"{k}_se"] = se[flat]
+        out["bootstrap"] = info
     return out, data
 
 
@@ -294,13 +457,17 @@ def _provenance(samples: SampleSet, reference: SampleSet, samples_path: str, ref
 def evaluate(samples: SampleSet, reference: SampleSet, system: Any = None, out_dir: str | Path | None = None, *,
              metrics_path: str | Path | None = None, plots: bool = True, seed: int = 0,
              samples_path: str | None = None, reference_path: str | None = None, method: str | None = None,
-             extra: dict | None = None, **metric_options: Any) -> dict[str, Any]:
+             extra: dict | None = None, cross_check: SampleSet | None = None, cross_check_path: str | None = None,
+             plots_dir: str | Path | None = None, **metric_options: Any) -> dict[str, Any]:
     """Compare `samples` with `reference` (same temperature) and write metrics.json + plots.
 
     `out_dir`: folder for metrics.json and the PNGs (None: write nothing unless `metrics_path`).
-    `metrics_path`: where metrics.json goes (default out_dir/metrics.json); plots go beside it.
+    `metrics_path`: where metrics.json goes (default out_dir/metrics.json); plots go beside it, or
+    into `plots_dir` (the workflow's rung_k/plots/, declared for `snakemake --report`).
     `metric_options`: ot_max_n, distance_max_n, tica_lag_frames, tica_lag_ps, n_blocks.
     `extra`: further scalars for metrics.json (the ESS and model fidelity of the steps behind the set).
+    `cross_check`: a second reference at the same temperature; the headline metrics, basin
+    populations and free energies against it (no bootstrap, no plots) go under `cross_check`.
     Raises PitaInputError (naming the file) when the temperatures or shapes differ.
     """
     t0 = time.perf_counter()
@@ -311,6 +478,12 @@ def evaluate(samples: SampleSet, reference: SampleSet, system: Any = None, out_d
     result: dict[str, Any] = _provenance(samples, reference, sp, rp, method)
     result.update(values)
     result.update(extra or {})
+    if cross_check is not None:
+        cp = cross_check_path or "<cross-check>"
+        options = {k: v for k, v in metric_options.items() if k not in ("bootstrap", "bootstrap_ot_samples")}
+        cc, _ = compute_metrics(samples, cross_check, system, seed=seed, samples_path=sp, reference_path=cp, **options)
+        result["cross_check"] = {"reference": cp, "n_reference": len(cross_check),
+                                 **{k: v for k, v in cc.items() if k in CROSS_CHECK_KEYS or k.startswith(("p_", "dF_"))}}
     result["seed"] = int(seed)
     result["evaluated"] = now_iso()
 
@@ -319,8 +492,11 @@ def evaluate(samples: SampleSet, reference: SampleSet, system: Any = None, out_d
     if metrics_path is not None:
         metrics_path = Path(metrics_path)
         if plots:
-            result["plots"] = write_plots(data, metrics_path.parent, temperature=samples.temperature,
-                                          units=samples.attrs.get("units"))
+            pdir = Path(plots_dir) if plots_dir is not None else metrics_path.parent
+            pdir.mkdir(parents=True, exist_ok=True)
+            names = write_plots(data, pdir, temperature=samples.temperature, units=samples.attrs.get("units"))
+            # relative to metrics.json (the report resolves them from there)
+            result["plots"] = [os.path.relpath(pdir / n, metrics_path.parent) for n in names]
         result["eval_wall_time_s"] = time.perf_counter() - t0
         atomic_write_json(metrics_path, _jsonable(result))
         log.info("wrote %s", metrics_path)
@@ -386,6 +562,64 @@ def _ramachandran_figure(ang_s: np.ndarray, ang_r: np.ndarray, ws, wr, title: st
     return fig
 
 
+def free_energy_profile(angles: np.ndarray, w: np.ndarray | None, blocks: np.ndarray | None = None,
+                        bins: int = PROFILE_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """1-D free energy F = -ln p (kT, minimum 0) of one angle (radians) on `bins` bins over
+    [-pi, pi): (bin centres in degrees, F, block-jackknife error of F; nan without blocks or
+    where a bin is empty)."""
+    edges = np.linspace(-math.pi, math.pi, bins + 1)
+    a = M.wrap_angle(angles)
+    w = M.normalize_weights(w, a.size)
+    which = np.clip(np.digitize(a, edges) - 1, 0, bins - 1)
+
+    def f_of(ww: np.ndarray) -> np.ndarray:
+        p = np.bincount(which, weights=ww, minlength=bins)
+        with np.errstate(divide="ignore"):
+            return -np.log(p / p.sum())
+
+    f = f_of(w)
+    shift = np.min(f[np.isfinite(f)]) if np.isfinite(f).any() else 0.0
+    err = np.full(bins, np.nan)
+    if blocks is not None and np.unique(blocks).size > 1:
+        ids = np.unique(blocks)
+        reps = []
+        for b in ids:
+            wb = np.where(blocks == b, 0.0, w)
+            reps.append(f_of(wb / wb.sum()) if wb.sum() > 0 else np.full(bins, np.inf))
+        reps = np.asarray(reps)
+        g = ids.size
+        with np.errstate(invalid="ignore"):
+            ok = np.all(np.isfinite(reps), axis=0)
+            spread = np.sqrt((g - 1) / g * np.sum((reps - reps.mean(axis=0)) ** 2, axis=0))
+        err = np.where(ok, spread, np.nan)
+    centres = np.degrees(0.5 * (edges[:-1] + edges[1:]))
+    return centres, f - shift, err
+
+
+def _profiles_figure(data: dict, title_t: str) -> Any:
+    """phi and psi free-energy profiles of every residue: samples against the reference, with the
+    reference's block-jackknife error band (+-1 se)."""
+    labels = data["residues"]
+    fig = _figure(figsize=(8.6, 3.3 * len(labels)))
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12 / len(labels), top=1 - 0.1 / len(labels),
+                        wspace=0.25, hspace=0.45)
+    for r, lab in enumerate(labels):
+        for c, name in enumerate((r"$\phi$", r"$\psi$")):
+            ax = fig.add_subplot(len(labels), 2, 2 * r + c + 1)
+            x, fr, er = free_energy_profile(data["ang_r"][:, r, c], data.get("wr"), data.get("ref_blocks"))
+            _, fs, _ = free_energy_profile(data["ang_s"][:, r, c], data.get("ws"))
+            ax.fill_between(x, fr - er, fr + er, color="C0", alpha=0.3, lw=0, label="reference +- 1 se (blocks)")
+            ax.plot(x, fr, "-", color="C0", label="reference")
+            ax.plot(x, fs, "o-", color="C1", ms=3, label="samples")
+            ax.set_xlim(-180, 180)
+            ax.set_xlabel(f"{name} (deg)")
+            ax.set_ylabel("free energy (kT)")
+            ax.set_title(f"{lab}{title_t}", fontsize=9)
+            if r == 0 and c == 0:
+                ax.legend(fontsize=7)
+    return fig
+
+
 def write_plots(data: dict, out_dir: str | Path, temperature: float | None = None, units: str | None = None
                 ) -> list[str]:
     """PNG plots from `compute_metrics`' data; returns the file names written (relative to out_dir)."""
@@ -436,6 +670,11 @@ def write_plots(data: dict, out_dir: str | Path, temperature: float | None = Non
             fig = _ramachandran_figure(data["ang_s"][:, r], data["ang_r"][:, r], ws, wr, lab + title_t, stats)
             _save(fig, out_dir / name)
             written.append(name)
+
+    if "ang_s" in data and data.get("residues"):
+        fig = _profiles_figure(data, title_t)
+        _save(fig, out_dir / PLOT_FILES["profiles"])
+        written.append(PLOT_FILES["profiles"])
 
     if "tica_s" in data:
         ps, pr = data["tica_s"], data["tica_r"]

@@ -350,6 +350,61 @@ def basin_free_energies_with_errors(labels: np.ndarray, blocks: np.ndarray,
     return out
 
 
+# -------------------------------------------------------------------------------- bootstrap
+def statistical_inefficiency(values: np.ndarray, blocks: np.ndarray) -> float:
+    """g = n SE_block^2 / var >= 1 (saved frames per independent one) from the block jackknife
+    of the mean of `values` over `blocks` (1.0 when the values do not vary)."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    var = float(np.var(v))
+    se = block_standard_error(v, blocks)
+    if not (var > 0) or not math.isfinite(se):
+        return 1.0
+    return max(1.0, v.size * se * se / var)
+
+
+def bootstrap_se(statistic: Callable[[np.ndarray], Any], n: int, n_boot: int, rng: np.random.Generator, *,
+                 draw: int | None = None, n_target: float | None = None, g: float = 1.0) -> Any:
+    """Bootstrap standard error of `statistic` over one set of `n` frames.
+
+    Each replicate draws `draw` (default n) frame indices uniformly with replacement and calls
+    `statistic(idx)`, which returns a float or a dict of floats. Weighted sets: the statistic
+    uses w[idx] (pairs bootstrap: a frame's weight travels with it, normalised inside), which is
+    the bootstrap of the self-normalised importance-sampling estimate. The standard deviation
+    over replicates is scaled to the size the estimate was made with (m-out-of-n bootstrap,
+    valid for statistics whose error falls like 1/sqrt(n)):
+
+        se = sd_replicates * sqrt(g * draw / n_target)      (n_target defaults to n)
+
+    `g` >= 1 is the statistical inefficiency of a time-correlated set (frames per independent
+    one; 1 for independent samples). Replicates where a value is not finite (an empty basin)
+    are left out of its sd; a value finite in fewer than half of them gets an se of inf.
+    """
+    if n_boot < 2 or n < 2:
+        one = statistic(np.arange(n))
+        return {k: float("nan") for k in one} if isinstance(one, dict) else float("nan")
+    m = n if draw is None else int(draw)
+    reps = [statistic(rng.integers(0, n, size=m)) for _ in range(n_boot)]
+    scale = math.sqrt(max(g, 1.0) * m / float(n if n_target is None else n_target))
+
+    def se_of(vals: list[float]) -> float:
+        v = np.asarray(vals, dtype=np.float64)
+        ok = np.isfinite(v)
+        if ok.sum() < max(2, v.size / 2):
+            return float("inf")
+        return float(np.std(v[ok], ddof=1) * scale)
+
+    if any(isinstance(r, dict) for r in reps):
+        keys = sorted({k for r in reps for k in r})
+        return {k: se_of([r.get(k, float("nan")) for r in reps]) for k in keys}
+    return se_of(reps)
+
+
+def ot_target_size(n: int, max_n: int) -> float:
+    """The size whose 1/sqrt(n) error matches an OT estimate on a set of n frames subsampled to
+    at most max_n support points: 1/n_target = 1/n (+ 1/max_n when subsampled)."""
+    return 1.0 / (1.0 / n + (1.0 / max_n if n > max_n else 0.0))
+
+
 # ------------------------------------------------------------------------------------ TICA
 def heavy_atom_indices(topology: Any) -> np.ndarray:
     """Indices of atoms that are not hydrogen."""
@@ -448,6 +503,7 @@ __all__: Sequence[str] = [
     "energy_wasserstein", "pairwise_distances", "distance_w2", "wrap_angle", "torus_sqdist", "torus_w2",
     "euclidean_w2", "backbone_dihedrals", "ramachandran_histogram", "ramachandran_kl", "basin_labels",
     "basin_free_energies", "trajectory_blocks", "block_jackknife", "block_standard_error",
-    "basin_free_energies_with_errors", "heavy_atom_indices", "tica_features", "time_lagged_pairs", "tica_fit",
+    "basin_free_energies_with_errors", "statistical_inefficiency", "bootstrap_se", "ot_target_size",
+    "heavy_atom_indices", "tica_features", "time_lagged_pairs", "tica_fit",
     "tica_project", "tica_w2", "wrong_chirality_fraction", "BASIN_NAMES", "RAMA_BINS", "RAMA_EPS",
 ]

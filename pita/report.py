@@ -41,13 +41,18 @@ KEY_COLUMNS = [
     "ess_path_fraction", "ess_final_fraction", "ess_reweight_previous_fraction", "model_log_weight_sd",
     "model_energy_r2", "model_bond_rms_error_pm",
 ]
+#: metrics shown as value ± se (metrics.json's <key>_se, pita.evaluate.bootstrap_errors)
+SE_KEYS = ("energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2", "dF_alpha_R", "dF_alpha_L",
+           "p_C7eq", "p_alpha_R", "p_alpha_L")
+KEY_COLUMNS = [c for k in KEY_COLUMNS for c in ((k, f"{k}_se") if k in SE_KEYS else (k,))]
 #: columns of the headline and method-comparison tables in the HTML report
 HEADLINE = ["energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2", "dF_alpha_R",
             "dF_alpha_L", "dF_diff_max_abs", "ess", "chirality_wrong_fraction", "n_energy_evals_total",
             "wall_time_s"]
 #: columns of the PITA-vs-baselines table at the target temperature
+#: (wall time: the method's whole cost from the benchmarks, pita.cost; not the last step's wall_time_s)
 BASELINE_COLUMNS = HEADLINE[:-2] + ["n_energy_evals_total", "n_energy_evals_budget", "swap_acceptance_mean",
-                                    "wall_time_s"]
+                                    "method_wall_time_s", "method_cpu_hours"]
 #: columns of the "does the model carry the result?" table: the anneal's ESS (path, after the exact
 #: final correction, and the trivial proposal: the previous rung reweighted) and the fidelity of the
 #: model behind the rung (pita.fidelity)
@@ -78,6 +83,9 @@ def load_metrics(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
             raise PitaInputError(f"{p}: expected a JSON object of metrics")
         m.setdefault("method", "pita")
         m["_path"] = str(p)
+        cross = m.get("cross_check")
+        if isinstance(cross, dict):  # summary.csv: the cross-check's scalars as cross_check_<key>
+            m.update({f"cross_check_{k}": v for k, v in cross.items() if _scalar(v)})
         out.append(m)
     if not out:
         raise PitaInputError("--metrics: no metrics files given")
@@ -134,6 +142,9 @@ def _cell(m: dict, key: str) -> str:
     v = m.get(key)
     err = m.get(f"{key}_ref_err") if key.startswith("dF_") else None
     text = _fmt(v)
+    se = m.get(f"{key}_se")
+    if v is not None and isinstance(se, (int, float)) and not isinstance(se, bool):
+        text += f" ± {_fmt(se)}"
     if key.startswith("dF_") and m.get(f"{key}_ref") is not None:
         text += f" (ref {_fmt(m.get(f'{key}_ref'))}" + (f" ± {_fmt(err)}" if err is not None else "") + ")"
     return html.escape(text)
@@ -189,6 +200,165 @@ def _ess_figure(rows: Sequence[dict]) -> str:
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return (f'<figure><img alt="ess per rung" src="data:image/png;base64,{data}"/>'
             "<figcaption>ESS per rung and the model's log-weight spread</figcaption></figure>")
+
+
+# ------------------------------------------------------------------------ report figures
+def _plain_figure(**kw: Any) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kw)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save_png(fig: Any, path: str | os.PathLike) -> None:
+    from .provenance import atomic_path
+
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+def _read_json(path: str | os.PathLike) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PitaInputError(f"{path}: not a readable JSON file ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise PitaInputError(f"{path}: expected a JSON object")
+    return data
+
+
+def _rung_of_path(path: str | os.PathLike) -> str:
+    import re
+
+    m = re.search(r"rung_(\d+)", str(path))
+    return m.group(1) if m else Path(path).parent.name
+
+
+def ess_traces_figure(diagnostics: Sequence[str | os.PathLike], out: str | os.PathLike) -> None:
+    """ESS/N along each rung's FK-SMC (anneal_diagnostics.json's ess_trace), resampling steps
+    marked, log scale; one line per rung."""
+    fig = _plain_figure(figsize=(7.5, 4))
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.13, top=0.9)
+    ax = fig.add_subplot()
+    for c, path in enumerate(diagnostics):
+        d = _read_json(path)
+        trace = [float(v) for v in d.get("ess_trace") or []]
+        if not trace:
+            continue
+        n = float((d.get("settings") or {}).get("n_particles") or d.get("n_particles_out") or max(trace))
+        frac = [v / n for v in trace]
+        color = f"C{c % 10}"
+        ax.plot(range(len(frac)), frac, "-", color=color, label=f"rung {_rung_of_path(path)} "
+                f"({len(d.get('resample_steps') or [])} resamplings, final ESS/N {_fmt(d.get('ess_final_fraction'))})")
+        steps = [s for s in d.get("resample_steps") or [] if 0 <= s < len(frac)]
+        ax.plot(steps, [frac[s] for s in steps], "v", color=color, ms=4)
+    ax.set_yscale("log")
+    ax.set_xlabel("FK-SMC step")
+    ax.set_ylabel("ESS / N (markers: resampling)")
+    ax.set_title("ESS along the anneal, per rung")
+    if ax.lines:
+        ax.legend(fontsize=7)
+    _save_png(fig, out)
+
+
+def losses_figure(losses: Sequence[str | os.PathLike], out: str | os.PathLike) -> None:
+    """Training loss (total and each term) against step, one panel per rung (losses.csv)."""
+    n = max(len(losses), 1)
+    fig = _plain_figure(figsize=(4.2 * n, 3.6))
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.15, top=0.88, wspace=0.3)
+    for c, path in enumerate(losses):
+        try:
+            rows = list(csv.DictReader(io.StringIO(Path(path).read_text())))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise PitaInputError(f"{path}: not a readable losses CSV ({exc.__class__.__name__})") from None
+        ax = fig.add_subplot(1, n, c + 1)
+        cols = [k for k in (rows[0] if rows else {}) if k not in ("step", "grad_norm", "lr")]
+        for k in cols:
+            pts = [(float(r["step"]), float(r[k])) for r in rows if r.get(k) not in (None, "")]
+            pts = [(s, v) for s, v in pts if math.isfinite(v) and v > 0]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "-" if k == "loss" else "--", label=k,
+                        lw=2 if k == "loss" else 1)
+        ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("loss")
+        ax.set_title(f"rung {_rung_of_path(path)}")
+        if ax.lines:
+            ax.legend(fontsize=6)
+    _save_png(fig, out)
+
+
+def accuracy_figure(rows: Sequence[dict], out: str | os.PathLike) -> None:
+    """Torus W2 and energy W1 (± se) against the energy evaluations spent (log x): PITA's rungs
+    (labelled with their temperature) and the baselines at the target."""
+    fig = _plain_figure(figsize=(9, 3.8))
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.15, top=0.88, wspace=0.28)
+    for c, key in enumerate(("torus_w2", "energy_w1")):
+        ax = fig.add_subplot(1, 2, c + 1)
+        methods = sorted({str(m.get("method", "pita")) for m in rows}, key=lambda k: (METHOD_ORDER.get(k, 9), k))
+        for j, method in enumerate(methods):
+            pts = [m for m in rows if str(m.get("method", "pita")) == method
+                   and isinstance(m.get(key), (int, float)) and isinstance(m.get("n_energy_evals_total"), (int, float))
+                   and m["n_energy_evals_total"] > 0]
+            pts.sort(key=lambda m: m["n_energy_evals_total"])
+            if not pts:
+                continue
+            x = [m["n_energy_evals_total"] for m in pts]
+            y = [m[key] for m in pts]
+            e = [m.get(f"{key}_se") if isinstance(m.get(f"{key}_se"), (int, float)) else 0.0 for m in pts]
+            ax.errorbar(x, y, yerr=e, fmt="o-" if method == "pita" else "s", color=f"C{j % 10}", capsize=3,
+                        label=method)
+            if method == "pita":
+                for m, xx, yy in zip(pts, x, y):
+                    ax.annotate(f"{_fmt(m.get('temperature'))}", (xx, yy), fontsize=7, xytext=(3, 3),
+                                textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("energy evaluations (n_energy_evals_total)")
+        ax.set_ylabel(key + (" (rad)" if key == "torus_w2" else " (kT)"))
+        ax.set_title(f"{key} against cost (PITA rungs: T)")
+        if ax.lines or ax.collections:
+            ax.legend(fontsize=7)
+    _save_png(fig, out)
+
+
+def _figure_html(path: str | os.PathLike, caption: str) -> str:
+    p = Path(path)
+    data = base64.b64encode(p.read_bytes()).decode("ascii")
+    return (f'<figure><img alt="{html.escape(p.name)}" src="data:image/png;base64,{data}"/>'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _cost_html(cost: Sequence[dict]) -> str:
+    from .cost import COST_COLUMNS
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in COST_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in COST_COLUMNS) + "</tr>"
+                   for r in cost)
+    return ("<h2>Cost per method</h2><p class='note'>From the Snakemake benchmarks of every job: wall_time_s is the "
+            "sum of the method's jobs' wall times (not the elapsed time of a parallel run), cpu_hours their CPU "
+            "time, gpu_hours the wall time of jobs that ran with a GPU requested; n_energy_evals_total is PITA's "
+            "final rung's total and each baseline's own. Evaluation (reference sets, evaluate jobs) is shared and "
+            f"counted for no method.</p><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def _cross_check_html(rows: Sequence[dict]) -> str:
+    with_cc = [m for m in rows if isinstance(m.get("cross_check"), dict)]
+    if not with_cc:
+        return ""
+    cols = ["energy_w1", "torus_w2", "rama_kl", "tica_w2", "dF_alpha_R", "dF_alpha_L"]
+    parts = []
+    for m in with_cc:
+        cc = m["cross_check"]
+        parts.append({"method": m.get("method"), "rung": m.get("rung"), "temperature": m.get("temperature"),
+                      "reference": m.get("reference"), "cross-check reference": cc.get("reference"),
+                      **{c: cc.get(c) for c in cols}, **{f"{c}_ref": cc.get(f"{c}_ref") for c in cols},
+                      **{f"{c}_ref_err": cc.get(f"{c}_ref_err") for c in cols}})
+    return ("<h2>Cross-check against a second reference</h2><p class='note'>The same samples against "
+            "<code>reference.cross_check</code> (no bootstrap): where the two references disagree (e.g. a basin "
+            "one of them never visits), read the metric against the one that samples it.</p>"
+            + _table(parts, ["cross-check reference"] + cols, lead=("method", "rung", "temperature")))
 
 
 def _residue_table(m: dict) -> str:
@@ -260,8 +430,10 @@ def _baseline_table(rows: Sequence[dict]) -> str:
             + _table(at, BASELINE_COLUMNS, lead=("method", "rung", "temperature")))
 
 
-def render_html(rows: Sequence[dict], title: str = "PITA evaluation report") -> str:
-    """The whole report as one HTML string (plots embedded)."""
+def render_html(rows: Sequence[dict], title: str = "PITA evaluation report", cost: Sequence[dict] | None = None,
+                figures: Sequence[tuple[str, str]] = ()) -> str:
+    """The whole report as one HTML string (plots embedded); `cost`: pita.cost.cost_table rows;
+    `figures`: (PNG path, caption) shown after the summary."""
     methods = sorted({str(m.get("method", "pita")) for m in rows})
     pita_rows = [m for m in rows if m.get("method", "pita") == "pita"] or list(rows)
     parts = [
@@ -270,12 +442,18 @@ def render_html(rows: Sequence[dict], title: str = "PITA evaluation report") -> 
         f"<h1>{html.escape(title)}</h1>",
         f"<p class='note'>Generated {html.escape(now_iso())} by pita {html.escape(__version__)} from "
         f"{len(rows)} metrics file(s). Energies in kT; free-energy differences Delta F = -ln(p_basin/p_C7eq) "
-        "in kT with the reference value and its block-averaging error in brackets; W2 on the torus in radians.</p>",
+        "in kT with the reference value and its block-averaging error in brackets; W2 on the torus in radians; "
+        "± is the bootstrap standard error of the value (samples and reference resampled).</p>",
         "<h2>Summary</h2>",
         _table(pita_rows, HEADLINE),
     ]
     if len(methods) > 1:
         parts.append(_baseline_table(rows))
+    if cost:
+        parts.append(_cost_html(cost))
+    parts.append(_cross_check_html(rows))
+    if figures:
+        parts.append("<div class='plots'>" + "".join(_figure_html(p, c) for p, c in figures) + "</div>")
     model_rows = [m for m in pita_rows if any(m.get(c) is not None for c in MODEL_COLUMNS)]
     if model_rows:
         parts += ["<h2>Does the model carry the result?</h2>",
@@ -312,15 +490,54 @@ def check_report_outputs(out_html: str | os.PathLike | None, summary_csv: str | 
 
 
 def write_report(metrics_paths: Iterable[str | os.PathLike], out_html: str | os.PathLike | None = None,
-                 summary_csv: str | os.PathLike | None = None, title: str = "PITA evaluation report") -> list[dict]:
+                 summary_csv: str | os.PathLike | None = None, title: str = "PITA evaluation report", *,
+                 diagnostics: Sequence[str | os.PathLike] = (), losses: Sequence[str | os.PathLike] = (),
+                 benchmarks: Sequence[str | os.PathLike] = (), gpu_rules: Sequence[str] = (),
+                 cost_csv: str | os.PathLike | None = None, ess_plot: str | os.PathLike | None = None,
+                 losses_plot: str | os.PathLike | None = None,
+                 accuracy_plot: str | os.PathLike | None = None) -> list[dict]:
     """Read metrics files, write summary CSV and/or HTML report (atomically); returns the rows.
 
-    Both output paths are checked before anything is read or written (PitaInputError naming
-    the option), so a bad --out never leaves a fresh summary.csv behind.
+    Optional: `benchmarks` (Snakemake benchmark tsv files) -> the cost table (`cost_csv`, and in
+    the HTML; the target rows get method_wall_time_s / method_cpu_hours of their whole method);
+    `ess_plot` from the anneal `diagnostics`, `losses_plot` from `losses` (losses.csv per rung),
+    `accuracy_plot` (accuracy against energy evaluations). Both main output paths are checked
+    before anything is read or written (PitaInputError naming the option), so a bad --out never
+    leaves a fresh summary.csv behind.
     """
     check_report_outputs(out_html, summary_csv)
+    for path, option in ((cost_csv, "--cost"), (ess_plot, "--ess-plot"), (losses_plot, "--losses-plot"),
+                         (accuracy_plot, "--accuracy-plot")):
+        check_output_path(path, option)
     rows = load_metrics(metrics_paths)
-    page = render_html(rows, title) if out_html is not None else None  # reads the plots: fails before any write
+    cost = None
+    if benchmarks:
+        from .cost import cost_table
+
+        cost = cost_table(benchmarks, rows, gpu_rules)
+        by_method = {c["method"]: c for c in cost}
+        temps = [m["temperature"] for m in rows if isinstance(m.get("temperature"), (int, float))]
+        target = min(temps) if temps else None
+        for m in rows:  # the whole method's cost beside its result at the target
+            c = by_method.get(str(m.get("method", "pita")))
+            if c is not None and target is not None and isinstance(m.get("temperature"), (int, float)) \
+                    and math.isclose(m["temperature"], target):
+                m["method_wall_time_s"], m["method_cpu_hours"] = c["wall_time_s"], c["cpu_hours"]
+    figures = []
+    if ess_plot is not None and diagnostics:
+        ess_traces_figure(diagnostics, ess_plot)
+        figures.append((ess_plot, "ESS/N along each rung's anneal (markers: resampling steps)"))
+    if losses_plot is not None and losses:
+        losses_figure(losses, losses_plot)
+        figures.append((losses_plot, "training losses per rung"))
+    if accuracy_plot is not None:
+        accuracy_figure(rows, accuracy_plot)
+        figures.append((accuracy_plot, "accuracy against energy evaluations (± bootstrap se)"))
+    if cost is not None and cost_csv is not None:
+        from .cost import write_cost_csv
+
+        write_cost_csv(cost, cost_csv)
+    page = render_html(rows, title, cost=cost, figures=figures) if out_html is not None else None
     if summary_csv is not None:
         write_summary_csv(rows, summary_csv)
         log.info("wrote %s", summary_csv)

@@ -88,6 +88,9 @@ class ReferenceSettings(MDSettings):
 
     files: dict = setting(None, "temperature (as written in temperatures) -> existing sample set to use "
                                 "instead of running MD", factory=dict, cli=False)
+    cross_check: dict = setting(None, "temperature -> a second reference set the same samples are also evaluated "
+                                      "against (metrics.json's cross_check; a table in the report)",
+                                factory=dict, cli=False)
 
 
 @dataclass(frozen=True)
@@ -224,7 +227,13 @@ class EvaluateSettings:
     tica_lag_frames: int = setting(10, "TICA lag in frames of the reference trajectories", ge=1, le=1_000_000)
     tica_lag_ps: float | None = setting(None, "TICA lag in ps (needs time_ps in the reference); overrides "
                                               "tica_lag_frames", gt=0, le=1e9)
-    blocks: int = setting(10, "blocks for the reference's error bars", ge=2, le=10_000)
+    blocks: int = setting(10, "blocks for the reference's error bars (and a time-correlated set's statistical "
+                               "inefficiency in the bootstrap)", ge=2, le=10_000)
+    bootstrap_replicates: int = setting(100, "bootstrap replicates per set for the standard error of every metric "
+                                             "(<metric>_se; 0: none)", ge=0, le=100_000)
+    bootstrap_ot_samples: int = setting(500, "frames per bootstrap replicate for the optimal-transport metrics (torus, "
+                                             "TICA, distance W2; m-out-of-n, scaled to the estimate's size)",
+                                        ge=10, le=100_000)
     plots: bool = setting(True, "write the PNG plots")
 
 
@@ -587,6 +596,9 @@ def json_schema() -> dict:
     defs["reference"]["properties"]["files"] = {
         "type": "object", "default": {}, "additionalProperties": {"type": "string"},
         "description": _fields(ReferenceSettings)["files"].metadata["help"]}
+    defs["reference"]["properties"]["cross_check"] = {
+        "type": "object", "default": {}, "additionalProperties": {"type": "string"},
+        "description": _fields(ReferenceSettings)["cross_check"].metadata["help"]}
     defs["baselines"]["properties"]["methods"] = {
         "type": "array", "items": {"type": "string", "enum": list(BASELINE_METHODS)}, "minItems": 1,
         "uniqueItems": True, "default": list(BASELINE_METHODS),

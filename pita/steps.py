@@ -289,16 +289,20 @@ def _keep_data_enantiomer(res: Any, system: Any) -> None:
 def evaluate(samples: SampleSet, reference_set: SampleSet, system: Any, settings: EvaluateSettings,
              out_dir: str | Path, *, metrics_path: str | Path | None = None, seed: int = 0,
              samples_path: str = "<samples>", reference_path: str = "<reference>", method: str | None = None,
-             extra: dict | None = None) -> dict:
+             extra: dict | None = None, cross_check: SampleSet | None = None,
+             cross_check_path: str | None = None, plots_dir: str | Path | None = None) -> dict:
     """Metrics of `samples` against `reference_set` at the same temperature (+ plots in out_dir);
-    `extra` (the ESS and model-fidelity numbers of the steps that made the samples) is added."""
+    `extra` (the ESS and model-fidelity numbers of the steps that made the samples) is added;
+    `cross_check`: a second reference, its metrics under `cross_check`."""
     from .evaluate import evaluate as evaluate_sets
 
     return evaluate_sets(samples, reference_set, system, out_dir, metrics_path=metrics_path, plots=settings.plots,
                          seed=seed, samples_path=samples_path, reference_path=reference_path, method=method,
                          ot_max_n=settings.max_samples, distance_max_n=settings.distance_max_samples,
                          tica_lag_frames=settings.tica_lag_frames, tica_lag_ps=settings.tica_lag_ps,
-                         n_blocks=settings.blocks, extra=extra)
+                         n_blocks=settings.blocks, bootstrap=settings.bootstrap_replicates,
+                         bootstrap_ot_samples=settings.bootstrap_ot_samples, extra=extra, cross_check=cross_check,
+                         cross_check_path=cross_check_path, plots_dir=plots_dir)
 
 
 # ---------------------------------------------------------------------------------------------

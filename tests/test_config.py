@@ -168,3 +168,23 @@ def test_schema_errors(label, patch, fragment):
     with pytest.raises(Exception) as exc:
         validate(cfg, SCHEMA)
     assert fragment in str(exc.value)
+
+
+def test_default_300k_reference_visits_every_basin_and_md_is_the_cross_check():
+    """alpha_L is read against the replica-exchange set; the 40 ns MD set (no alpha_L) is the cross-check."""
+    cfg = default_config()
+    assert cfg["reference"]["files"][300.0] == "data/reference/aldp_300K_rex.h5"
+    assert cfg["reference"]["cross_check"][300.0] == "data/reference/aldp_300K.h5"
+
+
+@pytest.mark.parametrize("cross,fragment", [
+    ({1234.0: "data/reference/aldp_300K.h5"}, "field 'reference.cross_check.1234.0': temperature is not on the ladder"),
+    ({300.0: "data/reference/nope.h5"}, "field 'reference.cross_check.300.0': file not found"),
+    ({"hot": "data/reference/aldp_300K.h5"}, "field 'reference.cross_check.hot': key must be a temperature"),
+])
+def test_bad_cross_check_is_one_line_naming_the_field(cross, fragment):
+    cfg = default_config()
+    cfg["reference"]["cross_check"] = cross
+    with pytest.raises(PitaInputError) as exc:
+        check_config(cfg, source="config.yaml")
+    assert fragment in str(exc.value) and str(exc.value).startswith("config.yaml: ") and "\n" not in str(exc.value)

@@ -190,7 +190,8 @@ def test_self_evaluation_is_near_zero(aldp, tmp_path):
     assert m["dF_alpha_R_diff"] in (None, pytest.approx(0.0, abs=1e-12))
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk["energy_w2"] == m["energy_w2"]
-    assert set(on_disk["plots"]) == {"energy.png", "distances.png", "ramachandran.png", "tica.png"}
+    assert set(on_disk["plots"]) == {"energy.png", "distances.png", "ramachandran.png", "tica.png",
+                                     "free_energy_profiles.png"}
     for p in on_disk["plots"]:
         assert (tmp_path / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*"))  # no temporaries left behind
@@ -313,7 +314,7 @@ def test_report_on_two_rungs(aldp, tmp_path):
     assert float(rows[1]["energy_w2"]) == 0.0 and float(rows[0]["energy_w2"]) > 0
     assert int(rows[0]["n_energy_evals_total"]) == other.attrs["n_energy_evals_total"]
     html = (tmp_path / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and "<table" in html
+    assert html.count("data:image/png;base64,") == 5 and "<table" in html  # 4 plots + the 1-D profiles
     assert "src=\"http" not in html and "href=" not in html  # self-contained
     write_report(paths + [tmp_path / "md" / "metrics.json"], tmp_path / "r2.html", tmp_path / "s2.csv")
     html2 = (tmp_path / "r2.html").read_text()

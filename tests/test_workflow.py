@@ -131,6 +131,61 @@ def test_tiny_exports_the_final_rung_in_every_format(tiny_run):
         sorted([f"rung_2.{f}" for f in formats] + ["rung_2.topology.pdb"])
 
 
+def test_report_zip_has_every_declared_plot_and_the_cost_table(tiny_run):
+    """`snakemake --report report.zip` on the finished tiny run: every plot the rules declare with
+    report() is in it, and the cost table sums the benchmarks per method."""
+    import csv
+    import json
+    import zipfile
+
+    work, args = tiny_run
+    run = work / "results" / "tiny"
+    out = snakemake(work, *args, "--report", "report.zip", timeout=600)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    with zipfile.ZipFile(work / "report.zip") as z:  # report/data/raw/<hash>/<file name>
+        packed = {}
+        for name in z.namelist():
+            packed.setdefault(name.rsplit("/", 1)[-1], []).append(z.read(name))
+    declared = [run / "figures" / n for n in ("ess_traces.png", "losses.png", "accuracy_vs_cost.png")]
+    declared += [run / n for n in ("summary.csv", "report.html", "cost.csv")]
+    for k in range(3):
+        declared += sorted((run / f"rung_{k}" / "plots").glob("*.png"))
+    for method in ("md", "replica_exchange", "smc"):
+        declared += sorted((run / "baselines" / method / "plots").glob("*.png"))
+    plots = {p.name for p in declared}
+    assert {"energy.png", "distances.png", "ramachandran.png", "free_energy_profiles.png"} <= plots
+    for path in declared:
+        assert path.read_bytes() in packed.get(path.name, []), f"{path.relative_to(work)} not in the report"
+    # cost per method: the benchmarks summed, PITA's evaluations its final rung's total
+    with open(run / "cost.csv") as fh:
+        cost = {r["method"]: r for r in csv.DictReader(fh)}
+    assert list(cost) == ["pita", "md", "replica_exchange", "smc", "evaluation"]
+    assert int(cost["pita"]["jobs"]) == 1 + 2 + 2 + 2 and int(cost["smc"]["jobs"]) == 2
+    bench = run / "benchmarks"
+
+    def wall(name):
+        with open(bench / f"{name}.tsv") as fh:
+            return float(next(csv.DictReader(fh, delimiter="\t"))["s"])
+
+    pita_wall = sum(wall(n) for n in ("md_seed", "train_0", "train_1", "anneal_1", "anneal_2", "relax_1", "relax_2"))
+    assert float(cost["pita"]["wall_time_s"]) == pytest.approx(pita_wall, rel=1e-9)
+    assert float(cost["md"]["wall_time_s"]) == pytest.approx(wall("baseline_md"), rel=1e-9)
+    assert float(cost["smc"]["wall_time_s"]) == pytest.approx(wall("baseline_smc") + wall("md_seed"), rel=1e-9)
+    final = json.loads((run / "rung_2" / "metrics.json").read_text())
+    assert int(cost["pita"]["n_energy_evals_total"]) == final["n_energy_evals_total"]
+    assert float(cost["pita"]["cpu_hours"]) > 0 and float(cost["pita"]["gpu_hours"]) == 0  # device: cpu
+    # every metric carries its bootstrap se
+    for key in ("energy_w1", "energy_w2", "torus_w2", "rama_kl", "distance_w2"):
+        assert isinstance(final.get(f"{key}_se"), float) and final[f"{key}_se"] > 0, key
+    for basin in ("C7eq", "alpha_R", "alpha_L"):  # a population of 0 or 1 has no spread to resample
+        p, se = final[f"p_{basin}"], final[f"p_{basin}_se"]
+        assert se >= 0 and (se > 0) == (0 < p < 1), (basin, p, se)
+    assert "dF_alpha_R_se" in final
+    assert final["tica_w2"] is None and "tica_w2_se" not in final  # too few frames for TICA at this size
+    page = (run / "report.html").read_text()
+    assert "Cost per method" in page and "±" in page
+
+
 def test_second_invocation_has_nothing_to_do(tiny_run):
     work, args = tiny_run
     out = snakemake(work, *args, "-n")

@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", "--out", dest="out", required=True, help="output folder for metrics.json and the plots")
     p.add_argument("--metrics-out", "--metrics", dest="metrics", default=None,
                    help="metrics file to write (default: OUT_DIR/metrics.json)")
+    p.add_argument("--plots-dir", default=None,
+                   help="folder for the PNG plots (default: beside the metrics file)")
     add_seed(p, "seed of the subsampling for exact optimal transport")
     p.add_argument("--method", default=None,
                    help="method tag for the report (pita, md, replica_exchange, ...) (default: the samples' "
@@ -35,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--diagnostics", nargs="+", default=[], metavar="JSON",
                    help="anneal_diagnostics.json / model_fidelity.json of the step that made the samples: their "
                         "ESS and model-fidelity numbers are added to the metrics")
+    p.add_argument("--cross-check", default=None, metavar="H5",
+                   help="a second reference set at the same temperature: the headline metrics, basin populations "
+                        "and free energies against it go under cross_check in metrics.json")
     add_settings(p, EvaluateSettings)
 
 
@@ -67,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     metrics_path = Path(args.metrics) if args.metrics else out / "metrics.json"
     check_output_path(out, "--out-dir", folder=True)
     check_output_path(metrics_path, "--metrics-out")
+    if args.plots_dir is not None:
+        check_output_path(args.plots_dir, "--plots-dir", folder=True)
     samples = SampleSet.read(args.samples, load_forces=False)
     reference = SampleSet.read(args.reference, load_forces=False)
     spec = args.system if args.system is not None else samples.attrs.get("system")
@@ -75,12 +82,17 @@ def run(args: argparse.Namespace) -> int:
     system = from_argument(spec)
     samples.check_system(args.samples, system)
     reference.check_system(args.reference, system)
+    cross = None
+    if args.cross_check is not None:
+        cross = SampleSet.read(args.cross_check, load_forces=False)
+        cross.check_system(args.cross_check, system)
     extra = {}
     for path in args.diagnostics:
         extra.update(read_diagnostics(path))
     result = steps.evaluate(samples, reference, system, settings, out, metrics_path=metrics_path, seed=args.seed,
                             samples_path=str(args.samples), reference_path=str(args.reference), method=args.method,
-                            extra=extra)
+                            extra=extra, cross_check=cross, cross_check_path=args.cross_check,
+                            plots_dir=args.plots_dir)
     keys = [k for k in ("energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2", "ess")
             if result.get(k) is not None]
     log.info("%s: %s", metrics_path, ", ".join(f"{k}={result[k]:.4g}" for k in keys))

@@ -37,13 +37,17 @@ rule evaluate_baseline:
     input:
         samples=f"{RUN}/baselines/{{method}}/samples.h5",
         reference=f"{RUN}/reference/rung_{K}.h5",
+        cross_check=reference_file(K, "cross_check") or [],
     output:
         metrics=f"{RUN}/baselines/{{method}}/metrics.json",
+        plots=report(directory(f"{RUN}/baselines/{{method}}/plots"), patterns=["{name}.png"], category="Baselines",
+                     subcategory="{method}", caption="../report/baseline_plots.rst"),
     params:
         system=SYSTEM_ARG,
         settings=json.dumps(rung_settings(config, K, "evaluate"), sort_keys=True),
         outdir=lambda w: f"{RUN}/baselines/{w.method}",
         seed=config["seed"] + 1000 * K + 5,
+        cross_check=cross_check_args,
     log:
         f"{RUN}/logs/evaluate_baseline_{{method}}.log",
     benchmark:
@@ -55,5 +59,5 @@ rule evaluate_baseline:
         "../../envs/pita.yaml"
     shell:
         "pita evaluate --samples {input.samples:q} --reference {input.reference:q} --system {params.system:q}"
-        " --method {wildcards.method} --config-json {params.settings:q} --seed {params.seed}"
-        " --out-dir {params.outdir:q} --metrics-out {output.metrics:q} > {log:q} 2>&1"
+        " --method {wildcards.method} --config-json {params.settings:q} {params.cross_check:q} --seed {params.seed}"
+        " --out-dir {params.outdir:q} --metrics-out {output.metrics:q} --plots-dir {output.plots:q} > {log:q} 2>&1"

@@ -39,9 +39,16 @@ def rung_of(w):
     return int(getattr(w, "rung", getattr(w, "later", 0)))
 
 
-def settings_json(section):
-    """Params function: this rule's rung's `section` settings (as the user gave them) as JSON."""
-    return lambda w: json.dumps(rung_settings(config, rung_of(w), section), sort_keys=True)
+def settings_json(section, drop=()):
+    """Params function: this rule's rung's `section` settings (as the user gave them) as JSON,
+    without the keys in `drop` (workflow-only keys that must not rerun the step)."""
+    return lambda w: json.dumps({k: v for k, v in rung_settings(config, rung_of(w), section).items() if k not in drop},
+                                sort_keys=True)
+
+
+def cross_check_args(w, input):
+    """--cross-check PATH when reference.cross_check names a second reference at this rung's T."""
+    return ["--cross-check", input.cross_check] if input.cross_check else []
 
 
 def temperature(w):
@@ -115,9 +122,10 @@ def previous_checkpoint(w):
     return []
 
 
-def reference_file(k):
-    """A configured reference set for T_k, if any (reference.files maps temperature -> path)."""
-    files = (config.get("reference") or {}).get("files") or {}
+def reference_file(k, key="files"):
+    """A configured reference set for T_k, if any (reference.files maps temperature -> path;
+    key="cross_check": the second reference the rung is also evaluated against)."""
+    files = (config.get("reference") or {}).get(key) or {}
     for temp, path in files.items():
         if abs(float(temp) - TEMPS[k]) < 1e-9:
             return path
@@ -170,3 +178,21 @@ def baseline_smc_args(w, input):
         return []
     relax = {str(k): rung_settings(config, k, "relax") for k in range(1, K + 1)}
     return ["--seed-set", input.seed_set, "--relax-json", json.dumps(relax, sort_keys=True)]
+
+
+#: rules whose jobs request a GPU when device is cuda (their wall time is GPU time in the cost table)
+GPU_RULES = ["train", "anneal", "relax", "baseline"]
+
+
+def cost_benchmarks():
+    """Benchmark files of every job the cost table sums (pita.cost): PITA's steps, the baselines,
+    and the shared evaluation (reference sets, evaluate jobs)."""
+    b = f"{RUN}/benchmarks"
+    files = [f"{b}/md_seed.tsv"]
+    files += [f"{b}/train_{k}.tsv" for k in range(K)]
+    files += [f"{b}/{rule}_{k}.tsv" for k in range(1, K + 1) for rule in ("anneal", "relax")]
+    files += [f"{b}/baseline_{m}.tsv" for m in BASELINE_METHODS]
+    files += [f"{b}/reference_md_{k}.tsv" for k in range(K + 1)]
+    files += [f"{b}/evaluate_{k}.tsv" for k in range(K + 1)]
+    files += [f"{b}/evaluate_baseline_{m}.tsv" for m in BASELINE_METHODS]
+    return files

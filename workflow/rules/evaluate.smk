@@ -6,14 +6,20 @@ rule evaluate:
         # how the rung's samples were made: the anneal's ESS and the fidelity of the model behind it
         diagnostics=lambda w: [f"{RUN}/rung_{w.rung}/anneal_diagnostics.json",
                                f"{RUN}/rung_{int(w.rung) - 1}/model_fidelity.json"] if int(w.rung) > 0 else [],
+        # a second reference at T_k (reference.cross_check), evaluated beside the first
+        cross_check=lambda w: reference_file(int(w.rung), "cross_check") or [],
     output:
         metrics=f"{RUN}/rung_{{rung}}/metrics.json",
+        # energy, distances, Ramachandran (one per residue), TICA, 1-D free-energy profiles
+        plots=report(directory(f"{RUN}/rung_{{rung}}/plots"), patterns=["{name}.png"], category="Rungs",
+                     subcategory="rung {rung}", caption="../report/rung_plots.rst"),
     params:
         system=SYSTEM_ARG,
         settings=settings_json("evaluate"),
         outdir=lambda w: f"{RUN}/rung_{w.rung}",
         diagnostics=lambda w, input: ["--diagnostics", *input.diagnostics] if input.diagnostics else [],
         seed=job_seed(5),
+        cross_check=cross_check_args,
     log:
         f"{RUN}/logs/evaluate_{{rung}}.log",
     benchmark:
@@ -25,5 +31,5 @@ rule evaluate:
         "../../envs/pita.yaml"
     shell:
         "pita evaluate --samples {input.samples:q} --reference {input.reference:q} --system {params.system:q}"
-        " --config-json {params.settings:q} {params.diagnostics:q} --seed {params.seed} --out-dir {params.outdir:q}"
-        " --metrics-out {output.metrics:q} > {log:q} 2>&1"
+        " --config-json {params.settings:q} {params.diagnostics:q} {params.cross_check:q} --seed {params.seed} --out-dir {params.outdir:q}"
+        " --metrics-out {output.metrics:q} --plots-dir {output.plots:q} > {log:q} 2>&1"

@@ -1,0 +1,93 @@
+"""Bootstrap standard errors (pita.metrics.bootstrap_se, pita.evaluate.bootstrap_errors) against
+analytic values: a wrong se (missing weights, wrong m-out-of-n scaling, no correlation
+correction, a dropped side) fails these."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pita import metrics as M
+from pita.evaluate import compute_metrics
+from pita.samples import SampleSet
+
+
+def _mean_se(x, n_boot=400, seed=0, w=None, draw=None):
+    def stat(idx):
+        ww = None if w is None else w[idx]
+        return float(np.dot(M.normalize_weights(ww, idx.size), x[idx]))
+
+    return M.bootstrap_se(stat, x.size, n_boot, np.random.default_rng(seed), draw=draw)
+
+
+def test_mean_of_gaussian_data_matches_the_analytic_se_and_shrinks_like_one_over_sqrt_n():
+    rng = np.random.default_rng(1)
+    for n in (500, 2000, 8000):
+        x = rng.normal(2.0, 3.0, size=n)
+        assert _mean_se(x) == pytest.approx(3.0 / math.sqrt(n), rel=0.15), n
+    small, large = (_mean_se(rng.normal(size=n)) for n in (500, 8000))
+    assert small / large == pytest.approx(4.0, rel=0.2)
+
+
+def test_weighted_mean_se_is_the_self_normalised_importance_sampling_se():
+    rng = np.random.default_rng(2)
+    n = 4000
+    x = rng.normal(size=n)
+    w = np.exp(1.2 * x)  # reweights N(0, 1) towards N(1.2, 1): a much smaller ESS than n
+    wn = w / w.sum()
+    mu = float(np.dot(wn, x))
+    analytic = math.sqrt(float(np.sum(wn**2 * (x - mu) ** 2)))  # delta method
+    assert analytic > 2.0 / math.sqrt(n)  # the weights matter: an unweighted se would be far off
+    assert _mean_se(x, w=w) == pytest.approx(analytic, rel=0.2)
+
+
+def test_m_out_of_n_draws_are_scaled_to_the_full_size():
+    x = np.random.default_rng(3).normal(size=8000)
+    assert _mean_se(x, draw=500) == pytest.approx(1.0 / math.sqrt(8000), rel=0.15)
+
+
+def _set(energy, n_atoms=3, seed=0, **kw):
+    rng = np.random.default_rng(seed)
+    pos = rng.normal(size=(energy.size, n_atoms, 3)).astype(np.float32)
+    attrs = {"system": "toy", "temperature": 1.0, "units": "reduced", "length_scale": 1.0,
+             "n_energy_evals": 1, "n_energy_evals_total": 1}
+    return SampleSet(pos, np.asarray(energy, dtype=np.float64), attrs, **kw)
+
+
+def test_energy_w1_se_adds_both_sets_variances():
+    """Shifted Gaussians: W1 = mean difference + O(noise), so se = sqrt(1/n_s + 1/n_r)."""
+    rng = np.random.default_rng(4)
+    n_s, n_r = 1000, 1000
+    s, r = _set(rng.normal(4.0, 1.0, n_s), seed=1), _set(rng.normal(0.0, 1.0, n_r), seed=2)
+    m, _ = compute_metrics(s, r, None, bootstrap=300, bootstrap_ot_samples=200, seed=0)
+    assert m["energy_w1"] == pytest.approx(4.0, abs=0.15)
+    assert m["energy_w1_se"] == pytest.approx(math.sqrt(1 / n_s + 1 / n_r), rel=0.15)
+    assert m["energy_w1_se"] > 1.2 * math.sqrt(1 / n_s)  # the reference's share is not dropped
+    assert m["bootstrap"]["replicates"] == 300 and m["distance_w2_se"] > 0
+    again, _ = compute_metrics(s, r, None, bootstrap=300, bootstrap_ot_samples=200, seed=0)
+    assert again["energy_w1_se"] == m["energy_w1_se"]  # deterministic for a seed
+    plain, _ = compute_metrics(s, r, None, seed=0)
+    assert plain["energy_w1"] == m["energy_w1"] and "energy_w1_se" not in plain
+
+
+def test_time_correlated_set_is_scaled_by_its_statistical_inefficiency():
+    """An AR(1) energy series (rho = 0.8) in 4 trajectories of 25,000 frames: se of the mean = sd/sqrt(n) *
+    sqrt((1 + rho)/(1 - rho)) = 3 sd/sqrt(n); an iid bootstrap would give a third of it."""
+    rng = np.random.default_rng(5)
+    from scipy.signal import lfilter
+
+    rho, n_traj, length = 0.8, 4, 25000
+    noise = rng.normal(size=(n_traj, length)) * math.sqrt(1 - rho * rho)
+    noise[:, 0] = rng.normal(size=n_traj)  # stationary start
+    energy = lfilter([1.0], [1.0, -rho], noise, axis=1).reshape(-1)
+    traj = np.repeat(np.arange(n_traj, dtype=np.int32), length)
+    time_ps = np.tile(np.arange(length, dtype=np.float64), n_traj)
+    s = _set(energy, seed=6, trajectory=traj, time_ps=time_ps)
+    r = _set(rng.normal(size=2000), seed=7)
+    m, _ = compute_metrics(s, r, None, bootstrap=200, bootstrap_ot_samples=100, n_blocks=100, seed=0)
+    g_energy = m["bootstrap"]["g_samples"][0]
+    assert g_energy == pytest.approx(9.0, rel=0.3)
+    analytic = 3.0 / math.sqrt(energy.size)
+    from_samples = math.sqrt(m["energy_mean_se"] ** 2)  # the reference does not move energy_mean
+    assert from_samples == pytest.approx(analytic, rel=0.3)
