@@ -219,11 +219,12 @@ def _save_png(fig: Any, path: str | os.PathLike) -> None:
         fig.savefig(tmp, format="png", dpi=100)
 
 
-def _read_json(path: str | os.PathLike) -> dict:
+def read_json_object(path: str | os.PathLike, what: str = "JSON file") -> dict:
+    """A JSON object from `path`; one line naming the file if it is unreadable or not an object."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PitaInputError(f"{path}: not a readable JSON file ({exc.__class__.__name__})") from None
+        raise PitaInputError(f"{path}: not a readable {what} ({exc.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise PitaInputError(f"{path}: expected a JSON object")
     return data
@@ -243,7 +244,7 @@ def ess_traces_figure(diagnostics: Sequence[str | os.PathLike], out: str | os.Pa
     fig.subplots_adjust(left=0.11, right=0.97, bottom=0.13, top=0.9)
     ax = fig.add_subplot()
     for c, path in enumerate(diagnostics):
-        d = _read_json(path)
+        d = read_json_object(path)
         trace = [float(v) for v in d.get("ess_trace") or []]
         if not trace:
             continue

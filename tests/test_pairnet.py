@@ -125,7 +125,7 @@ class _Dimer:
         return Dimer()
 
     @staticmethod
-    def samples(n: int, seed: int = 0):
+    def samples(n: int, seed: int = 0, with_forces: bool = True):
         from pita.samples import SampleSet
 
         rng = np.random.default_rng(seed)
@@ -136,7 +136,7 @@ class _Dimer:
         f0 = -100.0 * (r - 1.0)[:, None] * u  # -dU/dx_0: pulls atom 0 towards atom 1 when stretched
         forces = np.stack([f0, -f0], axis=1)
         return SampleSet(positions=pos.astype(np.float32), energy=50.0 * (r - 1.0) ** 2,
-                         forces=forces.astype(np.float32),
+                         forces=forces.astype(np.float32) if with_forces else None,
                          attrs=dict(system="dimer", temperature=1.0, units="reduced", length_scale=1.0,
                                     n_energy_evals=0, n_energy_evals_total=0, rung=0))
 
@@ -168,32 +168,10 @@ def test_energy_only_training_learns_a_harmonic_bond(tmp_path):
     """Two particles with a stiff harmonic bond: pairnet trained by denoising through D_E and energy
     matching recovers U/kT on held-out samples (R^2 > 0.9) and the bond length of its own samples."""
     from pita.fidelity import energy_fidelity
-    from pita.samples import SampleSet
-    from pita.systems.base import System
     from pita.training import train
 
-    class Dimer(System):
-        name, units, kB, n_atoms, length_scale, mean_free = "dimer", "reduced", 1.0, 2, 1.0, True
-        event_shape, dim = (2, 3), 6
-
-        def energy(self, x):
-            x = torch.as_tensor(x).reshape(-1, 2, 3)
-            return 50.0 * ((x[:, 0] - x[:, 1]).norm(dim=-1) - 1.0) ** 2
-
-        def spec(self):
-            return {"name": "dimer"}
-
-    rng = np.random.default_rng(0)
     n = 3000
-    r = 1.0 + rng.normal(0, 0.1, n)  # T = 1: std of r = 1/sqrt(2 k) = 0.1
-    u = rng.normal(size=(n, 3))
-    u /= np.linalg.norm(u, axis=1, keepdims=True)
-    pos = np.stack([-0.5 * r[:, None] * u, 0.5 * r[:, None] * u], axis=1)
-    energy = 50.0 * (r - 1.0) ** 2
-    system = Dimer()
-    ss = SampleSet(positions=pos.astype(np.float32), energy=energy,
-                   attrs=dict(system="dimer", temperature=1.0, units="reduced", length_scale=1.0, n_energy_evals=0,
-                              n_energy_evals_total=0, rung=0))
+    system, ss = _Dimer.system(), _Dimer.samples(n, with_forces=False)  # energy matching alone
     res = train([ss.subset(np.arange(2500))], system, device="cpu", seed=0, progress=False,
                 config={"steps": 400, "batch_size": 128, "holdout_fraction": 0,
                         "model": {"backbone": "pairnet", "score_source": "energy",

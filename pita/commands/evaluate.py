@@ -45,17 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def read_diagnostics(path: str) -> dict:
     """The ESS and fidelity numbers of a diagnostics JSON (one line naming the file if unreadable)."""
-    import json
-
-    from ..errors import PitaInputError
     from ..fidelity import summary_scalars
+    from ..report import read_json_object
 
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PitaInputError(f"{path}: not a readable diagnostics JSON ({exc.__class__.__name__})") from None
-    if not isinstance(data, dict):
-        raise PitaInputError(f"{path}: a diagnostics JSON must hold an object")
+    data = read_json_object(path, "diagnostics JSON")
     return summary_scalars(data)
 
 
