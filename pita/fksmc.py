@@ -392,13 +392,19 @@ def anneal(
         return proj(torch.randn(shape, generator=generator, dtype=dtype, device="cpu").to(device))
 
     # -------- fields ------------------------------------------------------------------
+    # a model whose score is -grad E (score_source "energy" in its config): its score is the gradient
+    # computed here anyway, so it is not evaluated a second time
+    model_config = getattr(model, "config", None)
+    score_is_energy_grad = (score_source == "score" and isinstance(model_config, dict)
+                            and model_config.get("score_source") == "energy")
+
     def fields_chunk(x: torch.Tensor, sigma: float) -> _Fields:
         B = x.shape[0]
         with torch.enable_grad():
             xr = x.detach().requires_grad_(True)
             sg = torch.full((B,), sigma, dtype=dtype, device=device, requires_grad=need_dsig)
             E = model.energy(xr, sg)
-            want_graph = need_lap
+            want_graph = need_lap or (need_div_s and score_is_energy_grad)
             inputs = [xr, sg] if need_dsig else [xr]
             grads = torch.autograd.grad(E.sum(), inputs, create_graph=want_graph)
             gE = grads[0]
@@ -413,7 +419,7 @@ def anneal(
                 s = -gEp.detach()
                 div_s = -lap if lap is not None else None
             else:
-                s_out = proj(model.score(xr, sg))
+                s_out = -gEp if score_is_energy_grad else proj(model.score(xr, sg))
                 div_s = None
                 if need_div_s:
                     probes = (_probes((B, D), n_probes, probe, n_atoms, generator, dtype, device)

@@ -182,3 +182,23 @@ def test_energy_only_training_learns_a_harmonic_bond(tmp_path):
     x = remove_mean(x, 2)
     fid = energy_fidelity(res.model, x, torch.as_tensor(held.energy))
     assert fid["r2"] > 0.9, fid
+
+
+@pytest.mark.parametrize("weights,divergence", [("discrete", "hutchinson"), ("continuous", "exact")])
+def test_anneal_does_not_evaluate_an_energy_models_score_twice(weights, divergence):
+    """With score_source "energy" in the model, its score is -grad E, which the anneal already has:
+    model.score must not be called, and the particles and weights must be those of the explicit
+    score_source="energy" path (the same field)."""
+    from pita.fksmc import anneal
+
+    model = _model("energy")
+    kw = dict(gamma=1.5, n_particles=64, n_steps=20, weights=weights, divergence_method=divergence, seed=3,
+              resample_threshold=0.5)
+    ref = anneal(model, score_source="energy", **kw)
+    calls = []
+    original = model.score
+    model.score = lambda *a, **k: calls.append(1) or original(*a, **k)
+    res = anneal(model, score_source="score", **kw)
+    assert not calls
+    np.testing.assert_allclose(res.x.numpy(), ref.x.numpy(), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(res.log_weight, ref.log_weight, rtol=0, atol=1e-6)
