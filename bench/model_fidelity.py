@@ -34,6 +34,7 @@ def main() -> None:
     p.add_argument("--holdout", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default=None, help="checkpoint to keep")
+    p.add_argument("--init", default=None, help="warm start from this checkpoint (a later rung, as the workflow does)")
     args = p.parse_args()
     torch.set_num_threads(1)
     system = from_argument(args.system)
@@ -41,9 +42,10 @@ def main() -> None:
     cut = int((1 - args.holdout) * len(ss))
     settings = from_mapping(TrainSettings, json.loads(args.train_json), "--train-json")
     t0 = time.time()
-    res = train([ss.subset(np.arange(cut))], system, config=settings, device="cpu", seed=args.seed, progress=False,
-                out=args.out)
-    report = {"train_s": time.time() - t0, "train_settings": json.loads(args.train_json)}
+    res = train([ss.subset(np.arange(cut))], system, config=settings, init=args.init, device="cpu", seed=args.seed,
+                progress=False, out=args.out)
+    report = {"train_s": time.time() - t0, "train_settings": json.loads(args.train_json), "init": args.init,
+              "seed": args.seed}
     t1 = time.time()
     report["fidelity"] = model_fidelity(res.model, system, held_out_data(ss.subset(np.arange(cut, len(ss))), system,
                                                                          res.model),
