@@ -147,6 +147,9 @@ def summary_scalars(diagnostics: dict) -> dict:
         n = max(int(diagnostics.get("n_particles_out") or 1), 1)
         out["ess_final_fraction"] = float(diagnostics["ess_final"]) / n
         out["ess_path_fraction"] = float(diagnostics.get("ess_path", float("nan"))) / n
+        for key in ("n_ancestors", "ess_ancestors"):
+            if diagnostics.get(key) is not None:
+                out[key] = float(diagnostics[key])
         if diagnostics.get("ess_reweight_previous_fraction") is not None:
             out["ess_reweight_previous_fraction"] = float(diagnostics["ess_reweight_previous_fraction"])
     fid = diagnostics.get("fidelity")

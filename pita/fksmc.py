@@ -232,11 +232,26 @@ class AnnealResult:
     n_dropped_chirality: int = 0
     n_energy_evals: int = 0
     ess_path: float = float("nan")  # ESS of A at t = 0
+    #: index (0..N-1) of the initial particle each surviving particle descends from through resampling
+    ancestor: np.ndarray | None = None
     ess_final: float = float("nan")  # ESS of log_weight
     log_Z: float = float("nan")  # running estimate of log(Z_end / Z_start) along the path
     collapse_steps: list = field(default_factory=list)
     wall_time_s: float = 0.0
     settings: dict = field(default_factory=dict)
+
+    def genealogy(self) -> dict:
+        """How many initial particles the output descends from, and the ESS of the final weights summed per
+        ancestor: a weighted set from one or two lineages sits in one basin however large its ESS is."""
+        if self.ancestor is None or len(self.ancestor) == 0:
+            return {}
+        anc = np.asarray(self.ancestor)
+        lw = np.asarray(self.log_weight, dtype=np.float64)
+        w = np.exp(lw - lw.max())
+        per_lineage = np.bincount(anc, weights=w)
+        per_lineage = per_lineage[per_lineage > 0]
+        return {"n_ancestors": int(np.unique(anc).size),
+                "ess_ancestors": float(per_lineage.sum() ** 2 / (per_lineage ** 2).sum())}
 
     def diagnostics(self) -> dict:
         n = int(self.x.shape[0])
@@ -245,6 +260,7 @@ class AnnealResult:
             "ess_final": self.ess_final,
             "ess_final_fraction": self.ess_final / max(n, 1),
             "ess_path": self.ess_path,
+            **self.genealogy(),
             "ess_trace": [float(v) for v in self.ess_trace],
             "sigmas": [float(v) for v in self.sigmas],
             "resample_steps": [int(v) for v in self.resample_steps],
@@ -475,6 +491,7 @@ def anneal(
          + 0.5 * d_eff * math.log(2 * math.pi * var0))
     log_Z = 0.0
     alive = torch.ones(N, dtype=torch.bool, device=device)
+    ancestor = torch.arange(N)
     n_bad = 0
     ess_trace, resample_steps, collapse_steps = [], [], []
 
@@ -524,6 +541,7 @@ def anneal(
             idx = systematic_resample(A, N, generator)
             log_Z += logmeanexp(A)
             x, f = x[idx], f.index(idx)
+            ancestor = ancestor[idx.cpu()]
             A = torch.zeros(N, dtype=torch.float64, device=device)
             alive = torch.ones(N, dtype=torch.bool, device=device)
             resample_steps.append(n)
@@ -563,7 +581,7 @@ def anneal(
         model_energy=model_energy.cpu().numpy(), ess_trace=np.asarray(ess_trace),
         sigmas=sig[:-1].copy(), resample_steps=np.asarray(resample_steps, dtype=np.int64),
         n_resamples=len(resample_steps), n_dropped_nonfinite=n_bad, collapse_steps=collapse_steps,
-        log_Z=log_Z_path, settings=settings,
+        log_Z=log_Z_path, settings=settings, ancestor=ancestor[keep.cpu()].numpy(),
     )
     res.ess_path = ess(A_path)
     if system is not None:
@@ -636,6 +654,7 @@ def _final_correction(res: AnnealResult, model, system, temperature, gamma, sigm
             # A - U(-x)/kT + gamma E(x) is the weight of the mirrored particle. A non-equivariant
             # E is not mirror-invariant; re-evaluating it at -x would bias the weights.
             res.model_energy = res.model_energy[keep_np]
+            res.ancestor = res.ancestor[keep_np]
     kT = float(system.kT(temperature))
     n0 = system.n_energy_evals
     U_list, F_list = [], []
@@ -658,6 +677,7 @@ def _final_correction(res: AnnealResult, model, system, temperature, gamma, sigm
         good = (~bad).numpy()
         x, pos, U, lw = x[~bad.to(x.device)], pos[~bad.to(pos.device)], U[~bad], lw[~bad]
         res.log_weight_path, res.model_energy = res.log_weight_path[good], res.model_energy[good]
+        res.ancestor = res.ancestor[good]
         F_list = [torch.cat(F_list)[~bad.to(pos.device)]] if F_list else []
     res.x, res.positions = x, pos
     res.energy = U.cpu().numpy()

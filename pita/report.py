@@ -38,8 +38,8 @@ KEY_COLUMNS = [
     "dF_diff_max_abs", "rama_kl_max", "torus_w2_max_residue",
     "chirality_wrong_fraction", "n_energy_evals", "n_energy_evals_total", "n_energy_evals_budget",
     "swap_acceptance_mean", "wall_time_s", "eval_wall_time_s",
-    "ess_path_fraction", "ess_final_fraction", "ess_reweight_previous_fraction", "model_log_weight_sd",
-    "model_energy_r2", "model_bond_rms_error_pm",
+    "ess_path_fraction", "ess_final_fraction", "ess_reweight_previous_fraction", "n_ancestors", "ess_ancestors",
+    "model_log_weight_sd", "model_energy_r2", "model_bond_rms_error_pm",
 ]
 #: metrics shown as value ± se (metrics.json's <key>_se, pita.evaluate.bootstrap_errors)
 SE_KEYS = ("energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2", "dF_alpha_R", "dF_alpha_L",
@@ -56,7 +56,8 @@ BASELINE_COLUMNS = HEADLINE[:-2] + ["n_energy_evals_total", "n_energy_evals_budg
 #: columns of the "does the model carry the result?" table: the anneal's ESS (path, after the exact
 #: final correction, and the trivial proposal: the previous rung reweighted) and the fidelity of the
 #: model behind the rung (pita.fidelity)
-MODEL_COLUMNS = ["ess_path_fraction", "ess_final_fraction", "ess_reweight_previous_fraction", "model_log_weight_sd",
+MODEL_COLUMNS = ["ess_path_fraction", "ess_final_fraction", "ess_reweight_previous_fraction", "n_ancestors",
+                 "ess_ancestors", "model_log_weight_sd",
                  "model_energy_r2", "model_score_energy_gap_lt_0.1", "model_score_energy_gap_0.1_1",
                  "model_score_energy_gap_gt_1", "model_bond_rms_error_pm", "model_bond_rms_data_pm",
                  "model_generated_dU_kT", "model_generated_wrong_chirality"]

@@ -261,6 +261,33 @@ def test_deterministic_and_nonfinite_particles_dropped():
     assert d["n_dropped_nonfinite"] == a.n_dropped_nonfinite and len(d["ess_trace"]) == 40
 
 
+def test_genealogy_follows_resampling(monkeypatch):
+    """Each output particle's ancestor is the initial particle it descends from: with a resampler that
+    pairs particles (i -> i // 2) k times, ancestor i // 2**k; without resampling, its own index."""
+    import pita.fksmc as fksmc
+    from pita.fksmc import AnnealResult
+
+    model = AnalyticDiffusionModel(mixture_1d())
+    plain = anneal(model, GAMMA, 64, 10, dtype=torch.float64, seed=1, resample_threshold=0.0, **SCHED)
+    assert np.array_equal(plain.ancestor, np.arange(64)) and plain.diagnostics()["n_ancestors"] == 64
+
+    def pair_up(log_weight, n, generator):
+        return torch.arange(n, device=log_weight.device) // 2
+
+    monkeypatch.setattr(fksmc, "systematic_resample", pair_up)
+    res = anneal(model, GAMMA, 64, 10, dtype=torch.float64, seed=1, resample_threshold=1.1, **SCHED)
+    k = res.n_resamples
+    assert k >= 3
+    np.testing.assert_array_equal(res.ancestor, np.arange(64) // 2 ** k)
+    assert res.diagnostics()["n_ancestors"] == max(64 // 2 ** k, 1)
+    # the ESS over lineages: final weights summed per ancestor
+    toy = AnnealResult(x=torch.zeros(4, 1), log_weight=np.zeros(4), log_weight_path=np.zeros(4),
+                       model_energy=np.zeros(4), ess_trace=np.zeros(0), sigmas=np.zeros(0),
+                       resample_steps=np.zeros(0), ancestor=np.array([0, 0, 1, 2]))
+    g = toy.genealogy()
+    assert g["n_ancestors"] == 3 and g["ess_ancestors"] == pytest.approx(1 / (0.5**2 + 0.25**2 + 0.25**2))
+
+
 @pytest.mark.slow
 def test_gamma_2_spread_study():
     """Heavier: gamma = 2, 2000 particles, 8 seeds (mode masses scatter ~0.1 per run at gamma 2)."""
