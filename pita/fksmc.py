@@ -420,22 +420,24 @@ def anneal(
             xr = x.detach().requires_grad_(True)
             sg = torch.full((B,), sigma, dtype=dtype, device=device, requires_grad=need_dsig)
             E = model.energy(xr, sg)
-            want_graph = need_lap or (need_div_s and score_is_energy_grad)
+            # div s = -laplacian E when the score is -grad E: one divergence, not two
+            need_lap_here = need_lap or (need_div_s and score_is_energy_grad)
+            want_graph = need_lap_here
             inputs = [xr, sg] if need_dsig else [xr]
             grads = torch.autograd.grad(E.sum(), inputs, create_graph=want_graph)
             gE = grads[0]
             gEp = proj(gE)
             dE_dsig = grads[1].detach() if need_dsig else None
             lap = None
-            if need_lap:
+            if need_lap_here:
                 probes = (_probes((B, D), n_probes, probe, n_atoms, generator, dtype, device)
                           if divergence_method == "hutchinson" else None)
                 lap = divergence(gEp, xr, divergence_method, probes, n_atoms).detach()
-            if score_source == "energy":
+            if score_source == "energy" or score_is_energy_grad:
                 s = -gEp.detach()
                 div_s = -lap if lap is not None else None
             else:
-                s_out = -gEp if score_is_energy_grad else proj(model.score(xr, sg))
+                s_out = proj(model.score(xr, sg))
                 div_s = None
                 if need_div_s:
                     probes = (_probes((B, D), n_probes, probe, n_atoms, generator, dtype, device)

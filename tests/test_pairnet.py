@@ -184,8 +184,10 @@ def test_energy_only_training_learns_a_harmonic_bond(tmp_path):
     assert fid["r2"] > 0.9, fid
 
 
-@pytest.mark.parametrize("weights,divergence", [("discrete", "hutchinson"), ("continuous", "exact")])
-def test_anneal_does_not_evaluate_an_energy_models_score_twice(weights, divergence):
+@pytest.mark.parametrize("weights,divergence,drift", [("discrete", "hutchinson", "pita"), ("continuous", "exact", "pita"),
+                                                      ("continuous", "hutchinson", "tempered"),
+                                                      ("continuous", "exact", "tempered")])
+def test_anneal_does_not_evaluate_an_energy_models_score_twice(weights, divergence, drift):
     """With score_source "energy" in the model, its score is -grad E, which the anneal already has:
     model.score must not be called, and the particles and weights must be those of the explicit
     score_source="energy" path (the same field)."""
@@ -193,7 +195,7 @@ def test_anneal_does_not_evaluate_an_energy_models_score_twice(weights, divergen
 
     model = _model("energy")
     kw = dict(gamma=1.5, n_particles=64, n_steps=20, weights=weights, divergence_method=divergence, seed=3,
-              resample_threshold=0.5)
+              resample_threshold=0.5, drift=drift)
     ref = anneal(model, score_source="energy", **kw)
     calls = []
     original = model.score
