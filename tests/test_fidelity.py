@@ -64,7 +64,8 @@ def test_exact_model_scores_perfectly_and_a_wrong_one_does_not():
 
 
 def test_summary_scalars_flattens_both_files():
-    anneal = {"ess_final": 300.0, "ess_path": 1000.0, "n_particles_out": 2000, "ess_reweight_previous_fraction": 0.02}
+    anneal = {"ess_final": 300.0, "ess_path": 1000.0, "n_particles_out": 2000, "ess_reweight_previous_fraction": 0.02,
+              "n_ancestors": 2, "ess_ancestors": 1.4}
     fid = {"fidelity": {"energy": {"r2": 0.9, "residual_sd": 1.2, "log_weight_sd": 1.8},
                         "score_energy_consistency": [{"sigma_lo": 0.01, "median_ratio": 0.1},
                                                      {"sigma_lo": 0.3, "median_ratio": 0.2},
@@ -74,6 +75,7 @@ def test_summary_scalars_flattens_both_files():
     out = {**summary_scalars(anneal), **summary_scalars(fid)}
     assert out["ess_final_fraction"] == 0.15 and out["ess_path_fraction"] == 0.5
     assert out["ess_reweight_previous_fraction"] == 0.02 and out["model_log_weight_sd"] == 1.8
+    assert out["n_ancestors"] == 2 and out["ess_ancestors"] == 1.4
     assert out["model_score_energy_gap_lt_0.1"] == 0.1 and out["model_score_energy_gap_gt_1"] == 0.4
     assert out["model_bond_rms_error_pm"] == 12.0 and out["model_generated_wrong_chirality"] == 0.5
 
@@ -87,7 +89,7 @@ def test_report_shows_the_model_table_and_ess_figure(tmp_path):
     for rung, (final, rew) in enumerate([(0.17, 0.014), (0.098, 0.149)], start=1):
         m = {"rung": rung, "method": "pita", "temperature": 700.0 - 100 * rung, "energy_w1": 0.1,
              "ess_path_fraction": 0.6, "ess_final_fraction": final, "ess_reweight_previous_fraction": rew,
-             "model_log_weight_sd": 1.8, "model_energy_r2": 0.95}
+             "model_log_weight_sd": 1.8, "model_energy_r2": 0.95, "n_ancestors": 3 - rung}
         p = tmp_path / f"rung_{rung}" / "metrics.json"
         p.parent.mkdir()
         p.write_text(json.dumps(m))
@@ -95,4 +97,5 @@ def test_report_shows_the_model_table_and_ess_figure(tmp_path):
     write_report(paths, out_html=tmp_path / "r.html", summary_csv=tmp_path / "s.csv")
     html = (tmp_path / "r.html").read_text()
     assert "Does the model carry the result?" in html and 'alt="ess per rung"' in html
-    assert "ess_reweight_previous_fraction" in (tmp_path / "s.csv").read_text().splitlines()[0]
+    header = (tmp_path / "s.csv").read_text().splitlines()[0]
+    assert "ess_reweight_previous_fraction" in header and "n_ancestors" in header and "<th>n_ancestors</th>" in html
