@@ -169,6 +169,12 @@ def anneal(model: Any, system: Any, temperature: float, settings: AnnealSettings
     if samples_in is not None:
         # the trivial proposal a learned model must beat: rung k's own samples reweighted to T_{k+1}
         diagnostics["ess_reweight_previous_fraction"] = reweighting_ess_fraction(samples_in, system, T_next)
+    lineages = res.genealogy()
+    if lineages:
+        # a large final ESS from a handful of lineages still stands for a handful of draws
+        level = logging.WARNING if lineages["ess_ancestors"] < 10 else logging.INFO
+        log.log(level, "anneal: the %d particles descend from %d initial particle(s); ESS over lineages %.1f",
+                len(res.log_weight), lineages["n_ancestors"], lineages["ess_ancestors"])
     attrs = base_attrs("anneal", provenance, seed)
     if rung is None:
         rung = int(rung_in) + 1 if rung_in is not None else -1
@@ -179,7 +185,7 @@ def anneal(model: Any, system: Any, temperature: float, settings: AnnealSettings
                  n_mirrored=res.n_mirrored, n_dropped_chirality=res.n_dropped_chirality,
                  n_dropped_nonfinite=res.n_dropped_nonfinite, n_resamples=res.n_resamples,
                  wall_time_s=float(res.wall_time_s), checkpoint=str(checkpoint),
-                 ess_path_fraction=float(res.ess_path / len(res.log_weight)))
+                 ess_path_fraction=float(res.ess_path / len(res.log_weight)), **lineages)
     extra = {
         "ess_trace": np.asarray(res.ess_trace, dtype=np.float64),
         "sigmas": np.asarray(res.sigmas, dtype=np.float64),
@@ -187,6 +193,8 @@ def anneal(model: Any, system: Any, temperature: float, settings: AnnealSettings
         "log_weight_path": np.asarray(res.log_weight_path, dtype=np.float64),
         "model_energy": np.asarray(res.model_energy, dtype=np.float64),
     }
+    if res.ancestor is not None:  # the initial particle each one descends from
+        extra["ancestor"] = np.asarray(res.ancestor, dtype=np.int64)
     out = SampleSet(positions=res.positions.detach().cpu().numpy().astype(np.float32),
                     energy=np.asarray(res.energy, dtype=np.float64), attrs=attrs,
                     forces=None if res.forces is None else res.forces.detach().cpu().numpy().astype(np.float32),

@@ -125,6 +125,11 @@ def test_cli_anneal_relax_gmm(tmp_path):
     assert len(w.extra["ess_trace"]) == 20
     diag = json.loads((tmp_path / "d.json").read_text())
     assert diag["n_energy_evals"] == 64 and "resample_steps" in diag and "ess_final" in diag
+    # every particle's initial ancestor, and the lineage counts, in the set and the diagnostics
+    anc = np.asarray(w.extra["ancestor"])
+    assert anc.shape == (64,) and 0 <= anc.min() and anc.max() < 64
+    assert w.attrs["n_ancestors"] == diag["n_ancestors"] == len(np.unique(anc))
+    assert 1.0 <= diag["ess_ancestors"] <= diag["n_ancestors"]
     rc = main(["relax", "--samples", str(tmp_path / "w.h5"), "--system", "gmm", "--temperature", "1.0",
                "--out", str(tmp_path / "r.h5"), "--n-steps", "10", "--bridge", "always", "--checkpoint", str(ckpt),
                "--diagnostics", str(tmp_path / "rd.json")])
