@@ -247,11 +247,9 @@ class AnnealResult:
             return {}
         anc = np.asarray(self.ancestor)
         lw = np.asarray(self.log_weight, dtype=np.float64)
-        w = np.exp(lw - lw.max())
-        per_lineage = np.bincount(anc, weights=w)
-        per_lineage = per_lineage[per_lineage > 0]
+        per_lineage = np.bincount(anc, weights=np.exp(lw - lw.max()))
         return {"n_ancestors": int(np.unique(anc).size),
-                "ess_ancestors": float(per_lineage.sum() ** 2 / (per_lineage ** 2).sum())}
+                "ess_ancestors": float(ess(np.log(per_lineage[per_lineage > 0])))}
 
     def diagnostics(self) -> dict:
         n = int(self.x.shape[0])
