@@ -9,10 +9,14 @@ Three families of numbers, each a known failure mode of a learned sampler:
 * score/energy consistency: |s + grad E| / |s| on noised held-out samples, per band of sigma
   along the sampling path. The drift uses s and the weights use E: where they disagree, the
   weights correct a path that the drift did not follow.
+* heat-equation residual: the spread over noised held-out samples, at one sigma per band, of
+  tau r = sigma^2 (dE/dtau - (laplacian E - |grad E|^2)/2), tau = sigma^2. The noised data's
+  -log density has the same r at every x; at gamma = 1 with the score -grad E the FK log-weight
+  rate is r, so this spread, per unit ln tau, is what the path weights accumulate band by band.
 * generated samples at gamma = 1 (no annealing): the model's own samples against the data:
   RMS bond-length error (against the data's own thermal spread of bond lengths), median U
   minus the data's median U in kT, and the fraction of wrong chirality. These cost one true
-  energy per sample; they are counted apart (`generated.n_energy_evals` of the report, never added
+  energy per sample, and their path ESS (no resampling; a consistent model keeps it near 1); they are counted apart (`generated.n_energy_evals` of the report, never added
   to the run's totals), like reference MD.
 """
 from __future__ import annotations
@@ -69,6 +73,33 @@ def score_consistency(model: Any, x0: torch.Tensor, n_atoms: int | None, bands=S
     return out
 
 
+def heat_equation_residual(model: Any, x0: torch.Tensor, n_atoms: int | None, bands=SIGMA_BANDS,
+                           per_band: int = 128, seed: int = 0) -> list[dict]:
+    """sd over noised samples of tau r at sigma = the band's geometric middle (exact laplacian)."""
+    from .fksmc import divergence
+
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    energy_model = model.energy_model
+    out = []
+    smax = float(model.config["sigma_max"])
+    for lo, hi in bands:
+        if lo >= smax:
+            break
+        hi = min(hi, smax)
+        sigma = math.sqrt(lo * hi)
+        idx = torch.randint(len(x0), (per_band,), generator=gen)
+        eps = sample_mean_free_normal((per_band, x0.shape[1]), n_atoms, generator=gen, dtype=torch.float64)
+        xs = (x0[idx].double().cpu() + sigma * eps).to(x0.dtype).to(model.device).requires_grad_(True)
+        sg = torch.full((per_band,), sigma, dtype=x0.dtype, device=model.device, requires_grad=True)
+        with torch.enable_grad():
+            energy = energy_model(xs, sg)
+            gx, gs = torch.autograd.grad(energy.sum(), (xs, sg), create_graph=True)
+            lap = divergence(gx, xs, "exact", n_atoms=n_atoms)
+        tau_r = (sigma**2 * (gs / (2 * sigma) - 0.5 * (lap - gx.pow(2).sum(-1)))).detach().double()
+        out.append({"sigma": sigma, "sigma_lo": lo, "sigma_hi": hi, "sd_tau_r": float(tau_r.std())})
+    return out
+
+
 def bond_pairs(system: Any) -> np.ndarray | None:
     top = getattr(system, "topology", None)
     if top is None or not hasattr(top, "bonds"):
@@ -93,7 +124,8 @@ def generated_quality(model: Any, system: Any, data_positions: np.ndarray, data_
                  fix_chirality=False, seed=seed, device=device, divergence_method="hutchinson")
     pos = res.positions.detach().cpu().numpy() if res.positions is not None else None
     out: dict[str, Any] = {"n": int(n_samples), "n_steps": int(n_steps), "n_energy_evals": int(res.n_energy_evals),
-                           "n_finite": 0 if pos is None else int(len(pos))}
+                           "n_finite": 0 if pos is None else int(len(pos)),
+                           "path_ess_fraction": float(res.ess_path) / max(int(n_samples), 1)}
     if pos is None or len(pos) == 0:
         return out
     kT = system.kT(temperature)
@@ -131,7 +163,8 @@ def model_fidelity(model: Any, system: Any, held_out: Any, *, next_temperature: 
     n_atoms = model.config["n_atoms"] if model.config["mean_free"] else None
     report = {"temperature": T, "next_temperature": next_temperature,
               "energy": energy_fidelity(model, x.to(model.device), u.to(model.device), gamma),
-              "score_energy_consistency": score_consistency(model, x.to(model.device), n_atoms, seed=seed)}
+              "score_energy_consistency": score_consistency(model, x.to(model.device), n_atoms, seed=seed),
+              "heat_equation_residual": heat_equation_residual(model, x.to(model.device), n_atoms, seed=seed)}
     if n_generated > 0 and held_out.get("positions") is not None:
         report["generated"] = generated_quality(model, system, held_out["positions"], held_out["energy"], T,
                                                 n_samples=n_generated, n_steps=generation_steps, seed=seed,
@@ -162,10 +195,16 @@ def summary_scalars(diagnostics: dict) -> dict:
             vals = [b["median_ratio"] for b in bands if lo <= b["sigma_lo"] < hi]
             if vals:
                 out[f"model_score_energy_gap_{name}"] = float(np.mean(vals))
+        heat = fid.get("heat_equation_residual") or []
+        for name, lo, hi in (("lt_0.1", 0.0, 0.1), ("0.1_1", 0.1, 1.0), ("gt_1", 1.0, math.inf)):
+            vals = [b["sd_tau_r"] for b in heat if lo <= b["sigma_lo"] < hi]
+            if vals:
+                out[f"model_heat_residual_{name}"] = float(np.mean(vals))
         g = fid.get("generated") or {}
         for key, name in (("bond_rms_error_pm", "model_bond_rms_error_pm"), ("bond_rms_data_pm", "model_bond_rms_data_pm"),
                           ("median_energy_minus_data_kT", "model_generated_dU_kT"),
-                          ("wrong_chirality_fraction", "model_generated_wrong_chirality")):
+                          ("wrong_chirality_fraction", "model_generated_wrong_chirality"),
+                          ("path_ess_fraction", "model_generated_path_ess")):
             if g.get(key) is not None:
                 out[name] = g[key]
     return {k: v for k, v in out.items() if v is not None}

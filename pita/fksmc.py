@@ -55,6 +55,21 @@ weight for any step size (no time-discretisation bias in the weighted law), need
 divergence, and tends to the continuous rate as Delta -> 0; the fields at x_{n+1} are the
 ones the next step needs anyway, so it costs no extra network pass.
 
+Annealed importance weights (``weights="ais"``, exact for ANY model, consistent across sigma or
+not): the particles are carried by the scaling x -> a_n x, a_n^2 = (sigma_{n+1}^2 + sd^2) /
+(sigma_n^2 + sd^2), which maps the Gaussian N(0, (sigma_n^2 + sd^2)/gamma) (the model's density
+where the noise dominates) onto the next level's, with the exact weight of a bijection,
+A += gamma [E(x_n, sigma_n) - E(a_n x_n, sigma_{n+1})] + d ln a_n (Neal's AIS increment, escorted
+by the map; without it the particles' norm, a slow variable for local moves, lags the contracting
+targets and the weights collapse within the first steps), and then move by
+``mala_steps`` Metropolis-adjusted Langevin steps that leave q_{n+1} invariant (model evaluations
+only, no energy of the system). The SDE's drift is not used: its weights hold only when the
+model's energy solves the heat equation across sigma (the FK rate at gamma = 1 is that equation's
+residual), while these hold for any family of densities exp(-gamma E(., sigma)); their variance
+depends only on how far consecutive targets are apart and how well the moves equilibrate.
+The diffusion model's contribution is the path itself: at large sigma the basins of q_n merge,
+so the moves carry mass between them, which MCMC on the system at T_{k+1} cannot.
+
 Mean-free mode (molecules): x lives in the mean-free subspace of dimension 3(n-1); noise,
 prior, score, grad E and Hutchinson probes are projected onto it, and divergences are traces
 on the subspace (the trace of P J P).
@@ -85,7 +100,11 @@ PROBES = ("rademacher", "gaussian")
 DRIFTS = ("pita", "score", "energy", "tempered")
 SCORE_SOURCES = ("score", "energy")
 TIME_DERIVATIVES = ("finite_difference", "autograd")
-WEIGHTS = ("continuous", "discrete")
+WEIGHTS = ("continuous", "discrete", "ais")
+#: MALA moves of weights="ais": the step size is kappa tau / gamma (tau = sigma^2, the scale of the
+#: widest direction of q_n), kappa adapted after every level towards this acceptance rate
+MALA_TARGET_ACCEPTANCE = 0.574
+MALA_INITIAL_KAPPA = 0.5
 ESS_COLLAPSE = 0.01
 
 
@@ -318,6 +337,7 @@ def anneal(
     noise_scale: float | None = None,
     time_derivative: str = "finite_difference",
     weights: str = "continuous",
+    mala_steps: int = 1,
     batch_size: int | None = None,
     system: Any = None,
     temperature: float | None = None,
@@ -360,6 +380,8 @@ def anneal(
             raise ValueError(f"{name} must be one of {allowed}, got {val!r}")
     if n_probes < 1:
         raise ValueError("n_probes must be >= 1")
+    if mala_steps < 0:
+        raise ValueError("mala_steps must be >= 0")
     sigma_min, sigma_max, rho = _schedule_params(model, sigma_min, sigma_max, rho)
     if mean_free is None:
         mean_free = bool(getattr(model, "mean_free", False))
@@ -390,7 +412,7 @@ def anneal(
     lam2 = float(noise_scale) ** 2
     need_lap = general  # the general rate needs laplacian phi (and div s = -laplacian E for score_source="energy")
     need_div_s = score_source == "score" and drift in ("pita", "score", "tempered")
-    if weights == "discrete":
+    if weights in ("discrete", "ais"):
         need_lap, need_div_s = False, False
     need_dsig = weights == "continuous" and time_derivative == "autograd"
     settings = dict(gamma=gamma, n_particles=N, n_steps=int(n_steps), sigma_min=sigma_min, sigma_max=sigma_max,
@@ -398,7 +420,7 @@ def anneal(
                     n_probes=int(n_probes), probe=probe, resample_threshold=float(resample_threshold),
                     stop_resample_sigma=float(stop_resample_sigma), drift=drift, score_source=score_source,
                     noise_scale=float(noise_scale), time_derivative=time_derivative, weights=weights,
-                    batch_size=bs, seed=seed, dtype=str(dtype))
+                    mala_steps=int(mala_steps), batch_size=bs, seed=seed, dtype=str(dtype))
 
     proj = (lambda v: remove_mean(v, n_atoms)) if mean_free else (lambda v: v)
 
@@ -483,6 +505,23 @@ def anneal(
         lap_phi = gamma * f.lap_E if f.lap_E is not None else 0.0
         return div_u - (u * gphi).sum(-1) - 0.5 * lam2 * ((gphi * gphi).sum(-1) - lap_phi)
 
+    def mala(x: torch.Tensor, f: _Fields, sigma: float, h: float) -> tuple[torch.Tensor, _Fields, float]:
+        """One Metropolis-adjusted Langevin step for q(x) ∝ exp(-gamma E(x, sigma)) (proposal variance h)."""
+        y = x - 0.5 * h * gamma * f.gE + math.sqrt(h) * noise(x.shape)
+        fy = fields(y, sigma)
+        log_fwd = -((y - x + 0.5 * h * gamma * f.gE).double() ** 2).sum(-1) / (2 * h)
+        log_back = -((x - y + 0.5 * h * gamma * fy.gE).double() ** 2).sum(-1) / (2 * h)
+        log_alpha = gamma * (f.E.double() - fy.E.double()) + log_back - log_fwd
+        u = torch.rand(x.shape[0], generator=generator, dtype=torch.float64).to(device)
+        accept = (torch.log(u) < log_alpha) & torch.isfinite(log_alpha) & alive
+        for k in _Fields.__slots__:
+            v, vy = getattr(f, k), getattr(fy, k)
+            if v is not None:
+                setattr(f, k, torch.where(accept.reshape(-1, *([1] * (v.dim() - 1))), vy, v))
+        x = torch.where(accept[:, None], y, x)
+        n_alive = max(int(alive.sum()), 1)
+        return x, f, float(accept.sum()) / n_alive
+
     # -------- initialisation -------------------------------------------------------------
     var0 = sigma_max ** 2 / gamma
     x = noise((N, D)) * math.sqrt(var0)
@@ -494,6 +533,9 @@ def anneal(
     ancestor = torch.arange(N)
     n_bad = 0
     ess_trace, resample_steps, collapse_steps = [], [], []
+    kappa, acceptance = MALA_INITIAL_KAPPA, []
+    sd_model = getattr(model, "sd", None)
+    transport_var = float(sd_model) ** 2 if isinstance(sd_model, (int, float)) else 1.0
 
     def drop_nonfinite(x, A, f):
         nonlocal n_bad
@@ -546,6 +588,26 @@ def anneal(
             alive = torch.ones(N, dtype=torch.bool, device=device)
             resample_steps.append(n)
         delta = s_n ** 2 - s_next ** 2
+        if weights == "ais":
+            # transport by the scaling that maps N(0, (sigma_n^2 + sd^2)/gamma) onto the next level's
+            # Gaussian (exact where noise dominates; -> identity as sigma -> 0), then the exact weight of
+            # a bijection: q_{n+1}(a x) a^d / q_n(x)
+            a = math.sqrt((s_next ** 2 + transport_var) / (s_n ** 2 + transport_var))
+            x = a * x
+            f_new = fields(x, s_next)
+            A = A + time_term(gamma, f.E.double(), f_new.E.double()) + d_eff * math.log(a)
+            f = f_new
+            x, A = drop_nonfinite(x, A, f)
+            level = []
+            for _ in range(mala_steps):
+                x, f, acc = mala(x, f, s_next, kappa * s_next ** 2 / gamma)
+                level.append(acc)
+            if level:
+                acceptance.append(float(np.mean(level)))
+                kappa = float(np.clip(kappa * math.exp(acceptance[-1] - MALA_TARGET_ACCEPTANCE), 1e-4, 1e2))
+            if log_every and (n + 1) % log_every == 0:
+                log.info("fksmc: step %d/%d sigma %.3g ESS/N %.3f", n + 1, n_steps, s_next, ess(A) / N)
+            continue
         u = drift_of(f)
         eps = noise((N, D))
         x_new = x + u * delta + math.sqrt(lam2 * delta) * eps
@@ -584,6 +646,9 @@ def anneal(
         log_Z=log_Z_path, settings=settings, ancestor=ancestor[keep.cpu()].numpy(),
     )
     res.ess_path = ess(A_path)
+    if acceptance:
+        res.settings["mala_acceptance_mean"] = float(np.mean(acceptance))
+        res.settings["mala_acceptance_min"] = float(np.min(acceptance))
     if system is not None:
         if temperature is None:
             raise ValueError("anneal: a system needs the target temperature")

@@ -87,3 +87,55 @@ class ForceMatching:
 
     def __call__(self, energy_grad_at_sigma_min: torch.Tensor, reduced_energy_grad: torch.Tensor) -> torch.Tensor:
         return sum_square(energy_grad_at_sigma_min - reduced_energy_grad)
+
+
+class HeatEquationResidual:
+    """Spread over x, at fixed sigma, of tau r(x, tau), with tau = sigma^2 and
+
+        r = dE/dtau - (laplacian E - |grad E|^2) / 2.
+
+    The noised data density p_tau = p_0 * N(0, tau) solves the heat equation dp/dtau = laplacian p / 2,
+    so E = -log p_tau + c(tau) has r = c'(tau), the same at every x. Denoising score matching fits
+    grad E at each sigma on its own and leaves r free; yet at gamma = 1 with the score -grad E the
+    FK-SMC log-weight rate is exactly r (pita/fksmc.py), so its spread over particles is what the
+    weights accumulate between sigma_max and sigma_min. tau r is that rate per unit ln tau (the
+    sampler steps nearly uniformly in ln sigma), which makes the groups' scales comparable.
+
+    Each group shares one sigma. The laplacian is a Hutchinson estimate v^T H v; the residuals r1,
+    r2 of two independent probes differ only in it, and the weighted covariance of (tau r1, tau r2)
+    over a group estimates Var_x(tau r) without bias (a single probe would add its own variance,
+    2 sum_{i != j} H_ij^2, and penalise the Hessian's off-diagonal, which the data need).
+    """
+
+    def __init__(self, group_size: int) -> None:
+        if group_size < 2:
+            raise ValueError("heat-equation residual: groups need at least 2 samples")
+        self.group_size = int(group_size)
+
+    @staticmethod
+    def residuals(energy_model, x: torch.Tensor, sigma: torch.Tensor, probes: torch.Tensor,
+                  cond: torch.Tensor | None = None) -> torch.Tensor:
+        """tau r (k, B) for k probe sets (k, B, D) at noised points x (B, D), differentiable."""
+        x = x.detach().requires_grad_(True)
+        sigma = sigma.detach().requires_grad_(True)
+        energy = energy_model(x, sigma, cond)
+        grad_x, grad_sigma = torch.autograd.grad(energy.sum(), (x, sigma), create_graph=True)
+        tau = sigma.detach() ** 2
+        dE_dtau = grad_sigma / (2.0 * sigma.detach())
+        out = []
+        for v in probes:
+            (hv,) = torch.autograd.grad((grad_x * v).sum(), x, create_graph=True)
+            laplacian = (hv * v).sum(-1)
+            out.append(tau * (dE_dtau - 0.5 * (laplacian - sum_square(grad_x))))
+        return torch.stack(out)
+
+    def __call__(self, tau_r: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Mean over groups of the weighted covariance of tau r1 and tau r2 (tau_r: (2, B), B = groups x size)."""
+        m = self.group_size
+        r1, r2 = tau_r[0].reshape(-1, m), tau_r[1].reshape(-1, m)
+        w = weight.reshape(-1, m)
+        w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
+        d1 = r1 - (w * r1).sum(-1, keepdim=True)
+        d2 = r2 - (w * r2).sum(-1, keepdim=True)
+        # (1 - sum w^2) makes the weighted covariance unbiased (m / (m - 1) for equal weights)
+        return ((w * d1 * d2).sum(-1) / (1.0 - (w * w).sum(-1)).clamp_min(1e-12)).mean()

@@ -125,6 +125,9 @@ class LossWeights:
     target_score: float = setting(0.01, "weight of the target-score term at small sigma", ge=0, le=1e6)
     force_matching: float = setting(0.0, "weight of force matching grad E(x, sigma_min) ~ grad U/kT at the data "
                                          "(the samples' stored forces)", ge=0, le=1e6)
+    heat_equation: float = setting(0.0, "weight of the heat-equation residual: the spread over x, at fixed sigma, "
+                                        "of sigma^2 (dE/dtau - (laplacian E - |grad E|^2)/2), which is the FK "
+                                        "log-weight rate at gamma 1 (two Hutchinson probes)", ge=0, le=1e6)
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,10 @@ class TrainSettings:
     sigma_sampling: SigmaSamplingSettings = setting(None, "noise levels for training", factory=SigmaSamplingSettings)
     loss_weights: LossWeights = setting(None, "loss weights", factory=LossWeights)
     target_score_max_sigma: float = setting(0.2, "target-score term only below this sigma", ge=0, le=1e4)
+    heat_equation_groups: int = setting(8, "heat-equation residual: noise levels per step (log-uniform on "
+                                           "[sigma_min, sigma_max])", ge=1, le=100_000)
+    heat_equation_group_size: int = setting(16, "heat-equation residual: samples sharing each noise level",
+                                            ge=2, le=100_000)
     steps: int = setting(5000, "optimiser steps", ge=1, le=MAX_STEPS)
     batch_size: int = setting(256, "samples per step", ge=1, le=1_000_000)
     lr: float = setting(1e-3, "Adam learning rate", gt=0, le=10)
@@ -178,8 +185,11 @@ class AnnealSettings:
                               choices=("exact", "hutchinson"))
     probes: int = setting(1, "Hutchinson probes per step", ge=1, le=1000)
     probe: str = setting("rademacher", "Hutchinson probe distribution", choices=("rademacher", "gaussian"))
-    weights: str = setting("continuous", "continuous FK rate or the exact discrete-time step weights",
-                           choices=("continuous", "discrete"))
+    weights: str = setting("continuous", "continuous FK rate, the exact discrete-time step weights, or ais: "
+                                         "annealed importance weights with MALA moves on each level (exact for "
+                                         "any model)", choices=("continuous", "discrete", "ais"))
+    mala_steps: int = setting(1, "weights ais: MALA steps per level on the model's density (no energy "
+                                 "evaluations)", ge=0, le=10_000)
     drift: str = setting("pita", "pita: u = gamma (g^2/2)(s - grad E); tempered: exact for Gaussians, lower "
                                  "weight variance", choices=("pita", "tempered", "score", "energy"))
     noise_scale: float | None = setting(None, "noise L g instead of g (default: 1, gamma^-1/2 for the tempered "

@@ -156,7 +156,8 @@ def anneal(model: Any, system: Any, temperature: float, settings: AnnealSettings
              settings.n_particles, settings.n_steps, device)
     res = fk_anneal(model, gamma, settings.n_particles, settings.n_steps, divergence_method=settings.divergence,
                     n_probes=settings.probes, probe=settings.probe, resample_threshold=settings.resample_threshold,
-                    stop_resample_sigma=settings.stop_resample_sigma, weights=settings.weights, drift=settings.drift,
+                    stop_resample_sigma=settings.stop_resample_sigma, weights=settings.weights,
+                    mala_steps=settings.mala_steps, drift=settings.drift,
                     noise_scale=settings.noise_scale, score_source=settings.score_source,
                     time_derivative=settings.time_derivative, batch_size=settings.batch_size, system=system,
                     temperature=T_next, length_scale=L, fix_chirality=settings.chirality_fix,

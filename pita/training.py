@@ -52,11 +52,12 @@ import numpy as np
 import torch
 
 from . import __version__
-from .coords import align_to_reference, mean_free_dim, normalize, random_rotations, sample_mean_free_normal
+from .coords import align_to_reference, mean_free_dim, normalize, random_rotations, remove_mean, sample_mean_free_normal
 from .diffusion import LogNormalSigma, LogUniformSigma, SigmaMixture, estimate_sigma_max, measure_sd
 from .device import resolve_device
 from .errors import PitaInputError
-from .losses import DenoisingScoreMatching, EnergyDistillation, EnergyMatching, ForceMatching, TargetScore
+from .losses import (DenoisingScoreMatching, EnergyDistillation, EnergyMatching, ForceMatching, HeatEquationResidual,
+                     TargetScore)
 from .models import DEFAULT_OPTIONS, BACKBONES, PitaModel, load_checkpoint, save_checkpoint
 from .models.pita_model import SCORE_SOURCES
 from .provenance import atomic_path, base_attrs, config_digest, file_digest
@@ -65,7 +66,8 @@ from .settings import TRAIN_RUN_CONTROLS, TrainSettings, from_mapping, to_dict
 
 log = logging.getLogger(__name__)
 
-LOSS_NAMES = ("denoising_score_matching", "energy_distillation", "energy_matching", "target_score", "force_matching")
+LOSS_NAMES = ("denoising_score_matching", "energy_distillation", "energy_matching", "target_score", "force_matching",
+              "heat_equation")
 
 #: the training settings' defaults as a nested dict (declared once, in pita.settings.TrainSettings)
 DEFAULT_CONFIG: dict[str, Any] = {k: v for k, v in to_dict(TrainSettings()).items() if k != "warm_start"}
@@ -296,6 +298,7 @@ class Trainer:
         self.energy_matching = EnergyMatching()
         self.target_score = TargetScore(config["target_score_max_sigma"])
         self.force_matching = ForceMatching()
+        self.heat_equation = HeatEquationResidual(config["heat_equation_group_size"])
         #: score_source energy: one field (the energy) for drift and weights, trained by denoising through it
         self.energy_only = model.config["score_source"] == "energy"
         self.rotate = bool(config["random_rotations"]) and self.n_atoms is not None and not data.aligned
@@ -322,8 +325,31 @@ class Trainer:
         sigma = self.sigma_sampler(b, self.generator, self.device, x0.dtype)
         noise = sample_mean_free_normal(tuple(x0.shape), self.mean_free_atoms, generator=self.generator,
                                         dtype=x0.dtype, device=self.device)
-        return {"x0": x0, "grad": grad, "reduced_energy": d.reduced_energy[idx], "offset": d.offset[idx],
-                "cond": cond, "weight": d.weight[idx], "sigma": sigma, "noise": noise}
+        batch = {"x0": x0, "grad": grad, "reduced_energy": d.reduced_energy[idx], "offset": d.offset[idx],
+                 "cond": cond, "weight": d.weight[idx], "sigma": sigma, "noise": noise}
+        if self.weights.get("heat_equation", 0.0) > 0:
+            batch["heat_equation"] = self.heat_equation_batch()
+        return batch
+
+    def heat_equation_batch(self) -> dict:
+        """Groups of noised samples, one log-uniform sigma per group, and two probe sets each."""
+        d, cfg, mc = self.data, self.config, self.model.config
+        G, m = cfg["heat_equation_groups"], cfg["heat_equation_group_size"]
+        idx = torch.randint(len(d), (G * m,), generator=self.generator, device=self.device)
+        x0 = d.x[idx]
+        if self.rotate:
+            rot = random_rotations(G * m, generator=self.rotation_generator, dtype=x0.dtype, device=self.device)
+            x0 = (x0.reshape(G * m, self.n_atoms, 3) @ rot.transpose(1, 2)).reshape(G * m, -1)
+        lo, hi = math.log(mc["sigma_min"]), math.log(mc["sigma_max"])
+        u = torch.rand(G, generator=self.generator, device=self.device, dtype=x0.dtype)
+        sigma = torch.exp(lo + (hi - lo) * u).repeat_interleave(m)
+        noise = sample_mean_free_normal(tuple(x0.shape), self.mean_free_atoms, generator=self.generator,
+                                        dtype=x0.dtype, device=self.device)
+        probes = torch.randint(0, 2, (2, *x0.shape), generator=self.generator, device=self.device).to(x0.dtype) * 2 - 1
+        if self.mean_free_atoms is not None:  # E[P v v^T P] = P: the trace on the mean-free subspace
+            probes = remove_mean(probes.reshape(2 * G * m, -1), self.mean_free_atoms).reshape(probes.shape)
+        return {"x": x0 + sigma[:, None] * noise, "sigma": sigma, "probes": probes,
+                "cond": None if d.cond is None else d.cond[idx], "weight": d.weight[idx]}
 
     def loss_terms(self, batch: dict) -> dict[str, torch.Tensor]:
         model, w = self.model, self.weights
@@ -356,6 +382,10 @@ class Trainer:
             if w["energy_matching"] > 0:
                 terms["energy_matching"] = weighted_mean(
                     self.energy_matching(energy, batch["reduced_energy"], batch["offset"]))
+        if w.get("heat_equation", 0.0) > 0:
+            he = batch["heat_equation"]
+            tau_r = self.heat_equation.residuals(model.energy_model, he["x"], he["sigma"], he["probes"], he["cond"])
+            terms["heat_equation"] = self.heat_equation(tau_r, he["weight"])
         if w["target_score"] > 0:
             terms["target_score"] = weighted_mean(self.target_score(denoised, x_sigma, sigma, batch["grad"]),
                                                   weight * self.target_score.mask(sigma))

@@ -134,6 +134,8 @@ FAST = [
     _combo("discrete", "pita", None, 0.5),
     _combo("discrete", "tempered", None, 1.0),
     _combo("discrete", "score", None, 0.0),  # (discrete "energy" = "pita" for the exact model: slow suite)
+    dict(weights="ais", resample_threshold=0.5),
+    dict(weights="ais", resample_threshold=1.0, mala_steps=2),
 ]
 ALL = ([_combo("continuous", d, v, t) for d in fksmc.DRIFTS for v in ("exact", "rademacher", "gaussian")
         for t in (0.0, 0.5, 1.0)]
@@ -141,7 +143,8 @@ ALL = ([_combo("continuous", d, v, t) for d in fksmc.DRIFTS for v in ("exact", "
        + [dict(resample_threshold=0.5, time_derivative="autograd"),
           dict(resample_threshold=0.5, drift="tempered", time_derivative="autograd"),
           dict(resample_threshold=0.5, score_source="energy"),
-          dict(resample_threshold=1.0, score_source="energy", divergence_method="hutchinson")])
+          dict(resample_threshold=1.0, score_source="energy", divergence_method="hutchinson")]
+       + [dict(weights="ais", resample_threshold=t, mala_steps=m) for t in (0.0, 0.5, 1.0) for m in (0, 1, 3)])
 
 
 def _id(kw):
@@ -200,6 +203,23 @@ def test_time_term_error_detected(scale_time_term):
     mass_err, logz_err, _, _ = errors(seeds=(0, 1), **kw)
     assert problems(mass_err, logz_err, **kw), (mass_err, logz_err)
     assert logz_err < -LOGZ_TOL - 0.1, logz_err
+
+
+def test_ais_increment_error_detected(scale_time_term):
+    """Negative test for weights="ais": its increment is the time term, so scaling it by 0.75 anneals to
+    the wrong density: log Z is off by ~-2 (tolerance 0.3; the mode masses move by ~0.04)."""
+    kw = dict(weights="ais", resample_threshold=0.5)
+    scale_time_term(0.75)
+    mass_err, logz_err, _, _ = errors(seeds=(0, 1), **kw)
+    assert problems(mass_err, logz_err, **kw) and logz_err < -1.0, (mass_err, logz_err)
+
+
+def test_ais_scaling_transport_is_part_of_the_weight(monkeypatch):
+    """Negative test: dropping the Jacobian term d ln a of the scaling map biases log Z."""
+    kw = dict(weights="ais", resample_threshold=0.5)
+    monkeypatch.setattr(fksmc, "mean_free_dim", lambda D, n_atoms: 0)
+    mass_err, logz_err, _, _ = errors(seeds=(0, 1), **kw)
+    assert problems(mass_err, logz_err, **kw), (mass_err, logz_err)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,10 +7,11 @@ out by hand as a sum over the 3 coordinates.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from pita.losses import (DenoisingScoreMatching, EnergyDistillation, EnergyMatching, ForceMatching, TargetScore,
-                         sum_square)
+from pita.losses import (DenoisingScoreMatching, EnergyDistillation, EnergyMatching, ForceMatching, HeatEquationResidual,
+                         TargetScore, sum_square)
 
 
 def t(rows):
@@ -109,3 +110,68 @@ def test_vector_losses_scale_with_dimension_against_energy_matching():
     for k in (2, 22):  # D = 6, D = 66 (alanine dipeptide)
         torch.testing.assert_close(vector_losses(k), k * base)
         torch.testing.assert_close(vector_losses(k)[0] / em, k * base[0] / em)
+
+
+class _GaussianEnergy(torch.nn.Module):
+    """E = x^T (C + s^2 tau)^-1 x / 2 with tau = sigma^2: the exact diffused energy of N(0, C) when s = 1
+    (up to a sigma-only constant); s != 1 has the wrong sigma-dependence."""
+
+    def __init__(self, cov: torch.Tensor, s: float = 1.0) -> None:
+        super().__init__()
+        self.cov, self.s = cov, s
+
+    def forward(self, x, sigma, cond=None):
+        eye = torch.eye(self.cov.shape[0], dtype=x.dtype)
+        prec = torch.linalg.inv(self.cov + (self.s * sigma).reshape(-1, 1, 1) ** 2 * eye)
+        return 0.5 * torch.einsum("bi,bij,bj->b", x, prec, x)
+
+
+def _noised(cov, sigma, g):
+    d = cov.shape[0]
+    chol = torch.linalg.cholesky(cov + sigma.reshape(-1, 1, 1) ** 2 * torch.eye(d, dtype=cov.dtype))
+    return torch.einsum("bij,bj->bi", chol, torch.randn(len(sigma), d, generator=g, dtype=cov.dtype))
+
+
+def test_heat_equation_residual_by_hand_for_a_gaussian():
+    """For E = x^T (C + tau)^-1 x / 2, r = dE/dtau - (lap E - |grad E|^2)/2 = -tr((C + tau)^-1)/2 at every x,
+    and with a diagonal C a Rademacher probe gives the laplacian exactly."""
+    g = torch.Generator().manual_seed(0)
+    cov = torch.diag(t([0.01, 0.3, 2.0]))
+    sigma = t([0.05, 0.05, 0.7, 0.7, 3.0, 3.0])
+    x = _noised(cov, sigma, g)
+    probes = torch.randint(0, 2, (2, *x.shape), generator=g).double() * 2 - 1
+    tau_r = HeatEquationResidual.residuals(_GaussianEnergy(cov), x, sigma, probes)
+    tau = sigma**2
+    expected = -0.5 * tau * (1.0 / (torch.diag(cov)[None, :] + tau[:, None])).sum(-1)
+    assert torch.allclose(tau_r[0], expected, atol=1e-9) and torch.allclose(tau_r[1], expected, atol=1e-9)
+
+
+def test_heat_equation_residual_vanishes_only_for_the_consistent_energy():
+    """Mean over batches of the group covariance: ~0 for the exact diffused Gaussian (non-diagonal C, so the
+    probes are noisy and only the two-probe covariance removes their variance), > 0 when E's sigma-dependence
+    is off by 20 %; and it has a gradient."""
+    g = torch.Generator().manual_seed(1)
+    q, _ = torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=torch.float64))
+    cov = q @ torch.diag(t([0.01, 0.1, 1.0, 3.0])) @ q.T
+    loss = HeatEquationResidual(group_size=16)
+    means = {}
+    for s in (1.0, 1.2):
+        vals = []
+        for _ in range(100):
+            sigma = torch.exp(torch.empty(8, dtype=torch.float64).uniform_(-4.0, 1.5, generator=g)).repeat_interleave(16)
+            x = _noised(cov, sigma, g)
+            probes = torch.randint(0, 2, (2, *x.shape), generator=g).double() * 2 - 1
+            vals.append(float(loss(HeatEquationResidual.residuals(_GaussianEnergy(cov, s), x, sigma, probes).detach(),
+                                   torch.ones(len(x), dtype=torch.float64))))
+        means[s] = (np.mean(vals), np.std(vals) / np.sqrt(len(vals)))
+    assert abs(means[1.0][0]) < 3 * means[1.0][1] + 1e-3
+    assert means[1.2][0] > 0.02 and means[1.2][0] > 10 * means[1.2][1]
+    # differentiable through the energy's parameters
+    scale = torch.tensor(1.2, dtype=torch.float64, requires_grad=True)
+    model = _GaussianEnergy(cov)
+    model.s = scale
+    sigma = t([0.3] * 16 + [1.0] * 16)
+    x = _noised(cov, sigma, g)
+    probes = torch.randint(0, 2, (2, *x.shape), generator=g).double() * 2 - 1
+    loss(HeatEquationResidual.residuals(model, x, sigma, probes), torch.ones(32, dtype=torch.float64)).backward()
+    assert scale.grad is not None and torch.isfinite(scale.grad)
