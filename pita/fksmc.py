@@ -63,10 +63,11 @@ A += gamma [E(x_n, sigma_n) - E(a_n x_n, sigma_{n+1})] + d ln a_n (Neal's AIS in
 by the map; without it the particles' norm, a slow variable for local moves, lags the contracting
 targets and the weights collapse within the first steps), and then move by
 ``mala_steps`` Metropolis-adjusted Langevin steps that leave q_{n+1} invariant (model evaluations
-only, no energy of the system). The SDE's drift is not used: its weights hold only when the
-model's energy solves the heat equation across sigma (the FK rate at gamma = 1 is that equation's
-residual), while these hold for any family of densities exp(-gamma E(., sigma)); their variance
-depends only on how far consecutive targets are apart and how well the moves equilibrate.
+only, no energy of the system). The SDE is not used. Both kinds of weights are exact for any
+family exp(-gamma E(., sigma)); they differ in variance. The SDE's weights carry the heat-equation
+residual of the model along the particles' own paths (at gamma = 1 the FK rate IS that residual),
+which a CPU-trained model leaves large at bond scale; these carry only how far consecutive targets
+are apart and how well the moves equilibrate.
 The diffusion model's contribution is the path itself: at large sigma the basins of q_n merge,
 so the moves carry mass between them, which MCMC on the system at T_{k+1} cannot.
 
