@@ -3,7 +3,7 @@ final ESS, and (alanine dipeptide) the basin populations of the weighted and unw
 
     python bench/anneal_genealogy.py --checkpoint results/aldp/rung_0/model.pt \\
         --samples results/aldp/rung_0/samples.h5 --temperature 755.95 \\
-        --anneal-json '{"n_particles": 2000, "n_steps": 200, "weights": "discrete"}' --seed 1
+        --anneal-json '{"n_particles": 2000, "n_steps": 200, "weights": "ais", "mala_steps": 4}' --seed 1
 
 Prints one JSON line (docs/RESULTS.md, "Why the weights collapse").
 """

@@ -99,3 +99,25 @@ def test_report_shows_the_model_table_and_ess_figure(tmp_path):
     assert "Does the model carry the result?" in html and 'alt="ess per rung"' in html
     header = (tmp_path / "s.csv").read_text().splitlines()[0]
     assert "ess_reweight_previous_fraction" in header and "n_ancestors" in header and "<th>n_ancestors</th>" in html
+
+
+class _EnergyOnly:
+    """heat_equation_residual's view of a model: energy_model(x, sigma), config, device."""
+
+    def __init__(self, gmm, warp=1.0):
+        self.energy_model = lambda x, sigma: gmm.diffused_energy(x, 0.01 + warp * (sigma - 0.01))
+        self.config = {"sigma_max": 5.0}
+        self.device = torch.device("cpu")
+
+
+def test_heat_equation_residual_vanishes_for_the_exact_diffused_energy():
+    """-log p_sigma of a Gaussian mixture solves the heat equation: the spread of tau r over x is zero in
+    every band (up to round-off); with sigma warped 3-fold (not a solution) it is not."""
+    from pita.fidelity import heat_equation_residual
+
+    gmm = GaussianMixture()
+    x = gmm.sample(500, generator=torch.Generator().manual_seed(0)).double()
+    exact = heat_equation_residual(_EnergyOnly(gmm), x, None, per_band=64)
+    warped = heat_equation_residual(_EnergyOnly(gmm, warp=3.0), x, None, per_band=64)
+    assert len(exact) == 6 and max(b["sd_tau_r"] for b in exact) < 1e-8, exact  # the last band is cut at sigma_max
+    assert min(b["sd_tau_r"] for b in warped) > 1e-3, warped
