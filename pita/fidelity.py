@@ -49,16 +49,18 @@ def energy_fidelity(model: Any, x: torch.Tensor, reduced_energy: torch.Tensor, g
             "gamma": float(gamma), "r2": float(corr**2) if math.isfinite(corr) else float("nan")}
 
 
+def _path_bands(model: Any, bands) -> list[tuple[float, float]]:
+    """The bands below the model's sigma_max, the last one cut there."""
+    smax = float(model.config["sigma_max"])
+    return [(lo, min(hi, smax)) for lo, hi in bands if lo < smax]
+
+
 def score_consistency(model: Any, x0: torch.Tensor, n_atoms: int | None, bands=SIGMA_BANDS, per_band: int = 256,
                       seed: int = 0) -> list[dict]:
     """Median |s + grad E| / |s| over noised samples, per sigma band (log-uniform sigma in each band)."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     out = []
-    smax = float(model.config["sigma_max"])
-    for lo, hi in bands:
-        if lo >= smax:
-            break
-        hi = min(hi, smax)
+    for lo, hi in _path_bands(model, bands):
         idx = torch.randint(len(x0), (per_band,), generator=gen)
         x = x0[idx].double().cpu()
         sigma = torch.exp(torch.empty(per_band, dtype=torch.float64).uniform_(math.log(lo), math.log(hi), generator=gen))
@@ -81,11 +83,7 @@ def heat_equation_residual(model: Any, x0: torch.Tensor, n_atoms: int | None, ba
     gen = torch.Generator(device="cpu").manual_seed(seed)
     energy_model = model.energy_model
     out = []
-    smax = float(model.config["sigma_max"])
-    for lo, hi in bands:
-        if lo >= smax:
-            break
-        hi = min(hi, smax)
+    for lo, hi in _path_bands(model, bands):
         sigma = math.sqrt(lo * hi)
         idx = torch.randint(len(x0), (per_band,), generator=gen)
         eps = sample_mean_free_normal((per_band, x0.shape[1]), n_atoms, generator=gen, dtype=torch.float64)
