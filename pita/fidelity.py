@@ -16,11 +16,14 @@ Three families of numbers, each a known failure mode of a learned sampler:
 * generated samples at gamma = 1 (no annealing): the model's own samples against the data:
   RMS bond-length error (against the data's own thermal spread of bond lengths), median U
   minus the data's median U in kT, and the fraction of wrong chirality. These cost one true
-  energy per sample, and their path ESS (no resampling; a consistent model keeps it near 1); they are counted apart (`generated.n_energy_evals` of the report, never added
-  to the run's totals), like reference MD.
+  energy per sample, and their path ESS (no resampling; a consistent model keeps it near 1); they
+  are counted apart (`generated.n_energy_evals` of the report, never added to the run's totals),
+  like reference MD. A generation whose every particle diverges is reported (`failed`), not raised:
+  it must not cost the rung its trained model.
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -28,6 +31,8 @@ import numpy as np
 import torch
 
 from .coords import sample_mean_free_normal
+
+log = logging.getLogger(__name__)
 
 #: sigma bands (normalised units) of the score/energy consistency check
 SIGMA_BANDS = ((0.01, 0.03), (0.03, 0.1), (0.1, 0.3), (0.3, 1.0), (1.0, 3.0), (3.0, 10.0))
@@ -118,8 +123,13 @@ def generated_quality(model: Any, system: Any, data_positions: np.ndarray, data_
     from .chirality import ChiralityChecker
     from .fksmc import anneal
 
-    res = anneal(model, 1.0, n_samples, n_steps, resample_threshold=0.0, system=system, temperature=temperature,
-                 fix_chirality=False, seed=seed, device=device, divergence_method="hutchinson")
+    try:
+        res = anneal(model, 1.0, n_samples, n_steps, resample_threshold=0.0, system=system, temperature=temperature,
+                     fix_chirality=False, seed=seed, device=device, divergence_method="hutchinson")
+    except RuntimeError as err:  # every particle diverged: a diagnosis, not a reason to lose the trained model
+        log.warning("fidelity: generation at gamma = 1 failed (%s)", err)
+        return {"n": int(n_samples), "n_steps": int(n_steps), "n_energy_evals": 0, "n_finite": 0,
+                "path_ess_fraction": 0.0, "failed": str(err)}
     pos = res.positions.detach().cpu().numpy() if res.positions is not None else None
     out: dict[str, Any] = {"n": int(n_samples), "n_steps": int(n_steps), "n_energy_evals": int(res.n_energy_evals),
                            "n_finite": 0 if pos is None else int(len(pos)),

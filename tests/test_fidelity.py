@@ -121,3 +121,20 @@ def test_heat_equation_residual_vanishes_for_the_exact_diffused_energy():
     warped = heat_equation_residual(_EnergyOnly(gmm, warp=3.0), x, None, per_band=64)
     assert len(exact) == 6 and max(b["sd_tau_r"] for b in exact) < 1e-8, exact  # the last band is cut at sigma_max
     assert min(b["sd_tau_r"] for b in warped) > 1e-3, warped
+
+
+def test_generation_that_diverges_is_reported_not_raised():
+    """A model whose every generated particle becomes NaN (a fidelity finding) must not fail training."""
+    from pita.fidelity import generated_quality
+
+    gmm = GaussianMixture()
+
+    class Diverging(_Exact):
+        def energy(self, x, sigma):
+            return super().energy(x, sigma) * float("nan")
+
+    model = Diverging(gmm)
+    model.dim, model.mean_free, model.n_atoms = gmm.dim, False, None
+    model.sigma_min, model.sigma_max = 0.01, 5.0
+    out = generated_quality(model, gmm, np.zeros((4, gmm.dim)), np.zeros(4), 1.0, n_samples=16, n_steps=5)
+    assert out["n_finite"] == 0 and out["path_ess_fraction"] == 0.0 and "NaN" in out["failed"]
