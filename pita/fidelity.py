@@ -84,6 +84,7 @@ def heat_equation_residual(model: Any, x0: torch.Tensor, n_atoms: int | None, ba
                            per_band: int = 128, seed: int = 0) -> list[dict]:
     """sd over noised samples of tau r at sigma = the band's geometric middle (exact laplacian)."""
     from .fksmc import divergence
+    from .losses import HeatEquationResidual
 
     gen = torch.Generator(device="cpu").manual_seed(seed)
     energy_model = model.energy_model
@@ -98,7 +99,7 @@ def heat_equation_residual(model: Any, x0: torch.Tensor, n_atoms: int | None, ba
             energy = energy_model(xs, sg)
             gx, gs = torch.autograd.grad(energy.sum(), (xs, sg), create_graph=True)
             lap = divergence(gx, xs, "exact", n_atoms=n_atoms)
-        tau_r = (sigma**2 * (gs / (2 * sigma) - 0.5 * (lap - gx.pow(2).sum(-1)))).detach().double()
+        tau_r = HeatEquationResidual.rate(sigma**2, gs / (2 * sigma), lap, gx).detach().double()
         out.append({"sigma": sigma, "sigma_lo": lo, "sigma_hi": hi, "sd_tau_r": float(tau_r.std())})
     return out
 
@@ -121,12 +122,12 @@ def generated_quality(model: Any, system: Any, data_positions: np.ndarray, data_
                       device: Any = "cpu") -> dict:
     """The model's own samples at gamma = 1 (drift only, no resampling) against data at `temperature`."""
     from .chirality import ChiralityChecker
-    from .fksmc import anneal
+    from .fksmc import AllParticlesDiverged, anneal
 
     try:
         res = anneal(model, 1.0, n_samples, n_steps, resample_threshold=0.0, system=system, temperature=temperature,
                      fix_chirality=False, seed=seed, device=device, divergence_method="hutchinson")
-    except RuntimeError as err:  # every particle diverged: a diagnosis, not a reason to lose the trained model
+    except AllParticlesDiverged as err:  # every particle diverged: a diagnosis, not a reason to lose the trained model
         log.warning("fidelity: generation at gamma = 1 failed (%s)", err)
         return {"n": int(n_samples), "n_steps": int(n_steps), "n_energy_evals": 0, "n_finite": 0,
                 "path_ess_fraction": 0.0, "failed": str(err)}
@@ -198,16 +199,13 @@ def summary_scalars(diagnostics: dict) -> dict:
         e = fid.get("energy") or {}
         out.update(model_energy_r2=e.get("r2"), model_energy_residual_sd=e.get("residual_sd"),
                    model_log_weight_sd=e.get("log_weight_sd"))
-        bands = fid.get("score_energy_consistency") or []
-        for name, lo, hi in (("lt_0.1", 0.0, 0.1), ("0.1_1", 0.1, 1.0), ("gt_1", 1.0, math.inf)):
-            vals = [b["median_ratio"] for b in bands if lo <= b["sigma_lo"] < hi]
-            if vals:
-                out[f"model_score_energy_gap_{name}"] = float(np.mean(vals))
-        heat = fid.get("heat_equation_residual") or []
-        for name, lo, hi in (("lt_0.1", 0.0, 0.1), ("0.1_1", 0.1, 1.0), ("gt_1", 1.0, math.inf)):
-            vals = [b["sd_tau_r"] for b in heat if lo <= b["sigma_lo"] < hi]
-            if vals:
-                out[f"model_heat_residual_{name}"] = float(np.mean(vals))
+        for prefix, key, field in (("model_score_energy_gap", "score_energy_consistency", "median_ratio"),
+                                   ("model_heat_residual", "heat_equation_residual", "sd_tau_r")):
+            bands = fid.get(key) or []
+            for name, lo, hi in (("lt_0.1", 0.0, 0.1), ("0.1_1", 0.1, 1.0), ("gt_1", 1.0, math.inf)):
+                vals = [b[field] for b in bands if lo <= b["sigma_lo"] < hi]
+                if vals:
+                    out[f"{prefix}_{name}"] = float(np.mean(vals))
         g = fid.get("generated") or {}
         for key, name in (("bond_rms_error_pm", "model_bond_rms_error_pm"), ("bond_rms_data_pm", "model_bond_rms_data_pm"),
                           ("median_energy_minus_data_kT", "model_generated_dU_kT"),

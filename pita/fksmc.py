@@ -109,6 +109,10 @@ MALA_INITIAL_KAPPA = 0.5
 ESS_COLLAPSE = 0.01
 
 
+class AllParticlesDiverged(RuntimeError):
+    """Every particle's state or fields became NaN/inf: nothing is left to anneal."""
+
+
 # ---------------------------------------------------------------------------------------------
 # schedule
 # ---------------------------------------------------------------------------------------------
@@ -170,6 +174,13 @@ def time_term(gamma: float, energy_left: torch.Tensor, energy_right: torch.Tenso
     """gamma [E(x_n, sigma_n) - E(x_n, sigma_{n+1})]: the exact integral over the step of the
     rate's time term -d phi/ds = gamma dE/dt (s = 1 - t) at the frozen x_n."""
     return gamma * (energy_left - energy_right)
+
+
+def gaussian_scaling(sigma: float, sigma_next: float, variance: float, dim: int) -> tuple[float, float]:
+    """(a, d ln a): the scaling x -> a x that maps N(0, (sigma^2 + variance)/gamma) onto
+    N(0, (sigma_next^2 + variance)/gamma) in d dimensions, and the log of its Jacobian determinant."""
+    a = math.sqrt((sigma_next ** 2 + variance) / (sigma ** 2 + variance))
+    return a, dim * math.log(a)
 
 
 def time_term_autograd(gamma: float, dE_dsigma: torch.Tensor, sigma: float, delta: float) -> torch.Tensor:
@@ -454,7 +465,9 @@ def anneal(
                 probes = (_probes((B, D), n_probes, probe, n_atoms, generator, dtype, device)
                           if divergence_method == "hutchinson" else None)
                 lap = divergence(gEp, xr, divergence_method, probes, n_atoms).detach()
-            if score_source == "energy" or score_is_energy_grad:
+            if weights == "ais":  # the moves use E and grad E only; no score pass
+                s, div_s = None, None
+            elif score_source == "energy" or score_is_energy_grad:
                 s = -gEp.detach()
                 div_s = -lap if lap is not None else None
             else:
@@ -579,7 +592,7 @@ def anneal(
                             r, ESS_COLLAPSE, n, s_n)
             collapse_steps.append(n)
         if alive.sum() == 0:
-            raise RuntimeError("fksmc: every particle became NaN/inf")
+            raise AllParticlesDiverged("fksmc: every particle became NaN/inf")
         if r < resample_threshold and s_n >= stop_resample_sigma:
             idx = systematic_resample(A, N, generator)
             log_Z += logmeanexp(A)
@@ -588,15 +601,14 @@ def anneal(
             A = torch.zeros(N, dtype=torch.float64, device=device)
             alive = torch.ones(N, dtype=torch.bool, device=device)
             resample_steps.append(n)
-        delta = s_n ** 2 - s_next ** 2
         if weights == "ais":
             # transport by the scaling that maps N(0, (sigma_n^2 + sd^2)/gamma) onto the next level's
             # Gaussian (exact where noise dominates; -> identity as sigma -> 0), then the exact weight of
             # a bijection: q_{n+1}(a x) a^d / q_n(x)
-            a = math.sqrt((s_next ** 2 + transport_var) / (s_n ** 2 + transport_var))
+            a, log_jacobian = gaussian_scaling(s_n, s_next, transport_var, d_eff)
             x = a * x
             f_new = fields(x, s_next)
-            A = A + time_term(gamma, f.E.double(), f_new.E.double()) + d_eff * math.log(a)
+            A = A + time_term(gamma, f.E.double(), f_new.E.double()) + log_jacobian
             f = f_new
             x, A = drop_nonfinite(x, A, f)
             level = []
@@ -609,6 +621,7 @@ def anneal(
             if log_every and (n + 1) % log_every == 0:
                 log.info("fksmc: step %d/%d sigma %.3g ESS/N %.3f", n + 1, n_steps, s_next, ess(A) / N)
             continue
+        delta = s_n ** 2 - s_next ** 2
         u = drift_of(f)
         eps = noise((N, D))
         x_new = x + u * delta + math.sqrt(lam2 * delta) * eps

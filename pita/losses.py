@@ -125,9 +125,13 @@ class HeatEquationResidual:
         out = []
         for v in probes:
             (hv,) = torch.autograd.grad((grad_x * v).sum(), x, create_graph=True)
-            laplacian = (hv * v).sum(-1)
-            out.append(tau * (dE_dtau - 0.5 * (laplacian - sum_square(grad_x))))
+            out.append(HeatEquationResidual.rate(tau, dE_dtau, (hv * v).sum(-1), grad_x))
         return torch.stack(out)
+
+    @staticmethod
+    def rate(tau, dE_dtau: torch.Tensor, laplacian: torch.Tensor, grad_x: torch.Tensor) -> torch.Tensor:
+        """tau r = tau (dE/dtau - (laplacian E - |grad E|^2) / 2)."""
+        return tau * (dE_dtau - 0.5 * (laplacian - sum_square(grad_x)))
 
     def __call__(self, tau_r: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Mean over groups of the weighted covariance of tau r1 and tau r2 (tau_r: (2, B), B = groups x size)."""

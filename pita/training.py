@@ -317,10 +317,7 @@ class Trainer:
         x0 = d.x[idx]
         grad = None if d.reduced_energy_grad is None else d.reduced_energy_grad[idx]
         if self.rotate:
-            rot = random_rotations(b, generator=self.rotation_generator, dtype=x0.dtype, device=self.device)
-            x0 = (x0.reshape(b, self.n_atoms, 3) @ rot.transpose(1, 2)).reshape(b, -1)
-            if grad is not None:
-                grad = (grad.reshape(b, self.n_atoms, 3) @ rot.transpose(1, 2)).reshape(b, -1)
+            x0, grad = self.random_rotation(x0, grad)
         cond = None if d.cond is None else d.cond[idx]
         sigma = self.sigma_sampler(b, self.generator, self.device, x0.dtype)
         noise = sample_mean_free_normal(tuple(x0.shape), self.mean_free_atoms, generator=self.generator,
@@ -331,6 +328,13 @@ class Trainer:
             batch["heat_equation"] = self.heat_equation_batch()
         return batch
 
+    def random_rotation(self, *vectors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        """One random proper rotation per row, applied to every given (B, D) tensor (None passes)."""
+        b = vectors[0].shape[0]
+        rot = random_rotations(b, generator=self.rotation_generator, dtype=vectors[0].dtype, device=self.device)
+        return tuple(None if v is None else (v.reshape(b, self.n_atoms, 3) @ rot.transpose(1, 2)).reshape(b, -1)
+                     for v in vectors)
+
     def heat_equation_batch(self) -> dict:
         """Groups of noised samples, one log-uniform sigma per group, and two probe sets each."""
         d, cfg, mc = self.data, self.config, self.model.config
@@ -338,8 +342,7 @@ class Trainer:
         idx = torch.randint(len(d), (G * m,), generator=self.generator, device=self.device)
         x0 = d.x[idx]
         if self.rotate:
-            rot = random_rotations(G * m, generator=self.rotation_generator, dtype=x0.dtype, device=self.device)
-            x0 = (x0.reshape(G * m, self.n_atoms, 3) @ rot.transpose(1, 2)).reshape(G * m, -1)
+            (x0,) = self.random_rotation(x0)
         lo, hi = math.log(mc["sigma_min"]), math.log(mc["sigma_max"])
         u = torch.rand(G, generator=self.generator, device=self.device, dtype=x0.dtype)
         sigma = torch.exp(lo + (hi - lo) * u).repeat_interleave(m)

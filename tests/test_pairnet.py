@@ -204,4 +204,3 @@ def test_anneal_does_not_evaluate_an_energy_models_score_twice(weights, divergen
     assert not calls
     np.testing.assert_allclose(res.x.numpy(), ref.x.numpy(), rtol=0, atol=1e-9)
     np.testing.assert_allclose(res.log_weight, ref.log_weight, rtol=0, atol=1e-6)
-
