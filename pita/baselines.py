@@ -817,6 +817,7 @@ def run_smc(system, temperatures, n_samples: int, budget: EvaluationBudget, seed
         pot = _TemperingPotential(system, T, T_prev, kern.batch_size)
         c0 = system.n_energy_evals
         state = _evaluate(x, pot, pot.phi0)
+        state.lineage = torch.arange(N, device=dev)  # the rung's N draws: lineages for the evaluation's errors
         br = bridge(state, torch.zeros(N, dtype=torch.float64, device=dev), pot, pot.phi0,
                     ess_fraction=float(ess_fraction), max_levels=int(cap), n_mala=m,
                     step_size=kern.step_size or default_step_size(system, "mala"), mean_free=mean_free,
@@ -832,14 +833,15 @@ def run_smc(system, temperatures, n_samples: int, budget: EvaluationBudget, seed
             attrs={"system": system.name, "temperature": float(T), "units": system.units,
                    "length_scale": float(system.length_scale), "rung": k, "n_energy_evals": int(bridge_evals),
                    "n_energy_evals_total": int(seed_total + spent + bridge_evals)},
-            forces=st.F.detach().cpu().numpy().astype(np.float32))
+            forces=st.F.detach().cpu().numpy().astype(np.float32),
+            extra={"ancestor": st.lineage.cpu().numpy().astype(np.int64)})
         extra = 0
         if last and spend_leftover:
             extra = max(0, (left - bridge_evals - relax_cost) // n_out)
         res = relax(bridged, system, T, method=kern.method, n_steps=kern.n_steps + extra, step_size=kern.step_size,
                     n_burnin=kern.n_burnin, friction=kern.friction, bridge_mode="never", n_out=n_out,
                     batch_size=kern.batch_size, torsion_moves=kern.torsion_moves,
-                    torsion_max_angle=kern.torsion_max_angle, device=dev, generator=gen)
+                    torsion_max_angle=kern.torsion_max_angle, device=dev, generator=gen, lineage=bridged.lineage())
         relax_evals = int(res.diagnostics["n_energy_evals"])
         expected = n_out * (1 + kern.n_steps + extra + torsions[k - 1])
         if relax_evals != expected:
@@ -942,6 +944,8 @@ def run_smc(system, temperatures, n_samples: int, budget: EvaluationBudget, seed
         "smc_bridge_ess": np.concatenate([np.asarray(v, dtype=np.float64) for v in rec["ess"]]),
     }
     out = current
+    if out.lineage() is not None:  # the final rung's draw each sample descends from
+        extra_arrays["ancestor"] = out.lineage()
     return SampleSet(positions=_centre(np.asarray(out.positions, dtype=np.float64), system).astype(np.float32),
                      energy=np.asarray(out.energy, dtype=np.float64), attrs=attrs, forces=out.forces,
                      extra=extra_arrays)

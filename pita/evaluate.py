@@ -193,20 +193,26 @@ def _flatten_residues(per_residue: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _inefficiency(s: SampleSet, angles: np.ndarray | None, n_blocks: int) -> tuple[float, float]:
-    """Statistical inefficiencies (g_energy, g_conformation) of a time-correlated set (frames of
-    trajectories with several frames each: MD, the reference) from block averaging: of the
-    energy, and the largest over each basin's indicator (the slowest observable; the energy's
-    for systems without basins). (1, 1) for sets without trajectories (PITA's relaxed and
-    weighted sets, whose samples are separate draws)."""
-    if s.trajectory is None or np.unique(s.trajectory).size >= len(s):
-        return 1.0, 1.0
-    blocks = M.trajectory_blocks(len(s), s.trajectory, s.time_ps, n_blocks)
-    g_energy = M.statistical_inefficiency(s.energy, blocks)
+    """Statistical inefficiencies (g_energy, g_conformation): of the energy, and the largest over
+    each basin's indicator (the slowest observable; the energy's for systems without basins).
+    A time-correlated set (frames of trajectories with several frames each: MD, the reference):
+    from block averaging. A set whose samples share lineages (`extra/ancestor`: FK-SMC and
+    resample-move sets, PITA's and the smc baseline's): the cluster-robust ratio over lineages
+    (`pita.metrics.lineage_inefficiency`). (1, 1) for separate draws."""
     values = []
     if angles is not None:
         for r in range(angles.shape[1]):
             lab = M.basin_labels(angles[:, r])
             values += [(lab == k).astype(np.float64) for k in range(len(M.BASIN_NAMES))]
+    if s.trajectory is None or np.unique(s.trajectory).size >= len(s):
+        lineage = s.lineage()
+        if lineage is None or np.unique(lineage).size >= len(s):
+            return 1.0, 1.0
+        w = _weights(s)
+        g_energy = M.lineage_inefficiency(s.energy, lineage, w)
+        return g_energy, max([M.lineage_inefficiency(v, lineage, w) for v in values], default=g_energy)
+    blocks = M.trajectory_blocks(len(s), s.trajectory, s.time_ps, n_blocks)
+    g_energy = M.statistical_inefficiency(s.energy, blocks)
     g_conf = max([M.statistical_inefficiency(v, blocks) for v in values], default=g_energy)
     return g_energy, g_conf
 

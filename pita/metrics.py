@@ -362,6 +362,31 @@ def statistical_inefficiency(values: np.ndarray, blocks: np.ndarray) -> float:
     return max(1.0, v.size * se * se / var)
 
 
+def lineage_inefficiency(values: np.ndarray, lineage: np.ndarray, w: np.ndarray | None = None) -> float:
+    """g >= 1 for a set whose samples descend from a few independent draws (lineages): resampling
+    copies a draw, moves that cannot leave a basin keep its copies together, so samples of one
+    lineage are correlated. g is the ratio of the cluster-robust (sandwich) variance of the weighted
+    mean of `values`, with the lineages as clusters and the small-sample factor G / (G - 1), to the
+    variance the same estimate would have from independent samples:
+
+        g = G / (G - 1) sum_c (sum_{i in c} w_i (v_i - mu))^2 / sum_i w_i^2 (v_i - mu)^2
+
+    (w normalised; 1 when every sample is its own lineage). One lineage: g = n (one draw). Clipped
+    to [1, n]."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    w = normalize_weights(w, v.size)
+    r = w * (v - float(np.dot(w, v)))
+    iid = float(np.sum(r * r))
+    if not (iid > 0):
+        return 1.0
+    ids, inv = np.unique(np.asarray(lineage).reshape(-1), return_inverse=True)
+    n_clusters = ids.size
+    if n_clusters < 2:
+        return float(v.size)
+    clustered = float(np.sum(np.bincount(inv, weights=r) ** 2)) * n_clusters / (n_clusters - 1)
+    return float(min(v.size, max(1.0, clustered / iid)))
+
+
 def bootstrap_se(statistic: Callable[[np.ndarray], Any], n: int, n_boot: int, rng: np.random.Generator, *,
                  draw: int | None = None, n_target: float | None = None, g: float = 1.0) -> Any:
     """Bootstrap standard error of `statistic` over one set of `n` frames.
@@ -503,7 +528,7 @@ __all__: Sequence[str] = [
     "energy_wasserstein", "pairwise_distances", "distance_w2", "wrap_angle", "torus_sqdist", "torus_w2",
     "euclidean_w2", "backbone_dihedrals", "ramachandran_histogram", "ramachandran_kl", "basin_labels",
     "basin_free_energies", "trajectory_blocks", "block_jackknife", "block_standard_error",
-    "basin_free_energies_with_errors", "statistical_inefficiency", "bootstrap_se", "ot_target_size",
+    "basin_free_energies_with_errors", "statistical_inefficiency", "lineage_inefficiency", "bootstrap_se", "ot_target_size",
     "heavy_atom_indices", "tica_features", "time_lagged_pairs", "tica_fit",
     "tica_project", "tica_w2", "wrong_chirality_fraction", "BASIN_NAMES", "RAMA_BINS", "RAMA_EPS",
 ]

@@ -104,6 +104,8 @@ class _State:
     F: torch.Tensor  # true forces
     phi0: torch.Tensor | None = None  # model potential (bridge only)
     gphi0: torch.Tensor | None = None
+    # the input particle (lineage) each state descends from: resampling copies it, moves keep it
+    lineage: torch.Tensor | None = None
 
     def V(self, lam: float, kT: float) -> torch.Tensor:
         v = self.U / kT
@@ -119,7 +121,7 @@ class _State:
 
     def index(self, idx) -> "_State":
         pick = lambda a: None if a is None else a[idx]  # noqa: E731
-        return _State(self.x[idx], self.U[idx], self.F[idx], pick(self.phi0), pick(self.gphi0))
+        return _State(self.x[idx], self.U[idx], self.F[idx], pick(self.phi0), pick(self.gphi0), pick(self.lineage))
 
     def where(self, acc: torch.Tensor, other: "_State") -> "_State":
         def w(a, b):
@@ -129,7 +131,7 @@ class _State:
             return torch.where(m, b, a)
 
         return _State(w(self.x, other.x), w(self.U, other.U), w(self.F, other.F), w(self.phi0, other.phi0),
-                      w(self.gphi0, other.gphi0))
+                      w(self.gphi0, other.gphi0), self.lineage)
 
 
 def _evaluate(x: torch.Tensor, pot: SystemPotential, phi0_fn=None) -> _State:
@@ -228,7 +230,7 @@ def langevin(state: _State, pot: SystemPotential, n_steps: int, dt: float, *, fr
         U, Fn = pot.true(x.to(state.x.dtype))
         F = Fn.to(torch.float64)
         v = v + 0.5 * dt * F / m
-    return _State(x.to(state.x.dtype), U, F.to(state.F.dtype))
+    return _State(x.to(state.x.dtype), U, F.to(state.F.dtype), lineage=state.lineage)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,12 +340,16 @@ def relax(samples: SampleSet, system: Any, temperature: float, *, method: str = 
           log_weight_path: np.ndarray | None = None, n_out: int | None = None, batch_size: int | None = None,
           torsion_moves: int = 0, torsion_max_angle: float = math.pi, device: str | torch.device | None = None,
           seed: int | None = 0, generator: torch.Generator | None = None, dtype=torch.float64,
-          attrs: dict | None = None) -> RelaxResult:
+          lineage: np.ndarray | None = None, attrs: dict | None = None) -> RelaxResult:
     """Resample `samples` by their weights (bridging first when the ESS is tiny) and move at T.
 
     phi0_fn: positions -> (gamma E(x~, sigma_min), gradient), needed by the bridge (see
     `model_potential`); log_weight_path: the FK weights A w.r.t. pi_0 (else recovered from the
     stored log_weight, energy and extra/model_energy: A = log_weight + U/kT - phi0).
+    lineage: (N,) integer label of the independent draw each input particle descends from (the
+    anneal's `ancestor`); default: each input particle its own. The output's extra `ancestor` is
+    that label for every output sample: resampling copies it, moves keep it, so samples that share
+    it are correlated (the evaluation's standard errors account for that).
     """
     t0 = time.perf_counter()
     if method not in METHODS:
@@ -365,6 +371,9 @@ def relax(samples: SampleSet, system: Any, temperature: float, *, method: str = 
     lw_in = torch.as_tensor(samples.log_weight if samples.log_weight is not None else np.zeros(N),
                             dtype=torch.float64).to(dev)
     ess_in = ess(lw_in)
+    if lineage is not None and len(lineage) != N:
+        raise ValueError(f"relax: lineage has {len(lineage)} labels for {N} samples")
+    lineage_in = torch.as_tensor(np.asarray(lineage if lineage is not None else np.arange(N)), dtype=torch.int64)
     diag: dict[str, Any] = {"n_in": N, "ess_in": ess_in, "ess_in_fraction": ess_in / N, "method": method}
     same_class = _chirality_guard(system) if mean_free else None
     use_bridge = bridge_mode == "always" or (bridge_mode == "auto" and ess_in / N < bridge_ess_threshold)
@@ -377,6 +386,7 @@ def relax(samples: SampleSet, system: Any, temperature: float, *, method: str = 
     diag["bridge"] = bool(use_bridge)
     if use_bridge:
         state = _evaluate(x_in, pot, phi0_fn)
+        state.lineage = lineage_in.to(dev)
         if log_weight_path is not None:
             A = torch.as_tensor(np.asarray(log_weight_path), dtype=torch.float64).to(dev)
         else:
@@ -397,6 +407,7 @@ def relax(samples: SampleSet, system: Any, temperature: float, *, method: str = 
     diag["n_unique_after_resampling"] = int(torch.unique(idx).numel())
     if state is None:
         state = _evaluate(x_in[idx], pot)
+        state.lineage = lineage_in.to(dev)[idx]
     else:
         state = state.index(idx)
     tau = float(step_size) if step_size is not None else default_step_size(system, method)
@@ -473,9 +484,13 @@ def relax(samples: SampleSet, system: Any, temperature: float, *, method: str = 
                      n_energy_evals_total=prev_total + int(n_evals), wall_time_s=time.perf_counter() - t0)
     diag.update(n_energy_evals=int(n_evals), n_energy_evals_total=prev_total + int(n_evals),
                 n_out=int(state.x.shape[0]), wall_time_s=time.perf_counter() - t0)
+    out_lineage = state.lineage.cpu().numpy().astype(np.int64)
+    counts = np.unique(out_lineage, return_counts=True)[1].astype(np.float64)
+    diag.update(n_lineages=int(counts.size), ess_lineages=float(counts.sum() ** 2 / (counts ** 2).sum()))
     out = SampleSet(positions=state.x.detach().cpu().numpy().astype(np.float32),
                     energy=state.U.detach().cpu().numpy().astype(np.float64), attrs=out_attrs,
                     forces=state.F.detach().cpu().numpy().astype(np.float32),
-                    extra={k: np.asarray(v) for k, v in diag.items()
-                           if k in ("accept_trace", "bridge_lambdas", "bridge_ess_trace")})
+                    extra={**{k: np.asarray(v) for k, v in diag.items()
+                              if k in ("accept_trace", "bridge_lambdas", "bridge_ess_trace")},
+                           "ancestor": out_lineage})
     return RelaxResult(out, diag)

@@ -52,6 +52,9 @@ MAX_ATTR_VALUES = 1_000_000
 #: dtype kinds accepted for the datasets of the contract (float, signed/unsigned integer) and for extra
 _NUMERIC_KINDS = "fiu"
 _EXTRA_KINDS = "biufcSO"
+#: extra arrays with one entry per sample, which `subset` selects with the samples: `ancestor`, the
+#: independent draw a sample descends from (FK-SMC and resample-move sets)
+PER_SAMPLE_EXTRAS = ("ancestor",)
 
 
 class SampleSetError(PitaInputError):
@@ -94,11 +97,18 @@ class SampleSet:
 
     def subset(self, idx: np.ndarray) -> "SampleSet":
         pick = lambda a: None if a is None else np.asarray(a)[idx]  # noqa: E731
+        n = len(self)
+        extra = {k: (pick(v) if k in PER_SAMPLE_EXTRAS and len(v) == n else v) for k, v in self.extra.items()}
         return SampleSet(
             positions=self.positions[idx], energy=self.energy[idx], attrs=dict(self.attrs),
             forces=pick(self.forces), log_weight=pick(self.log_weight),
-            trajectory=pick(self.trajectory), time_ps=pick(self.time_ps), extra=dict(self.extra),
+            trajectory=pick(self.trajectory), time_ps=pick(self.time_ps), extra=extra,
         )
+
+    def lineage(self) -> np.ndarray | None:
+        """The `ancestor` label of every sample (which independent draw it descends from), if recorded."""
+        anc = self.extra.get("ancestor")
+        return None if anc is None or len(anc) != len(self) else np.asarray(anc, dtype=np.int64)
 
     # ---- validation ---------------------------------------------------------------------
     def validate(self, source: str = "<sample set>") -> "SampleSet":

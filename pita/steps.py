@@ -257,7 +257,8 @@ def relax(samples: SampleSet, system: Any, temperature: float, settings: RelaxSe
                         bridge_mala_steps=settings.bridge_mala_steps, phi0_fn=phi0_fn, log_weight_path=A,
                         n_out=settings.n_out, batch_size=settings.batch_size, seed=seed,
                         torsion_moves=settings.torsion_moves,
-                        torsion_max_angle=math.radians(settings.torsion_max_angle_deg), device=device, attrs=attrs)
+                        torsion_max_angle=math.radians(settings.torsion_max_angle_deg), device=device,
+                        lineage=samples.lineage(), attrs=attrs)
     _keep_data_enantiomer(res, system)
     if len(res.samples) == 0:
         raise PitaInputError(f"{source}: no finite configuration left after relaxation")

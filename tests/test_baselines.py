@@ -540,6 +540,9 @@ def test_cli_smc_then_evaluate(tmp_path, capsys):
     assert [r["n_steps"] for r in a["smc_relax_settings"]] == [5, 5]
     assert a["smc_relax_steps"][0] == 5 and a["smc_n_out"][0] == a["smc_particles"][0]
     assert len(a["smc_bridge_levels"]) == 2 and np.abs(ss.positions.mean(axis=1)).max() < 1e-5
+    # each sample's lineage: which of the final rung's draws it descends from (for the errors)
+    anc = ss.lineage()
+    assert anc is not None and 1 <= np.unique(anc).size <= a["smc_particles"][-1] and anc.max() < a["smc_particles"][-1]
     assert "smc samples" in capsys.readouterr().out
     ref = tmp_path / "ref.h5"
     assert main(["md", "--system", "lj13", "--temperature", "1", "--n-samples", "40", "--replicas", "4",

@@ -91,3 +91,40 @@ def test_time_correlated_set_is_scaled_by_its_statistical_inefficiency():
     analytic = 3.0 / math.sqrt(energy.size)
     from_samples = math.sqrt(m["energy_mean_se"] ** 2)  # the reference does not move energy_mean
     assert from_samples == pytest.approx(analytic, rel=0.3)
+
+
+def test_lineage_inefficiency_counts_independent_draws():
+    """m independent basin draws (p = 0.3), each copied k times: the mean's variance is p(1-p)/m,
+    k times what n = m k independent samples would give, so g = k; weights and an own lineage per
+    sample leave g = 1; a single lineage is one draw, g = n."""
+    rng = np.random.default_rng(8)
+    m, k = 400, 10
+    draws = (rng.random(m) < 0.3).astype(np.float64)
+    values, lineage = np.repeat(draws, k), np.repeat(np.arange(m), k)
+    assert M.lineage_inefficiency(values, lineage) == pytest.approx(k, rel=0.01)
+    # moves that decorrelate the copies: each copy redrawn, lineages no longer matter
+    fresh = (rng.random(m * k) < 0.3).astype(np.float64)
+    assert M.lineage_inefficiency(fresh, lineage) == pytest.approx(1.0, abs=0.15)
+    assert M.lineage_inefficiency(values, np.arange(m * k)) == pytest.approx(1.0, rel=1e-3)
+    assert M.lineage_inefficiency(values, np.zeros(m * k, dtype=int)) == m * k
+    # weighted: the ratio is to the importance-sampling variance of the same weighted mean
+    w = rng.random(m)
+    assert M.lineage_inefficiency(values, lineage, np.repeat(w, k)) == pytest.approx(k, rel=0.01)
+
+
+def test_lineage_se_matches_the_spread_over_repeated_runs():
+    """The se of a basin population from a set of 4000 copies of 50 draws (p = 0.2) must match the
+    spread over independent repeats of that set (sqrt(p(1-p)/50) = 0.057), not the iid 0.0063."""
+    rng = np.random.default_rng(9)
+    m, k, p = 50, 80, 0.2
+    draws = (rng.random(m) < p).astype(np.float64)
+    s = _set(np.repeat(draws, k) + rng.normal(scale=1e-3, size=m * k), seed=10,
+             extra={"ancestor": np.repeat(np.arange(m), k)})
+    r = _set(rng.normal(size=2000), seed=11)
+    mt, _ = compute_metrics(s, r, None, bootstrap=200, bootstrap_ot_samples=100, seed=0)
+    truth = math.sqrt(p * (1 - p) / m)
+    assert mt["bootstrap"]["g_samples"][0] == pytest.approx(k, rel=0.05)
+    assert mt["energy_mean_se"] == pytest.approx(truth, rel=0.35)
+    iid = _set(s.energy, seed=10)  # same values, no lineages recorded: the iid se
+    mi, _ = compute_metrics(iid, r, None, bootstrap=200, bootstrap_ot_samples=100, seed=0)
+    assert mi["energy_mean_se"] < truth / 5

@@ -175,3 +175,25 @@ def test_cli_aldp_rung_produces_valid_sets(tmp_path):
     assert rc == 0
     r = SampleSet.read(tmp_path / "r.h5", temperature=450.0, n_atoms=22)
     assert r.attrs["n_energy_evals_total"] == w.attrs["n_energy_evals_total"] + r.attrs["n_energy_evals"]
+
+
+def test_relax_records_the_lineage_of_every_output_sample():
+    """Resampling copies a lineage, moves keep it: with the weight on particles 3 and 7 only, every
+    output sample descends from one of them (by the given labels, or the input index by default),
+    and the labels survive writing and subsetting."""
+    g = GaussianMixture(means=[MEAN.tolist()], covs=[COV.tolist()], weights=[1.0])
+    n = 50
+    x0 = np.tile(MEAN, (n, 1)) + 0.1 * np.random.default_rng(0).normal(size=(n, 2))
+    lw = np.full(n, -np.inf)
+    lw[[3, 7]] = 0.0
+    r = relax(_set(x0, log_weight=lw), g, 1.0, n_steps=20, n_out=200, seed=4)
+    anc = r.samples.lineage()
+    assert set(np.unique(anc)) == {3, 7} and r.diagnostics["n_lineages"] == 2
+    assert r.diagnostics["ess_lineages"] == pytest.approx(2.0, rel=0.05)
+    labels = np.arange(n) + 100
+    r2 = relax(_set(x0, log_weight=lw), g, 1.0, n_steps=20, n_out=200, seed=4, lineage=labels)
+    assert set(np.unique(r2.samples.lineage())) == {103, 107}
+    sub = r2.samples.subset(np.arange(10))
+    assert np.array_equal(sub.lineage(), r2.samples.lineage()[:10])
+    with pytest.raises(ValueError, match="lineage"):
+        relax(_set(x0, log_weight=lw), g, 1.0, n_steps=1, lineage=labels[:5])
