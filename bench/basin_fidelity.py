@@ -20,7 +20,7 @@ import json
 import numpy as np
 import torch
 
-from pita.metrics import BASIN_NAMES, basin_labels
+from pita.metrics import BASIN_NAMES, backbone_dihedrals, basin_labels
 from pita.models import load_checkpoint
 from pita.relax import model_potential
 from pita.samples import SampleSet
@@ -28,10 +28,8 @@ from pita.systems import from_argument
 
 
 def labels_of(ss: SampleSet, topology) -> np.ndarray:
-    import mdtraj as md
-
-    t = md.Trajectory(np.asarray(ss.positions), topology)
-    return basin_labels(np.stack([md.compute_phi(t)[1][:, 0], md.compute_psi(t)[1][:, 0]], 1))
+    """C7eq / alpha_R / alpha_L label (0 / 1 / 2) of every frame (first residue)."""
+    return basin_labels(backbone_dihedrals(ss.positions, topology)[0][:, 0])
 
 
 def main() -> None:

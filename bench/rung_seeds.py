@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -71,11 +70,8 @@ def main() -> None:
                 argv[i + 1] = renamed[argv[i + 1]]
             elif a == "--seed" and argv[1] in SEED_OFFSET:
                 argv[i + 1] = str(SEED_OFFSET[argv[1]] + args.seed)
-            elif a in ("--samples", "--samples-in") and argv[i + 1] in renamed:
-                argv[i + 1] = renamed[argv[i + 1]]
-        argv = [renamed.get(a, a) for a in argv]
-        if argv[1] == "evaluate":
-            argv = [re.sub(r'"plots": true', '"plots": false', a) for a in argv]
+        # inputs that an earlier step of this seed wrote; no plots for a seed's evaluation
+        argv = [renamed.get(a, a).replace('"plots": true', '"plots": false') for a in argv]
         if args.dry_run:
             print(shlex.join(argv))
             continue

@@ -199,22 +199,23 @@ def _inefficiency(s: SampleSet, angles: np.ndarray | None, n_blocks: int) -> tup
     from block averaging. A set whose samples share lineages (`extra/ancestor`: FK-SMC and
     resample-move sets, PITA's and the smc baseline's): the cluster-robust ratio over lineages
     (`pita.metrics.lineage_inefficiency`). (1, 1) for separate draws."""
+    lineage = s.lineage()
+    in_trajectories = s.trajectory is not None and np.unique(s.trajectory).size < len(s)
+    if not in_trajectories and (lineage is None or np.unique(lineage).size >= len(s)):
+        return 1.0, 1.0
     values = []
     if angles is not None:
         for r in range(angles.shape[1]):
             lab = M.basin_labels(angles[:, r])
             values += [(lab == k).astype(np.float64) for k in range(len(M.BASIN_NAMES))]
-    if s.trajectory is None or np.unique(s.trajectory).size >= len(s):
-        lineage = s.lineage()
-        if lineage is None or np.unique(lineage).size >= len(s):
-            return 1.0, 1.0
+    if in_trajectories:
+        blocks = M.trajectory_blocks(len(s), s.trajectory, s.time_ps, n_blocks)
+        g_of = lambda v: M.statistical_inefficiency(v, blocks)  # noqa: E731
+    else:
         w = _weights(s)
-        g_energy = M.lineage_inefficiency(s.energy, lineage, w)
-        return g_energy, max([M.lineage_inefficiency(v, lineage, w) for v in values], default=g_energy)
-    blocks = M.trajectory_blocks(len(s), s.trajectory, s.time_ps, n_blocks)
-    g_energy = M.statistical_inefficiency(s.energy, blocks)
-    g_conf = max([M.statistical_inefficiency(v, blocks) for v in values], default=g_energy)
-    return g_energy, g_conf
+        g_of = lambda v: M.lineage_inefficiency(v, lineage, w)  # noqa: E731
+    g_energy = g_of(s.energy)
+    return g_energy, max([g_of(v) for v in values], default=g_energy)
 
 
 def _g_of(key: str, g: tuple[float, float]) -> float:

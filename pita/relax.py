@@ -485,8 +485,8 @@ def relax(samples: SampleSet, system: Any, temperature: float, *, method: str = 
     diag.update(n_energy_evals=int(n_evals), n_energy_evals_total=prev_total + int(n_evals),
                 n_out=int(state.x.shape[0]), wall_time_s=time.perf_counter() - t0)
     out_lineage = state.lineage.cpu().numpy().astype(np.int64)
-    counts = np.unique(out_lineage, return_counts=True)[1].astype(np.float64)
-    diag.update(n_lineages=int(counts.size), ess_lineages=float(counts.sum() ** 2 / (counts ** 2).sum()))
+    counts = np.unique(out_lineage, return_counts=True)[1]
+    diag.update(n_lineages=int(counts.size), ess_lineages=ess(np.log(counts.astype(np.float64))))
     out = SampleSet(positions=state.x.detach().cpu().numpy().astype(np.float32),
                     energy=state.U.detach().cpu().numpy().astype(np.float64), attrs=out_attrs,
                     forces=state.F.detach().cpu().numpy().astype(np.float32),
