@@ -9,7 +9,9 @@ On reference frames: d = gamma E(x, sigma_min) - U/kT (the final correction's lo
 perfect sample), its mean per basin relative to C7eq's (the model's basin free-energy error: a
 positive offset means the model under-weights that basin by e^offset) and its sd within the basin
 (which sets the ESS there). With --weighted: per basin the particle count, the distinct ancestors,
-the median U/kT against the reference's, and the weighted population. Prints one JSON line
+the median U/kT against the reference's, the median log-weight offset of the annealed particles
+(same d, same C7eq origin: strongly negative where the model rates its own particles far better
+than the true energy does) and the weighted population. Prints one JSON line
 (docs/RESULTS.md, "Seeds, lineages and honest errors").
 """
 from __future__ import annotations
@@ -66,11 +68,16 @@ def main() -> None:
         lw = ws.weights()
         lw_lab = labels_of(ws, system.topology)
         anc = ws.lineage()
+        # the same log-weight on the annealed particles, against the reference's C7eq mean: a strongly
+        # negative value means the model rates these configurations far better than the true energy does
+        d_ann = phi0(torch.as_tensor(ws.positions, dtype=torch.float32))[0].numpy() - ws.energy / kT
+        d_ann -= float(np.mean(d[lab == 0]))
         for b, name in enumerate(BASIN_NAMES):
             m = lw_lab == b
             out[name].update(n_annealed=int(m.sum()), population=round(float(lw[m].sum()), 4),
                              ancestors=int(np.unique(anc[m]).size) if anc is not None and m.any() else None,
-                             median_U_kT_annealed=round(float(np.median(ws.energy[m])) / kT, 2) if m.any() else None)
+                             median_U_kT_annealed=round(float(np.median(ws.energy[m])) / kT, 2) if m.any() else None,
+                             median_offset_annealed=round(float(np.median(d_ann[m])), 2) if m.any() else None)
     print(json.dumps(out))
 
 

@@ -102,6 +102,7 @@ DRIFTS = ("pita", "score", "energy", "tempered")
 SCORE_SOURCES = ("score", "energy")
 TIME_DERIVATIVES = ("finite_difference", "autograd")
 WEIGHTS = ("continuous", "discrete", "ais")
+GAMMA_PATHS = ("constant", "temper_at_sigma_min")
 #: MALA moves of weights="ais": the step size is kappa tau / gamma (tau = sigma^2, the scale of the
 #: widest direction of q_n), kappa adapted after every level towards this acceptance rate
 MALA_TARGET_ACCEPTANCE = 0.574
@@ -151,6 +152,22 @@ def logmeanexp(logw: torch.Tensor) -> float:
     return float(torch.logsumexp(lw, 0) - math.log(lw.numel()))
 
 
+def conditional_ess(log_weight: torch.Tensor, increment: torch.Tensor) -> float:
+    """Conditional ESS fraction of an SMC step (Zhou, Johansen & Aston 2016): with normalised
+    weights W and incremental weights v = exp(increment), (sum W v)^2 / sum W v^2, in (0, 1]. It
+    measures the new level against the current particle cloud whatever that cloud's own ESS."""
+    lw = log_weight.double()
+    inc = increment.double()
+    ok = torch.isfinite(lw) & torch.isfinite(inc)
+    if not ok.any():
+        return 0.0
+    lw, inc = lw[ok], inc[ok]
+    logW = lw - torch.logsumexp(lw, 0)
+    num = 2.0 * torch.logsumexp(logW + inc, 0)
+    den = torch.logsumexp(logW + 2.0 * inc, 0)
+    return float(torch.exp(num - den).clamp(max=1.0))
+
+
 # ---------------------------------------------------------------------------------------------
 # divergences
 # ---------------------------------------------------------------------------------------------
@@ -181,6 +198,12 @@ def gaussian_scaling(sigma: float, sigma_next: float, variance: float, dim: int)
     N(0, (sigma_next^2 + variance)/gamma) in d dimensions, and the log of its Jacobian determinant."""
     a = math.sqrt((sigma_next ** 2 + variance) / (sigma ** 2 + variance))
     return a, dim * math.log(a)
+
+
+def tempering_increment(gamma_from: float, gamma_to: float, energy: torch.Tensor) -> torch.Tensor:
+    """log q_{gamma_to}(x) - log q_{gamma_from}(x) for q_g ∝ exp(-g E(x, sigma_min)) at fixed x:
+    the exact AIS weight of a tempering level."""
+    return -(gamma_to - gamma_from) * energy
 
 
 def time_term_autograd(gamma: float, dE_dsigma: torch.Tensor, sigma: float, delta: float) -> torch.Tensor:
@@ -350,6 +373,10 @@ def anneal(
     time_derivative: str = "finite_difference",
     weights: str = "continuous",
     mala_steps: int = 1,
+    gamma_path: str = "constant",
+    temper_ess: float = 0.5,
+    temper_mala_steps: int = 32,
+    temper_max_levels: int = 100,
     batch_size: int | None = None,
     system: Any = None,
     temperature: float | None = None,
@@ -375,6 +402,10 @@ def anneal(
     divergence_method: "exact" (Jacobian trace) or "hutchinson" with `n_probes` probes of kind
         `probe` ("rademacher"|"gaussian"; mean-free in mean-free mode).
     drift, score_source, noise_scale, time_derivative, weights: see the module docstring.
+    gamma_path: "constant" (gamma along the whole sigma path) or "temper_at_sigma_min" (gamma 1 along
+        the sigma path, then resample-move tempering of exp(-gamma' E(., sigma_min)) from gamma' = 1 to
+        gamma, each level chosen so that the conditional ESS/N of its increments is `temper_ess`, at
+        most `temper_max_levels` levels, `temper_mala_steps` MALA moves on the level's density after each).
     system, temperature: the target System and T_{k+1}; when given, the final exact correction
         log w = A - U/(k_B T) + gamma E(x~, sigma_min) is applied (chirality fixed first for
         molecules), with positions = denormalize(x~, length_scale).
@@ -390,6 +421,17 @@ def anneal(
                                ("time_derivative", time_derivative, TIME_DERIVATIVES), ("weights", weights, WEIGHTS)):
         if val not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {val!r}")
+    if gamma_path not in GAMMA_PATHS:
+        raise ValueError(f"gamma_path must be one of {GAMMA_PATHS}, got {gamma_path!r}")
+    if not 0.0 < temper_ess < 1.0:
+        raise ValueError(f"temper_ess must lie in (0, 1), got {temper_ess}")
+    if temper_max_levels < 1 or temper_mala_steps < 0:
+        raise ValueError("temper_max_levels must be >= 1 and temper_mala_steps >= 0")
+    # the sigma path's own gamma: with tempering at sigma_min the path is the model's own diffusion
+    # (gamma 1), whose basin masses are those the model learned; gamma acts at sigma_min only
+    gamma_target = gamma
+    if gamma_path == "temper_at_sigma_min":
+        gamma = 1.0
     if n_probes < 1:
         raise ValueError("n_probes must be >= 1")
     if mala_steps < 0:
@@ -427,12 +469,15 @@ def anneal(
     if weights in ("discrete", "ais"):
         need_lap, need_div_s = False, False
     need_dsig = weights == "continuous" and time_derivative == "autograd"
-    settings = dict(gamma=gamma, n_particles=N, n_steps=int(n_steps), sigma_min=sigma_min, sigma_max=sigma_max,
+    settings = dict(gamma=gamma_target, gamma_path=gamma_path, n_particles=N, n_steps=int(n_steps), sigma_min=sigma_min, sigma_max=sigma_max,
                     rho=rho, mean_free=bool(mean_free), n_atoms=n_atoms, dim=D, divergence=divergence_method,
                     n_probes=int(n_probes), probe=probe, resample_threshold=float(resample_threshold),
                     stop_resample_sigma=float(stop_resample_sigma), drift=drift, score_source=score_source,
                     noise_scale=float(noise_scale), time_derivative=time_derivative, weights=weights,
                     mala_steps=int(mala_steps), batch_size=bs, seed=seed, dtype=str(dtype))
+    if gamma_path == "temper_at_sigma_min":
+        settings.update(temper_ess=float(temper_ess), temper_mala_steps=int(temper_mala_steps),
+                        temper_max_levels=int(temper_max_levels))
 
     proj = (lambda v: remove_mean(v, n_atoms)) if mean_free else (lambda v: v)
 
@@ -519,13 +564,16 @@ def anneal(
         lap_phi = gamma * f.lap_E if f.lap_E is not None else 0.0
         return div_u - (u * gphi).sum(-1) - 0.5 * lam2 * ((gphi * gphi).sum(-1) - lap_phi)
 
-    def mala(x: torch.Tensor, f: _Fields, sigma: float, h: float) -> tuple[torch.Tensor, _Fields, float]:
-        """One Metropolis-adjusted Langevin step for q(x) ∝ exp(-gamma E(x, sigma)) (proposal variance h)."""
-        y = x - 0.5 * h * gamma * f.gE + math.sqrt(h) * noise(x.shape)
+    def mala(x: torch.Tensor, f: _Fields, sigma: float, h: float, g: float | None = None
+             ) -> tuple[torch.Tensor, _Fields, float]:
+        """One Metropolis-adjusted Langevin step for q(x) ∝ exp(-g E(x, sigma)) (g: the path's gamma
+        unless given; proposal variance h)."""
+        g = gamma if g is None else g
+        y = x - 0.5 * h * g * f.gE + math.sqrt(h) * noise(x.shape)
         fy = fields(y, sigma)
-        log_fwd = -((y - x + 0.5 * h * gamma * f.gE).double() ** 2).sum(-1) / (2 * h)
-        log_back = -((x - y + 0.5 * h * gamma * fy.gE).double() ** 2).sum(-1) / (2 * h)
-        log_alpha = gamma * (f.E.double() - fy.E.double()) + log_back - log_fwd
+        log_fwd = -((y - x + 0.5 * h * g * f.gE).double() ** 2).sum(-1) / (2 * h)
+        log_back = -((x - y + 0.5 * h * g * fy.gE).double() ** 2).sum(-1) / (2 * h)
+        log_alpha = g * (f.E.double() - fy.E.double()) + log_back - log_fwd
         u = torch.rand(x.shape[0], generator=generator, dtype=torch.float64).to(device)
         accept = (torch.log(u) < log_alpha) & torch.isfinite(log_alpha) & alive
         for k in _Fields.__slots__:
@@ -570,6 +618,15 @@ def anneal(
             f.set_rows(~alive, 0.0)
         return x, A
 
+    def resample(x, f, A):
+        """Systematic resampling by the weights A; log Z takes their mean, lineages follow."""
+        nonlocal log_Z, ancestor, alive
+        idx = systematic_resample(A, N, generator)
+        log_Z += logmeanexp(A)
+        ancestor = ancestor[idx.cpu()]
+        alive = torch.ones(N, dtype=torch.bool, device=device)
+        return x[idx], f.index(idx), torch.zeros(N, dtype=torch.float64, device=device)
+
     x, A = drop_nonfinite(x, A, f)
     iterator = range(n_steps)
     if progress:
@@ -594,12 +651,7 @@ def anneal(
         if alive.sum() == 0:
             raise AllParticlesDiverged("fksmc: every particle became NaN/inf")
         if r < resample_threshold and s_n >= stop_resample_sigma:
-            idx = systematic_resample(A, N, generator)
-            log_Z += logmeanexp(A)
-            x, f = x[idx], f.index(idx)
-            ancestor = ancestor[idx.cpu()]
-            A = torch.zeros(N, dtype=torch.float64, device=device)
-            alive = torch.ones(N, dtype=torch.bool, device=device)
+            x, f, A = resample(x, f, A)
             resample_steps.append(n)
         if weights == "ais":
             # transport by the scaling that maps N(0, (sigma_n^2 + sd^2)/gamma) onto the next level's
@@ -646,6 +698,36 @@ def anneal(
         if log_every and (n + 1) % log_every == 0:
             log.info("fksmc: step %d/%d sigma %.3g ESS/N %.3f", n + 1, n_steps, s_next, ess(A) / N)
 
+    # -------- tempering at sigma_min (gamma_path "temper_at_sigma_min") ----------------------
+    temper_gammas, temper_acceptance = [], []
+    if gamma_target != gamma:
+        sigma_end = float(sig[-1])
+        while gamma < gamma_target:
+            E_end = f.E.double()
+            g_next = gamma_target
+            if (len(temper_gammas) + 1 < temper_max_levels
+                    and conditional_ess(A, tempering_increment(gamma, g_next, E_end)) < temper_ess):
+                lo, hi = gamma, gamma_target  # bisection for the level whose conditional ESS/N is temper_ess
+                for _ in range(50):
+                    mid = 0.5 * (lo + hi)
+                    ok = conditional_ess(A, tempering_increment(gamma, mid, E_end)) >= temper_ess
+                    lo, hi = (mid, hi) if ok else (lo, mid)
+                g_next = max(lo, gamma + 1e-9 * gamma_target)
+            A = A + tempering_increment(gamma, g_next, E_end)
+            gamma = g_next
+            temper_gammas.append(gamma)
+            x, A = drop_nonfinite(x, A, f)
+            if ess(A) / N < resample_threshold:
+                x, f, A = resample(x, f, A)
+            level = []
+            for _ in range(temper_mala_steps):
+                x, f, acc = mala(x, f, sigma_end, kappa * sigma_end ** 2 / gamma)
+                level.append(acc)
+            if level:
+                temper_acceptance.append(float(np.mean(level)))
+                kappa = float(np.clip(kappa * math.exp(temper_acceptance[-1] - MALA_TARGET_ACCEPTANCE), 1e-4, 1e2))
+            log.info("fksmc: tempering level %d gamma %.4f ESS/N %.3f", len(temper_gammas), gamma, ess(A) / N)
+
     # -------- t = 0 ------------------------------------------------------------------------
     log_Z_path = log_Z + logmeanexp(A)
     keep = alive.clone()
@@ -660,6 +742,9 @@ def anneal(
         log_Z=log_Z_path, settings=settings, ancestor=ancestor[keep.cpu()].numpy(),
     )
     res.ess_path = ess(A_path)
+    if temper_gammas:
+        res.settings.update(temper_gammas=[float(g) for g in temper_gammas], temper_levels=len(temper_gammas),
+                            temper_acceptance_mean=float(np.mean(temper_acceptance)) if temper_acceptance else None)
     if acceptance:
         res.settings["mala_acceptance_mean"] = float(np.mean(acceptance))
         res.settings["mala_acceptance_min"] = float(np.min(acceptance))

@@ -190,6 +190,16 @@ class AnnealSettings:
                                          "any model)", choices=("continuous", "discrete", "ais"))
     mala_steps: int = setting(1, "weights ais: MALA steps per level on the model's density (no energy "
                                  "evaluations)", ge=0, le=10_000)
+    gamma_path: str = setting("constant", "where gamma acts: constant (the target exp(-gamma E(x, sigma)) at every "
+                                          "sigma), or temper_at_sigma_min (the model's own diffusion, gamma 1, down to "
+                                          "sigma_min, then resample-move tempering of exp(-gamma' E(x, sigma_min)) "
+                                          "from 1 to gamma; keeps the basin masses the model learned while basins "
+                                          "separate)", choices=("constant", "temper_at_sigma_min"))
+    temper_ess: float = setting(0.5, "gamma_path temper_at_sigma_min: each level's conditional ESS/N", gt=0, lt=1)
+    temper_mala_steps: int = setting(32, "gamma_path temper_at_sigma_min: MALA steps on the model's density per "
+                                         "level (no energy evaluations)", ge=0, le=100_000)
+    temper_max_levels: int = setting(100, "gamma_path temper_at_sigma_min: at most this many levels (the last "
+                                          "jumps to gamma)", ge=1, le=100_000)
     drift: str = setting("pita", "pita: u = gamma (g^2/2)(s - grad E); tempered: exact for Gaussians, lower "
                                  "weight variance", choices=("pita", "tempered", "score", "energy"))
     noise_scale: float | None = setting(None, "noise L g instead of g (default: 1, gamma^-1/2 for the tempered "
