@@ -699,7 +699,7 @@ def anneal(
             log.info("fksmc: step %d/%d sigma %.3g ESS/N %.3f", n + 1, n_steps, s_next, ess(A) / N)
 
     # -------- tempering at sigma_min (gamma_path "temper_at_sigma_min") ----------------------
-    temper_gammas, temper_acceptance = [], []
+    temper_gammas, temper_acceptance, temper_ess_trace, temper_resamples = [], [], [], 0
     if gamma_target != gamma:
         sigma_end = float(sig[-1])
         while gamma < gamma_target:
@@ -717,8 +717,10 @@ def anneal(
             gamma = g_next
             temper_gammas.append(gamma)
             x, A = drop_nonfinite(x, A, f)
-            if ess(A) / N < resample_threshold:
+            temper_ess_trace.append(ess(A) / N)
+            if temper_ess_trace[-1] < resample_threshold:
                 x, f, A = resample(x, f, A)
+                temper_resamples += 1
             level = []
             for _ in range(temper_mala_steps):
                 x, f, acc = mala(x, f, sigma_end, kappa * sigma_end ** 2 / gamma)
@@ -744,6 +746,7 @@ def anneal(
     res.ess_path = ess(A_path)
     if temper_gammas:
         res.settings.update(temper_gammas=[float(g) for g in temper_gammas], temper_levels=len(temper_gammas),
+                            temper_ess_trace=[float(r) for r in temper_ess_trace], temper_resamples=temper_resamples,
                             temper_acceptance_mean=float(np.mean(temper_acceptance)) if temper_acceptance else None)
     if acceptance:
         res.settings["mala_acceptance_mean"] = float(np.mean(acceptance))
