@@ -469,8 +469,8 @@ def anneal(
     if weights in ("discrete", "ais"):
         need_lap, need_div_s = False, False
     need_dsig = weights == "continuous" and time_derivative == "autograd"
-    settings = dict(gamma=gamma_target, gamma_path=gamma_path, n_particles=N, n_steps=int(n_steps), sigma_min=sigma_min, sigma_max=sigma_max,
-                    rho=rho, mean_free=bool(mean_free), n_atoms=n_atoms, dim=D, divergence=divergence_method,
+    settings = dict(gamma=gamma_target, gamma_path=gamma_path, n_particles=N, n_steps=int(n_steps),
+                    sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, mean_free=bool(mean_free), n_atoms=n_atoms, dim=D, divergence=divergence_method,
                     n_probes=int(n_probes), probe=probe, resample_threshold=float(resample_threshold),
                     stop_resample_sigma=float(stop_resample_sigma), drift=drift, score_source=score_source,
                     noise_scale=float(noise_scale), time_derivative=time_derivative, weights=weights,
@@ -564,16 +564,14 @@ def anneal(
         lap_phi = gamma * f.lap_E if f.lap_E is not None else 0.0
         return div_u - (u * gphi).sum(-1) - 0.5 * lam2 * ((gphi * gphi).sum(-1) - lap_phi)
 
-    def mala(x: torch.Tensor, f: _Fields, sigma: float, h: float, g: float | None = None
-             ) -> tuple[torch.Tensor, _Fields, float]:
-        """One Metropolis-adjusted Langevin step for q(x) ∝ exp(-g E(x, sigma)) (g: the path's gamma
-        unless given; proposal variance h)."""
-        g = gamma if g is None else g
-        y = x - 0.5 * h * g * f.gE + math.sqrt(h) * noise(x.shape)
+    def mala(x: torch.Tensor, f: _Fields, sigma: float, h: float) -> tuple[torch.Tensor, _Fields, float]:
+        """One Metropolis-adjusted Langevin step for q(x) ∝ exp(-gamma E(x, sigma)) (proposal variance h;
+        gamma: the current level's, which the tempering stage raises)."""
+        y = x - 0.5 * h * gamma * f.gE + math.sqrt(h) * noise(x.shape)
         fy = fields(y, sigma)
-        log_fwd = -((y - x + 0.5 * h * g * f.gE).double() ** 2).sum(-1) / (2 * h)
-        log_back = -((x - y + 0.5 * h * g * fy.gE).double() ** 2).sum(-1) / (2 * h)
-        log_alpha = g * (f.E.double() - fy.E.double()) + log_back - log_fwd
+        log_fwd = -((y - x + 0.5 * h * gamma * f.gE).double() ** 2).sum(-1) / (2 * h)
+        log_back = -((x - y + 0.5 * h * gamma * fy.gE).double() ** 2).sum(-1) / (2 * h)
+        log_alpha = gamma * (f.E.double() - fy.E.double()) + log_back - log_fwd
         u = torch.rand(x.shape[0], generator=generator, dtype=torch.float64).to(device)
         accept = (torch.log(u) < log_alpha) & torch.isfinite(log_alpha) & alive
         for k in _Fields.__slots__:
@@ -702,7 +700,7 @@ def anneal(
     temper_gammas, temper_acceptance, temper_ess_trace, temper_resamples = [], [], [], 0
     if gamma_target != gamma:
         sigma_end = float(sig[-1])
-        while gamma < gamma_target:
+        while gamma != gamma_target:  # upwards (cooling) or, for a hotter target, downwards
             E_end = f.E.double()
             g_next = gamma_target
             if (len(temper_gammas) + 1 < temper_max_levels
@@ -712,7 +710,7 @@ def anneal(
                     mid = 0.5 * (lo + hi)
                     ok = conditional_ess(A, tempering_increment(gamma, mid, E_end)) >= temper_ess
                     lo, hi = (mid, hi) if ok else (lo, mid)
-                g_next = max(lo, gamma + 1e-9 * gamma_target)
+                g_next = lo if lo != gamma else gamma + 1e-9 * (gamma_target - gamma)
             A = A + tempering_increment(gamma, g_next, E_end)
             gamma = g_next
             temper_gammas.append(gamma)

@@ -284,6 +284,13 @@ def test_tempering_levels_follow_the_conditional_ess():
         assert g[-1] == GAMMA and all(b > a for a, b in zip(g, g[1:])) and g[0] > 1.0
         levels[target] = len(g)
     assert levels[0.9] > levels[0.3] >= 1
+    # a hotter target (gamma < 1) tempers downwards and is as exact
+    r = anneal(MODEL, 0.7, 1000, 100, dtype=torch.float64, seed=0, weights="ais", mala_steps=1, resample_threshold=0.5,
+               gamma_path="temper_at_sigma_min", **SCHED)
+    assert r.settings["temper_gammas"][-1] == 0.7 and all(g < 1.0 for g in r.settings["temper_gammas"])
+    const = anneal(MODEL, 0.7, 1000, 100, dtype=torch.float64, seed=0, weights="ais", mala_steps=1,
+                   resample_threshold=0.5, **SCHED)
+    assert abs(r.log_Z - const.log_Z) < 0.1, (r.log_Z, const.log_Z)
     with pytest.raises(ValueError, match="gamma_path"):
         anneal(MODEL, GAMMA, 10, 5, seed=0, gamma_path="sideways", **SCHED)
 
