@@ -616,6 +616,20 @@ def anneal(
             f.set_rows(~alive, 0.0)
         return x, A
 
+    def mala_level(x, f, sigma, n_moves):
+        """n_moves MALA steps on the level at sigma (proposal variance kappa sigma^2 / gamma); kappa is
+        adapted after the level towards the target acceptance, from past levels only."""
+        nonlocal kappa
+        rates = []
+        for _ in range(n_moves):
+            x, f, acc = mala(x, f, sigma, kappa * sigma ** 2 / gamma)
+            rates.append(acc)
+        if not rates:
+            return x, f, None
+        rate = float(np.mean(rates))
+        kappa = float(np.clip(kappa * math.exp(rate - MALA_TARGET_ACCEPTANCE), 1e-4, 1e2))
+        return x, f, rate
+
     def resample(x, f, A):
         """Systematic resampling by the weights A; log Z takes their mean, lineages follow."""
         nonlocal log_Z, ancestor, alive
@@ -661,13 +675,9 @@ def anneal(
             A = A + time_term(gamma, f.E.double(), f_new.E.double()) + log_jacobian
             f = f_new
             x, A = drop_nonfinite(x, A, f)
-            level = []
-            for _ in range(mala_steps):
-                x, f, acc = mala(x, f, s_next, kappa * s_next ** 2 / gamma)
-                level.append(acc)
-            if level:
-                acceptance.append(float(np.mean(level)))
-                kappa = float(np.clip(kappa * math.exp(acceptance[-1] - MALA_TARGET_ACCEPTANCE), 1e-4, 1e2))
+            x, f, rate = mala_level(x, f, s_next, mala_steps)
+            if rate is not None:
+                acceptance.append(rate)
             if log_every and (n + 1) % log_every == 0:
                 log.info("fksmc: step %d/%d sigma %.3g ESS/N %.3f", n + 1, n_steps, s_next, ess(A) / N)
             continue
@@ -719,13 +729,9 @@ def anneal(
             if temper_ess_trace[-1] < resample_threshold:
                 x, f, A = resample(x, f, A)
                 temper_resamples += 1
-            level = []
-            for _ in range(temper_mala_steps):
-                x, f, acc = mala(x, f, sigma_end, kappa * sigma_end ** 2 / gamma)
-                level.append(acc)
-            if level:
-                temper_acceptance.append(float(np.mean(level)))
-                kappa = float(np.clip(kappa * math.exp(temper_acceptance[-1] - MALA_TARGET_ACCEPTANCE), 1e-4, 1e2))
+            x, f, rate = mala_level(x, f, sigma_end, temper_mala_steps)
+            if rate is not None:
+                temper_acceptance.append(rate)
             log.info("fksmc: tempering level %d gamma %.4f ESS/N %.3f", len(temper_gammas), gamma, ess(A) / N)
 
     # -------- t = 0 ------------------------------------------------------------------------
