@@ -238,9 +238,10 @@ def test_exactness_all_combinations(kw):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kw", [k for k in ALL if k.get("weights") != "discrete"], ids=_id)
+@pytest.mark.parametrize("kw", [k for k in ALL if k.get("weights", "continuous") == "continuous"], ids=_id)
 @pytest.mark.parametrize("factor", [0.5, 0.0])
 def test_divergence_error_detected_everywhere(kw, factor, scale_divergence):
+    # only the continuous rate has a divergence; discrete and AIS weights have none to get wrong
     scale_divergence(factor)
     mass_err, logz_err, _, _ = errors(seeds=(0, 1), **kw)
     assert problems(mass_err, logz_err, **kw), (kw, mass_err, logz_err)
