@@ -711,17 +711,17 @@ def anneal(
     if gamma_target != gamma:
         sigma_end = float(sig[-1])
         while gamma != gamma_target:  # upwards (cooling) or, for a hotter target, downwards
-            E_end = f.E.double()
+            energy_end = f.E.double()
             g_next = gamma_target
             if (len(temper_gammas) + 1 < temper_max_levels
-                    and conditional_ess(A, tempering_increment(gamma, g_next, E_end)) < temper_ess):
+                    and conditional_ess(A, tempering_increment(gamma, g_next, energy_end)) < temper_ess):
                 lo, hi = gamma, gamma_target  # bisection for the level whose conditional ESS/N is temper_ess
                 for _ in range(50):
                     mid = 0.5 * (lo + hi)
-                    ok = conditional_ess(A, tempering_increment(gamma, mid, E_end)) >= temper_ess
+                    ok = conditional_ess(A, tempering_increment(gamma, mid, energy_end)) >= temper_ess
                     lo, hi = (mid, hi) if ok else (lo, mid)
                 g_next = lo if lo != gamma else gamma + 1e-9 * (gamma_target - gamma)
-            A = A + tempering_increment(gamma, g_next, E_end)
+            A = A + tempering_increment(gamma, g_next, energy_end)
             gamma = g_next
             temper_gammas.append(gamma)
             x, A = drop_nonfinite(x, A, f)

@@ -178,8 +178,6 @@ def test_cli_aldp_rung_produces_valid_sets(tmp_path):
     assert rc == 0
     dt = json.loads((tmp_path / "dt.json").read_text())["settings"]
     assert dt["gamma_path"] == "temper_at_sigma_min" and dt["temper_gammas"][-1] == pytest.approx(600.0 / 450.0)
-    # the path is part of the output's provenance digest
-    assert SampleSet.read(tmp_path / "wt.h5").attrs["config_digest"] != w.attrs["config_digest"]
     rc = main(["relax", "--samples", str(tmp_path / "w.h5"), "--system", "alanine_dipeptide", "--temperature", "450",
                "--out", str(tmp_path / "r.h5"), "--n-steps", "4", "--bridge", "never"])
     assert rc == 0
