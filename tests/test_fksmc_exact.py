@@ -153,6 +153,15 @@ ALL = ([_combo("continuous", d, v, t) for d in fksmc.DRIFTS for v in ("exact", "
           for w in fksmc.WEIGHTS for t in (0.0, 0.5) for m in (0, 8)])
 
 
+def _particles(kw) -> int:
+    """AIS without MALA moves is plain importance sampling of a scaled Gaussian (the scaling maps
+    telescope), which rarely lands in the narrow third mode: mean mode-mass errors over 3 seeds
+    0.20-0.24 at 1000 particles, 0.07-0.11 at 40,000 and <= 0.015 at 100,000 (log Z -0.01 ... -0.04),
+    a variance that shrinks with N, not a bias; that setting gets 100,000 particles."""
+    plain_is = kw.get("weights") == "ais" and kw.get("mala_steps", 1) == 0 and "gamma_path" not in kw
+    return 100_000 if plain_is else N_PARTICLES
+
+
 def _id(kw):
     return "-".join(str(v) for v in kw.values())
 
@@ -233,7 +242,7 @@ def test_ais_scaling_transport_is_part_of_the_weight(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("kw", ALL, ids=_id)
 def test_exactness_all_combinations(kw):
-    mass_err, logz_err, masses, logz = errors(seeds=(0, 1, 2), **kw)
+    mass_err, logz_err, masses, logz = errors(seeds=(0, 1, 2), n_particles=_particles(kw), **kw)
     assert not problems(mass_err, logz_err, **kw), (kw, problems(mass_err, logz_err, **kw), masses, logz)
 
 
