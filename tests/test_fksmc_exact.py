@@ -158,7 +158,7 @@ def _particles(kw) -> int:
     telescope), which rarely lands in the narrow third mode: mean mode-mass errors over 3 seeds
     0.20-0.24 at 1000 particles, 0.07-0.11 at 40,000 and <= 0.015 at 100,000 (log Z -0.01 ... -0.04),
     a variance that shrinks with N, not a bias; that setting gets 100,000 particles."""
-    plain_is = kw.get("weights") == "ais" and kw.get("mala_steps", 1) == 0 and "gamma_path" not in kw
+    plain_is = kw.get("weights") == "ais" and kw.get("mala_steps", 1) == 0
     return 100_000 if plain_is else N_PARTICLES
 
 
