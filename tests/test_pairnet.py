@@ -14,13 +14,13 @@ from pita.models import PitaModel, load_checkpoint, save_checkpoint
 N_ATOMS = 6
 
 
-def _model(score_source: str = "energy", atom_types: list[int] | None = None) -> PitaModel:
+def _model(score_source: str = "energy", atom_types: list[int] | None = None, **options) -> PitaModel:
     torch.manual_seed(0)
     model = PitaModel({"dim": 3 * N_ATOMS, "n_atoms": N_ATOMS, "temperature": 1.0, "sd": 0.7, "sigma_min": 0.01,
                        "atom_types": atom_types,
                        "sigma_max": 5.0, "length_scale": 1.0, "units": "reduced", "kB": 1.0,
                        "system": {"name": "toy"}, "backbone": "pairnet", "score_source": score_source,
-                       "backbone_options": {"hidden": 32, "layers": 2, "embedding": 8}})
+                       "backbone_options": {"hidden": 32, "layers": 2, "embedding": 8, **options}})
     data = remove_mean(torch.randn(200, 3 * N_ATOMS), N_ATOMS)
     for net in (model.score_model.network, model.energy_model.network):
         net.set_statistics(data)
@@ -51,15 +51,16 @@ def test_energy_is_invariant_and_score_equivariant(sigma):
     assert float(e.detach().std()) > 1e-6  # not a constant
 
 
+@pytest.mark.parametrize("distance_rbf", [0, 8])
 @pytest.mark.parametrize("sigma", [0.01, 0.5])
-def test_identical_particles_can_be_relabelled(sigma):
+def test_identical_particles_can_be_relabelled(sigma, distance_rbf):
     """One atom type (Lennard-Jones): E must not change under any permutation of the particles, and
     it must still be rotation invariant; distinct atoms (a molecule) keep their labels."""
     x = remove_mean(torch.randn(5, 3 * N_ATOMS, dtype=torch.float64), N_ATOMS)
     perm = torch.tensor([3, 0, 5, 1, 4, 2])
     permuted = x.reshape(5, N_ATOMS, 3)[:, perm].reshape(5, -1)
     rot = random_rotations(5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    identical = _model(atom_types=[0] * N_ATOMS)
+    identical = _model(atom_types=[0] * N_ATOMS, distance_rbf=distance_rbf)
     e = identical.energy(x, sigma)
     assert float(e.detach().std()) > 1e-6
     assert torch.allclose(identical.energy(permuted, sigma), e, atol=1e-10)
@@ -102,6 +103,24 @@ def test_statistics_standardise_the_data_and_travel_in_the_checkpoint(tmp_path):
     assert torch.allclose(back.energy_model.network.pair_mean, net.pair_mean.float())
     y = x[:3].float()
     assert torch.allclose(back.energy(y, 0.1), model.float().energy(y, 0.1), atol=1e-5)
+
+
+def test_log_distance_basis_spans_the_data_and_travels_in_the_checkpoint(tmp_path):
+    model = _model(atom_types=[0] * N_ATOMS, distance_rbf=8)
+    net = model.energy_model.network
+    x = remove_mean(torch.randn(300, 3 * N_ATOMS, dtype=torch.float64), N_ATOMS)
+    net.set_statistics(x)
+    d = net.distances(x)
+    lo, hi = net.log_distance_range.tolist()
+    assert lo == pytest.approx(math.log(0.9 * float(d.min())), rel=1e-5)
+    assert hi == pytest.approx(math.log(float(d.max())), rel=1e-5)
+    save_checkpoint(tmp_path / "m.pt", model.float())
+    back = load_checkpoint(tmp_path / "m.pt")
+    assert torch.allclose(back.energy_model.network.log_distance_range, net.log_distance_range.float())
+    y = x[:3].float()
+    assert torch.allclose(back.energy(y, 0.1), model.float().energy(y, 0.1), atol=1e-5)
+    with pytest.raises(ValueError, match="distance_rbf"):
+        _model(distance_rbf=8)  # distinct atoms: each pair already has its own standardisation
 
 
 class _Dimer:
@@ -204,3 +223,52 @@ def test_anneal_does_not_evaluate_an_energy_models_score_twice(weights, divergen
     assert not calls
     np.testing.assert_allclose(res.x.numpy(), ref.x.numpy(), rtol=0, atol=1e-9)
     np.testing.assert_allclose(res.log_weight, ref.log_weight, rtol=0, atol=1e-6)
+
+
+def _dimer_set(r: np.ndarray, stiffness: float, seed: int):
+    from pita.samples import SampleSet
+
+    u = np.random.default_rng(seed).normal(size=(len(r), 3))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    pos = np.stack([-0.5 * r[:, None] * u, 0.5 * r[:, None] * u], axis=1)
+    f0 = -2.0 * stiffness * (r - 1.0)[:, None] * u
+    return SampleSet(positions=pos.astype(np.float32), energy=stiffness * (r - 1.0) ** 2,
+                     forces=np.stack([f0, -f0], axis=1).astype(np.float32),
+                     attrs=dict(system="dimer", temperature=1.0, units="reduced", length_scale=1.0,
+                                n_energy_evals=0, n_energy_evals_total=0, rung=0))
+
+
+@pytest.mark.parametrize("distance_rbf,bound", [(0, None), (16, 0.05)])
+def test_cold_rung_resolves_a_stiff_bond_only_with_the_log_distance_basis(distance_rbf, bound):
+    """A warm-started rung keeps the distance statistics of the hot rung 0. With rung-0 distances
+    spread over 0.9-6 and a cold rung whose bond is 1 +- 0.02 (U = 2000 (r - 1)^2), force matching
+    alone must fit the held-out forces (relative error < 0.05, measured 2e-4) with the log-distance
+    basis; the standardised z alone packs the bond into a sliver of one basis function and stays
+    far off (measured 0.89: this case documents why lj13.yaml sets distance_rbf)."""
+    from pita.training import train
+
+    rng = np.random.default_rng(0)
+    system = _Dimer.system()
+    weights = {"denoising_score_matching": 0.0, "energy_distillation": 0.0, "energy_matching": 0.0,
+               "target_score": 0.0, "force_matching": 1.0}
+    options = {"hidden": 32, "layers": 2, "embedding": 8, **({"distance_rbf": distance_rbf} if distance_rbf else {})}
+
+    def config(steps):
+        return {"steps": steps, "batch_size": 128, "holdout_fraction": 0, "fidelity_samples": 0,
+                "loss_weights": weights, "schedule": {"sigma_max": 3.0},
+                "model": {"backbone": "pairnet", "score_source": "energy", "backbone_options": options}}
+
+    hot = _dimer_set(rng.uniform(0.9, 6.0, 2000), 0.0, seed=1)
+    rung_0 = train([hot], system, device="cpu", seed=0, progress=False, config=config(1)).model
+    cold = _dimer_set(1.0 + rng.normal(0.0, 0.02, 2000), 2000.0, seed=2)
+    res = train([cold.subset(np.arange(1600))], system, device="cpu", seed=0, progress=False, config=config(300),
+                init=rung_0)
+    held = cold.subset(np.arange(1600, 2000))
+    x = remove_mean(torch.as_tensor(held.positions).reshape(len(held), -1), 2)
+    _, grad = res.model.energy_model.grad(x, torch.full((len(held),), res.model.sigma_min))
+    target = -torch.as_tensor(held.forces).reshape(len(held), -1)
+    relative = float((grad - target).pow(2).sum() / target.pow(2).sum())
+    if bound is None:
+        assert relative > 0.5, relative
+    else:
+        assert relative < bound, relative

@@ -220,7 +220,7 @@ class PairBackbone(nn.Module):
 
     def __init__(self, dim: int, n_atoms: int | None, output: str, with_cond: bool = False,
                  atom_types: list[int] | None = None, hidden: int = 256, layers: int = 3, embedding: int = 64,
-                 sd: float = 1.0, rbf: int = 16) -> None:
+                 sd: float = 1.0, rbf: int = 16, distance_rbf: int = 0) -> None:
         super().__init__()
         if n_atoms is None or n_atoms < 2:
             raise ValueError("the pairnet backbone needs particles (n_atoms >= 2), use mlp for R^d")
@@ -238,12 +238,21 @@ class PairBackbone(nn.Module):
         # part sees each particle's neighbour density (a sum over its pairs) instead of the ordered
         # distance vector
         self.identical = atom_types is not None and len(set(atom_types)) == 1
+        if distance_rbf < 0 or (distance_rbf and not self.identical) or distance_rbf == 1:
+            raise ValueError("distance_rbf must be 0 or >= 2, and only for identical particles")
+        self.distance_rbf = int(distance_rbf)
+        if self.distance_rbf:
+            # fine radial functions on log d over the data's range of distances (set_statistics): the
+            # standardised z of a hot, diffuse rung-0 set packs a cold rung's whole first shell into a
+            # fraction of one coarse basis function
+            self.register_buffer("log_distance_range", torch.tensor([0.0, 1.0]))
         if self.identical:
             self.register_buffer("rbf_centres", torch.linspace(-3.0, 3.0, rbf), persistent=False)
             self.rbf_width = 6.0 / (rbf - 1)
-            self.pair_mlp = nn.Sequential(nn.Linear(rbf + 1 + embedding, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
-                                          nn.SiLU(), zero_init(nn.Linear(hidden, 1)))
-            blocks: list[nn.Module] = [nn.Linear(rbf + embedding, hidden), nn.SiLU()]
+            n_radial = rbf + self.distance_rbf
+            self.pair_mlp = nn.Sequential(nn.Linear(n_radial + 1 + embedding, hidden), nn.SiLU(),
+                                          nn.Linear(hidden, hidden), nn.SiLU(), zero_init(nn.Linear(hidden, 1)))
+            blocks: list[nn.Module] = [nn.Linear(n_radial + embedding, hidden), nn.SiLU()]
         else:
             blocks = [nn.Linear(n_pairs + embedding, hidden), nn.SiLU()]
         for _ in range(layers - 1):
@@ -268,6 +277,9 @@ class PairBackbone(nn.Module):
             d = d.reshape(-1, 1)
         self.pair_mean.copy_(d.mean(0).expand_as(self.pair_mean))
         self.pair_std.copy_(d.std(0).clamp_min(1e-3).expand_as(self.pair_std))
+        if self.distance_rbf:  # 10 % below the shortest distance seen, up to the longest
+            lo, hi = math.log(0.9 * float(d.min().clamp_min(1e-6))), math.log(float(d.max().clamp_min(1e-6)))
+            self.log_distance_range.copy_(torch.tensor([lo, max(hi, lo + 1e-3)]))
 
     def scalar(self, u: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         sigma2 = torch.exp(8.0 * c_noise).reshape(-1, 1)  # c_noise = ln(sigma) / 4
@@ -275,16 +287,27 @@ class PairBackbone(nn.Module):
         z = (d - self.pair_mean) / torch.sqrt(self.pair_std**2 + 2.0 * sigma2)
         emb = self.embed(c_noise, cond)
         if self.identical:
-            return self._identical_scalar(z, emb)
+            return self._identical_scalar(z, emb, self._log_distance_rbf(d, sigma2) if self.distance_rbf else None)
         h = self.body(torch.cat([z, emb], dim=-1))
         harmonic = 0.5 * (nn.functional.softplus(self.stiffness) * z.pow(2)).sum(-1)
         return self.head(h).squeeze(-1) + harmonic
 
-    def _identical_scalar(self, z: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def _log_distance_rbf(self, d: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
+        """(B, P, distance_rbf) Gaussians on log d, evenly spaced over the data's range; each widened by
+        the noise's spread in log d (sqrt(2) sigma / d), so that they fade smoothly where noise dominates."""
+        lo, hi = self.log_distance_range[0], self.log_distance_range[1]
+        k = torch.arange(self.distance_rbf, dtype=d.dtype, device=d.device)
+        centres = lo + (hi - lo) * k / (self.distance_rbf - 1)
+        width2 = ((hi - lo) / (self.distance_rbf - 1)) ** 2 + 2.0 * sigma2 / d.clamp_min(1e-3) ** 2  # (B, P)
+        return torch.exp(-0.5 * (torch.log(d.clamp_min(1e-6)).unsqueeze(-1) - centres) ** 2 / width2.unsqueeze(-1))
+
+    def _identical_scalar(self, z: torch.Tensor, emb: torch.Tensor, fine: torch.Tensor | None = None) -> torch.Tensor:
         """sum over pairs of phi(z_ij) + sum over particles of psi(neighbour density): invariant
         under any relabelling of the particles."""
         b, n_pairs = z.shape
         rbf = torch.exp(-0.5 * ((z.unsqueeze(-1) - self.rbf_centres) / self.rbf_width) ** 2)  # (B, P, K)
+        if fine is not None:
+            rbf = torch.cat([rbf, fine.to(rbf.dtype)], dim=-1)
         pair_in = torch.cat([rbf, z.unsqueeze(-1), emb.unsqueeze(1).expand(b, n_pairs, emb.shape[-1])], dim=-1)
         pair_energy = self.pair_mlp(pair_in).squeeze(-1).sum(-1)
         density = rbf.new_zeros(b, self.n_atoms, rbf.shape[-1])
