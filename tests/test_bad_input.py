@@ -274,6 +274,10 @@ CASES = [
     Case("train-bad-backbone-options",
          lambda p, o: _train(p, o, "--config-json", '{"model": {"backbone_options": {"hiddn": 4}}}'),
          ["config.model.backbone_options", "hiddn"]),
+    Case("train-log-distance-basis-for-a-molecule",  # distinct atoms: each pair has its own standardisation
+         lambda p, o: _train(p, o, "--config-json",
+                             '{"model": {"backbone": "pairnet", "backbone_options": {"distance_rbf": 16}}}'),
+         ["config.model.backbone_options", "distance_rbf", "identical particles"]),
     Case("md-config-json-wrong-type", lambda p, o: _md(p, o, "--config-json", '{"replicas": "many"}'),
          ["--config-json", "'replicas'", "must be an integer"]),
     Case("md-config-json-unknown-setting", lambda p, o: _md(p, o, "--config-json", '{"n_sample": 3}'),

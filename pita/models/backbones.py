@@ -15,7 +15,9 @@ D = c_skip x and a fresh energy is the Gaussian term alone (see preconditioning.
   with the noise embedding to an MLP. Invariant under rotations, translations and reflections by
   construction, and it sees bond-scale geometry at the scale of its thermal spread. For identical
   particles (one atom type, Lennard-Jones) it is also invariant under relabelling: a shared pair
-  function of each distance plus a per-particle function of its neighbour density. Its vector
+  function of each distance plus a per-particle function of its neighbour density; option
+  `distance_rbf` adds radial functions on log d fine enough to resolve a cold rung's first shell
+  with the statistics of the hot rung 0 (which the warm-started rungs keep). Its vector
   output is minus the gradient of its scalar (equivariant): with `score_source: energy` the drift
   and the weights use one field.
 - `egnn`: an E(n)-equivariant graph network (Satorras et al. 2021) on the fully connected
