@@ -123,6 +123,30 @@ def test_log_distance_basis_spans_the_data_and_travels_in_the_checkpoint(tmp_pat
         _model(distance_rbf=8)  # distinct atoms: each pair already has its own standardisation
 
 
+def test_repulsive_core_acts_only_below_the_data_and_fades_with_noise():
+    """The core term is zero at every distance the data hold, grows as a pair closes in below 0.9 times
+    the shortest one, and fades where noise dominates (the noised density has no sharp core)."""
+    model = _model(atom_types=[0] * N_ATOMS, distance_rbf=8)
+    net = model.energy_model.network
+    x = remove_mean(torch.randn(300, 3 * N_ATOMS, dtype=torch.float64), N_ATOMS)
+    net.set_statistics(x)
+    net.requires_grad_(False)
+    d_data = net.distances(x)
+    small = torch.tensor([[1e-4]], dtype=torch.float64)
+    assert float(net._core(d_data, small.expand(len(d_data), 1)).abs().max()) == 0.0
+    d_lo = 0.9 * float(d_data.min())
+    closer = torch.tensor([[0.95 * d_lo], [0.7 * d_lo], [0.3 * d_lo]], dtype=torch.float64)
+    core = net._core(closer, small.expand(3, 1))
+    assert 0 < float(core[0]) < float(core[1]) < float(core[2])
+    assert float(net._core(closer[2:], torch.tensor([[1.0]], dtype=torch.float64))) < 0.1 * float(core[2])
+    # and the energy sees it: one overlapping pair raises E at sigma_min by the core term
+    y = x[:1].clone().reshape(1, N_ATOMS, 3)
+    y[0, 1] = y[0, 0] + torch.tensor([0.3 * d_lo, 0.0, 0.0], dtype=torch.float64)
+    y = remove_mean(y.reshape(1, -1), N_ATOMS)
+    stiffness = float(torch.nn.functional.softplus(net.core_stiffness))
+    assert float(model.energy(y, 0.01) - model.energy(x[:1], 0.01)) > 0.5 * stiffness * math.log(1 / 0.3) ** 2
+
+
 class _Dimer:
     """Two particles with a stiff harmonic bond at T = 1: U = 50 (r - 1)^2, std of r = 0.1."""
 
