@@ -133,12 +133,12 @@ def test_repulsive_core_acts_only_below_the_data_and_fades_with_noise():
     net.requires_grad_(False)
     d_data = net.distances(x)
     small = torch.tensor([[1e-4]], dtype=torch.float64)
-    assert float(net._core(d_data, small.expand(len(d_data), 1)).abs().max()) == 0.0
+    assert float(net._core(torch.log(d_data), small.expand(len(d_data), 1)).abs().max()) == 0.0
     d_lo = 0.9 * float(d_data.min())
     closer = torch.tensor([[0.95 * d_lo], [0.7 * d_lo], [0.3 * d_lo]], dtype=torch.float64)
-    core = net._core(closer, small.expand(3, 1))
+    core = net._core(torch.log(closer), small.expand(3, 1))
     assert 0 < float(core[0]) < float(core[1]) < float(core[2])
-    assert float(net._core(closer[2:], torch.tensor([[1.0]], dtype=torch.float64))) < 0.1 * float(core[2])
+    assert float(net._core(torch.log(closer[2:]), torch.tensor([[1.0]], dtype=torch.float64))) < 0.1 * float(core[2])
     # and the energy sees it: one overlapping pair raises E at sigma_min by the core term
     y = x[:1].clone().reshape(1, N_ATOMS, 3)
     y[0, 1] = y[0, 0] + torch.tensor([0.3 * d_lo, 0.0, 0.0], dtype=torch.float64)

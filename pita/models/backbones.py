@@ -295,26 +295,27 @@ class PairBackbone(nn.Module):
         if self.identical:
             if not self.distance_rbf:
                 return self._identical_scalar(z, emb)
-            return self._identical_scalar(z, emb, self._log_distance_rbf(d, sigma2)) + self._core(d, sigma2)
+            log_d = torch.log(d.clamp_min(1e-6))
+            return self._identical_scalar(z, emb, self._log_distance_rbf(d, log_d, sigma2)) + self._core(log_d, sigma2)
         h = self.body(torch.cat([z, emb], dim=-1))
         harmonic = 0.5 * (nn.functional.softplus(self.stiffness) * z.pow(2)).sum(-1)
         return self.head(h).squeeze(-1) + harmonic
 
-    def _log_distance_rbf(self, d: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
+    def _log_distance_rbf(self, d: torch.Tensor, log_d: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
         """(B, P, distance_rbf) Gaussians on log d, evenly spaced over the data's range; each widened by
         the noise's spread in log d (sqrt(2) sigma / d), so that they fade smoothly where noise dominates."""
         lo, hi = self.log_distance_range[0], self.log_distance_range[1]
         k = torch.arange(self.distance_rbf, dtype=d.dtype, device=d.device)
         centres = lo + (hi - lo) * k / (self.distance_rbf - 1)
         width2 = ((hi - lo) / (self.distance_rbf - 1)) ** 2 + 2.0 * sigma2 / d.clamp_min(1e-3) ** 2  # (B, P)
-        return torch.exp(-0.5 * (torch.log(d.clamp_min(1e-6)).unsqueeze(-1) - centres) ** 2 / width2.unsqueeze(-1))
+        return torch.exp(-0.5 * (log_d.unsqueeze(-1) - centres) ** 2 / width2.unsqueeze(-1))
 
-    def _core(self, d: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
+    def _core(self, log_d: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
         """(B,) softplus(k) sum_ij max(0, log d_lo - log d_ij)^2 w^2 / (w^2 + 2 sigma^2 / d_lo^2): zero on every
         distance the data hold (d_lo is 0.9 times the shortest), faded like the basis where noise dominates."""
         lo, hi = self.log_distance_range[0], self.log_distance_range[1]
         w2 = ((hi - lo) / (self.distance_rbf - 1)) ** 2
-        depth = torch.relu(lo - torch.log(d.clamp_min(1e-6)))
+        depth = torch.relu(lo - log_d)
         fade = w2 / (w2 + 2.0 * sigma2.squeeze(-1) * torch.exp(-2.0 * lo))
         return nn.functional.softplus(self.core_stiffness) * depth.pow(2).sum(-1) * fade
 
