@@ -240,7 +240,7 @@ def build_model(config: dict, system, data: TrainingData, init: PitaModel | None
                 model = PitaModel(model_config)
                 for net in (model.score_model.network, model.energy_model.network):
                     if hasattr(net, "set_statistics"):  # pairnet: distances standardised by the data's
-                        net.set_statistics(data.x[: 50_000])
+                        net.set_statistics(data.x)
                 return model
             except (TypeError, ValueError, RuntimeError) as exc:  # e.g. an unknown or negative backbone option
                 problem = " ".join(str(exc).split()) or type(exc).__name__

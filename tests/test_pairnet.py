@@ -123,6 +123,37 @@ def test_log_distance_basis_spans_the_data_and_travels_in_the_checkpoint(tmp_pat
         _model(distance_rbf=8)  # distinct atoms: each pair already has its own standardisation
 
 
+def test_log_distance_range_covers_every_frame():
+    """Mean and spread come from the first max_frames; the range (and so the core's onset) from every frame:
+    a closer pair in a later frame must move d_lo below it."""
+    model = _model(atom_types=[0] * N_ATOMS, distance_rbf=8)
+    net = model.energy_model.network
+    x = remove_mean(torch.randn(300, 3 * N_ATOMS, dtype=torch.float64), N_ATOMS)
+    d_first = net.distances(x[:100])
+    net.set_statistics(x, max_frames=100)
+    assert torch.allclose(net.pair_mean, d_first.reshape(-1).mean().expand_as(net.pair_mean))
+    assert net.log_distance_range[0] == pytest.approx(math.log(0.9 * float(net.distances(x).min())), rel=1e-6)
+    assert float(net.distances(x).min()) < float(d_first.min())  # the case is not vacuous
+
+
+@pytest.mark.parametrize("sigma", [0.01, 0.3, 3.0])
+def test_overlapping_particles_give_finite_energy_and_score(sigma):
+    """Two particles on the same point (an annealed particle can propose it): energy, score and the
+    parameter gradients stay finite in float32."""
+    model = _model(atom_types=[0] * N_ATOMS, distance_rbf=8).float()
+    net = model.energy_model.network
+    x = remove_mean(torch.randn(50, 3 * N_ATOMS), N_ATOMS)
+    net.set_statistics(x)
+    y = x[:4].clone()
+    y[:, 3:6] = y[:, 0:3]  # particle 1 on top of particle 0
+    s = torch.full((4,), sigma)
+    energy = model.energy(y, s)
+    score = model.score(y, s)
+    assert torch.isfinite(energy).all() and torch.isfinite(score).all()
+    energy.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
 def test_repulsive_core_acts_only_below_the_data_and_fades_with_noise():
     """The core term is zero at every distance the data hold, grows as a pair closes in below 0.9 times
     the shortest one, and fades where noise dominates (the noised density has no sharp core)."""
@@ -287,6 +318,9 @@ def test_cold_rung_resolves_a_stiff_bond_only_with_the_log_distance_basis(distan
     cold = _dimer_set(1.0 + rng.normal(0.0, 0.02, 2000), 2000.0, seed=2)
     res = train([cold.subset(np.arange(1600))], system, device="cpu", seed=0, progress=False, config=config(300),
                 init=rung_0)
+    if distance_rbf:  # the warm start keeps rung 0's range: the cold rung's narrow bond must not reset it
+        assert torch.equal(res.model.energy_model.network.log_distance_range,
+                           rung_0.energy_model.network.log_distance_range)
     held = cold.subset(np.arange(1600, 2000))
     x = remove_mean(torch.as_tensor(held.positions).reshape(len(held), -1), 2)
     _, grad = res.model.energy_model.grad(x, torch.full((len(held),), res.model.sigma_min))

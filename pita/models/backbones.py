@@ -276,16 +276,22 @@ class PairBackbone(nn.Module):
         return torch.sqrt(diff.pow(2).sum(-1) + 1e-12)
 
     @torch.no_grad()
-    def set_statistics(self, x: torch.Tensor) -> None:
-        """Mean and spread of every distance over training configurations x (B, D), x~ units."""
-        d = self.distances(x.to(self.pair_mean.dtype))
+    def set_statistics(self, x: torch.Tensor, max_frames: int = 50_000) -> None:
+        """Mean and spread of every distance over (the first `max_frames` of) the training configurations
+        x (B, D), x~ units; with distance_rbf, the range of distances over every frame (the core must be
+        zero on all of them, e.g. on a later, hotter set of a beta-conditioned model)."""
+        d = self.distances(x[:max_frames].to(self.pair_mean.dtype))
         if self.identical:  # one distribution for all pairs: labels carry no meaning
             d = d.reshape(-1, 1)
         self.pair_mean.copy_(d.mean(0).expand_as(self.pair_mean))
         self.pair_std.copy_(d.std(0).clamp_min(1e-3).expand_as(self.pair_std))
         if self.distance_rbf:  # 10 % below the shortest distance seen, up to the longest
-            lo, hi = math.log(0.9 * float(d.min().clamp_min(1e-6))), math.log(float(d.max().clamp_min(1e-6)))
-            self.log_distance_range.copy_(torch.tensor([lo, max(hi, lo + 1e-3)]))
+            d_min, d_max = float("inf"), 0.0
+            for chunk in x.split(max_frames):
+                d = self.distances(chunk.to(self.pair_mean.dtype))
+                d_min, d_max = min(d_min, float(d.min())), max(d_max, float(d.max()))
+            lo, hi = math.log(0.9 * max(d_min, 1e-6)), math.log(max(d_max, 1e-6))
+            self.log_distance_range.copy_(torch.tensor([lo, hi], dtype=self.log_distance_range.dtype))
 
     def scalar(self, u: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         sigma2 = torch.exp(8.0 * c_noise).reshape(-1, 1)  # c_noise = ln(sigma) / 4
