@@ -287,8 +287,8 @@ class PairBackbone(nn.Module):
         self.pair_std.copy_(d.std(0).clamp_min(1e-3).expand_as(self.pair_std))
         if self.distance_rbf:  # 10 % below the shortest distance seen, up to the longest
             d_min, d_max = float(d.min()), float(d.max())  # the first max_frames, then the rest
-            for chunk in x[max_frames:].split(max_frames):
-                d = self.distances(chunk.to(self.pair_mean.dtype))
+            for start in range(max_frames, len(x), max_frames):
+                d = self.distances(x[start:start + max_frames].to(self.pair_mean.dtype))
                 d_min, d_max = min(d_min, float(d.min())), max(d_max, float(d.max()))
             lo, hi = math.log(0.9 * max(d_min, 1e-6)), math.log(max(d_max, 1e-6))
             self.log_distance_range.copy_(torch.tensor([lo, hi], dtype=self.log_distance_range.dtype))
