@@ -155,27 +155,52 @@ def test_overlapping_particles_give_finite_energy_and_score(sigma):
 
 
 def test_repulsive_core_acts_only_below_the_data_and_fades_with_noise():
-    """The core term is zero at every distance the data hold, grows as a pair closes in below 0.9 times
-    the shortest one, and fades where noise dominates (the noised density has no sharp core)."""
+    """As sigma -> 0 the core term is zero at every distance the data hold and grows as a pair closes in below
+    0.9 times the shortest one; it fades where noise dominates (the noised density has no sharp core)."""
     model = _model(atom_types=[0] * N_ATOMS, distance_rbf=8)
     net = model.energy_model.network
     x = remove_mean(torch.randn(300, 3 * N_ATOMS, dtype=torch.float64), N_ATOMS)
     net.set_statistics(x)
     net.requires_grad_(False)
     d_data = net.distances(x)
-    small = torch.tensor([[1e-4]], dtype=torch.float64)
+    small = torch.tensor([[1e-10]], dtype=torch.float64)  # sigma^2
     assert float(net._core(torch.log(d_data), small.expand(len(d_data), 1)).abs().max()) == 0.0
     d_lo = 0.9 * float(d_data.min())
     closer = torch.tensor([[0.95 * d_lo], [0.7 * d_lo], [0.3 * d_lo]], dtype=torch.float64)
     core = net._core(torch.log(closer), small.expand(3, 1))
     assert 0 < float(core[0]) < float(core[1]) < float(core[2])
-    assert float(net._core(torch.log(closer[2:]), torch.tensor([[1.0]], dtype=torch.float64))) < 0.1 * float(core[2])
+    # at sigma = 1 the smoothed wall hardly tells the overlapping pair from the data's shortest one
+    noisy = net._core(torch.log(torch.tensor([[0.3 * d_lo], [d_lo / 0.9]], dtype=torch.float64)),
+                      torch.tensor([[1.0]], dtype=torch.float64).expand(2, 1))
+    assert float(noisy[0] - noisy[1]) < 0.1 * float(core[2])
     # and the energy sees it: one overlapping pair raises E at sigma_min by the core term
     y = x[:1].clone().reshape(1, N_ATOMS, 3)
     y[0, 1] = y[0, 0] + torch.tensor([0.3 * d_lo, 0.0, 0.0], dtype=torch.float64)
     y = remove_mean(y.reshape(1, -1), N_ATOMS)
     stiffness = float(torch.nn.functional.softplus(net.core_stiffness))
     assert float((model.energy(y, 0.01) - model.energy(x[:1], 0.01)).detach()) > 0.5 * stiffness * math.log(1 / 0.3) ** 2
+
+
+def test_repulsive_core_is_smooth_at_its_onset_under_noise():
+    """At sigma > 0 the core's curvature in log d has no jump at d_lo (a bare max(0, m)^2 wall jumps by
+    2 softplus(k) fade there, a Laplacian the heat-equation residual cannot absorb), and as sigma -> 0 it
+    is that bare wall."""
+    model = _model(atom_types=[0] * N_ATOMS, distance_rbf=8)
+    net = model.energy_model.network
+    net.set_statistics(remove_mean(1.0 + torch.randn(300, 3 * N_ATOMS, dtype=torch.float64), N_ATOMS))
+    net.requires_grad_(False)
+    lo = float(net.log_distance_range[0])
+    sigma2 = torch.tensor([[0.17**2]], dtype=torch.float64).expand(2, 1)
+    log_d = torch.tensor([[lo - 1e-4], [lo + 1e-4]], dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(net._core(log_d, sigma2).sum(), log_d, create_graph=True)
+    (curvature,) = torch.autograd.grad(grad.sum(), log_d)
+    w2 = ((float(net.log_distance_range[1]) - lo) / 7) ** 2
+    bare_jump = 2.0 * float(torch.nn.functional.softplus(net.core_stiffness)) * w2 / (w2 + 2 * 0.17**2 / math.exp(2 * lo))
+    assert abs(float(curvature[0, 0] - curvature[1, 0])) < 0.01 * bare_jump
+    m = torch.tensor([[0.5], [0.1], [-0.1]], dtype=torch.float64)
+    tiny = net._core(lo - m, torch.tensor([[1e-12]], dtype=torch.float64).expand(3, 1))
+    k = float(torch.nn.functional.softplus(net.core_stiffness))
+    assert torch.allclose(tiny, k * torch.clamp(m, min=0).pow(2).squeeze(-1), rtol=1e-6, atol=1e-12)
 
 
 class _Dimer:

@@ -317,13 +317,22 @@ class PairBackbone(nn.Module):
         return torch.exp(-0.5 * (log_d.unsqueeze(-1) - centres) ** 2 / width2.unsqueeze(-1))
 
     def _core(self, log_d: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
-        """(B,) softplus(k) sum_ij max(0, log d_lo - log d_ij)^2 w^2 / (w^2 + 2 sigma^2 / d_lo^2): zero on every
-        distance the data hold (d_lo is 0.9 times the shortest), faded like the basis where noise dominates."""
+        """(B,) softplus(k) sum_ij wall(log d_lo - log d_ij) w^2 / (w^2 + s^2): zero on every distance the data
+        hold (d_lo is 0.9 times the shortest), faded like the basis where noise dominates. The wall is
+        max(0, m)^2 smoothed by a Gaussian of the noise's spread in log d, s^2 = 2 sigma^2 / d_lo^2:
+        E[max(0, m + s eps)^2] = (m^2 + s^2) Phi(m / s) + m s phi(m / s), smooth at every sigma > 0 (a bare
+        max(0, m)^2 is only once differentiable at d_lo: its Laplacian jumps there, which the network's
+        heat-equation residual cannot absorb) and max(0, m)^2 again as sigma -> 0."""
         lo, hi = self.log_distance_range[0], self.log_distance_range[1]
         w2 = ((hi - lo) / (self.distance_rbf - 1)) ** 2
-        depth = torch.relu(lo - log_d)
-        fade = w2 / (w2 + 2.0 * sigma2.squeeze(-1) * torch.exp(-2.0 * lo))
-        return nn.functional.softplus(self.core_stiffness) * depth.pow(2).sum(-1) * fade
+        s2 = 2.0 * sigma2 * torch.exp(-2.0 * lo)  # (B, 1)
+        s = torch.sqrt(s2).clamp_min(1e-8)
+        m = lo - log_d
+        t = m / s
+        gauss = torch.exp(-0.5 * t.pow(2)) / math.sqrt(2.0 * math.pi)
+        wall = (m.pow(2) + s.pow(2)) * torch.special.ndtr(t) + m * s * gauss
+        fade = w2 / (w2 + s2.squeeze(-1))
+        return nn.functional.softplus(self.core_stiffness) * wall.sum(-1) * fade
 
     def _identical_scalar(self, z: torch.Tensor, emb: torch.Tensor, fine: torch.Tensor | None = None) -> torch.Tensor:
         """sum over pairs of phi(z_ij) + sum over particles of psi(neighbour density): invariant
