@@ -194,12 +194,12 @@ def test_repulsive_core_is_smooth_at_its_onset_under_noise():
     log_d = torch.tensor([[lo - 1e-4], [lo + 1e-4]], dtype=torch.float64, requires_grad=True)
     (grad,) = torch.autograd.grad(net._core(log_d, sigma2).sum(), log_d, create_graph=True)
     (curvature,) = torch.autograd.grad(grad.sum(), log_d)
+    k = float(torch.nn.functional.softplus(net.core_stiffness))
     w2 = ((float(net.log_distance_range[1]) - lo) / 7) ** 2
-    bare_jump = 2.0 * float(torch.nn.functional.softplus(net.core_stiffness)) * w2 / (w2 + 2 * 0.17**2 / math.exp(2 * lo))
+    bare_jump = 2.0 * k * w2 / (w2 + 2 * 0.17**2 / math.exp(2 * lo))
     assert abs(float(curvature[0, 0] - curvature[1, 0])) < 0.01 * bare_jump
     m = torch.tensor([[0.5], [0.1], [-0.1]], dtype=torch.float64)
     tiny = net._core(lo - m, torch.tensor([[1e-12]], dtype=torch.float64).expand(3, 1))
-    k = float(torch.nn.functional.softplus(net.core_stiffness))
     assert torch.allclose(tiny, k * torch.clamp(m, min=0).pow(2).squeeze(-1), rtol=1e-6, atol=1e-12)
 
 

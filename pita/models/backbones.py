@@ -330,7 +330,7 @@ class PairBackbone(nn.Module):
         m = lo - log_d
         t = m / s
         gauss = torch.exp(-0.5 * t.pow(2)) / math.sqrt(2.0 * math.pi)
-        wall = (m.pow(2) + s.pow(2)) * torch.special.ndtr(t) + m * s * gauss
+        wall = (m.pow(2) + s2) * torch.special.ndtr(t) + m * s * gauss
         fade = w2 / (w2 + s2.squeeze(-1))
         return nn.functional.softplus(self.core_stiffness) * wall.sum(-1) * fade
 
