@@ -61,7 +61,8 @@ MODEL_COLUMNS = ["ess_path_fraction", "ess_final_fraction", "ess_reweight_previo
                  "model_energy_r2", "model_score_energy_gap_lt_0.1", "model_score_energy_gap_0.1_1",
                  "model_score_energy_gap_gt_1", "model_bond_rms_error_pm", "model_bond_rms_data_pm",
                  "model_generated_dU_kT", "model_generated_wrong_chirality", "model_heat_residual_lt_0.1",
-                 "model_heat_residual_0.1_1", "model_heat_residual_gt_1", "model_generated_path_ess"]
+                 "model_heat_residual_0.1_1", "model_heat_residual_gt_1", "model_heat_residual_robust_lt_0.1",
+                 "model_heat_residual_robust_0.1_1", "model_heat_residual_robust_gt_1", "model_generated_path_ess"]
 #: order of methods in that table
 METHOD_ORDER = {"pita": 0, "md": 1, "replica_exchange": 2}
 #: columns of the per-residue Ramachandran table of a rung (metrics.json's per_residue)
