@@ -20,7 +20,7 @@ import json
 import numpy as np
 import torch
 
-from pita.fidelity import _energies, held_out_data
+from pita.fidelity import energies, held_out_data
 from pita.models import load_checkpoint
 from pita.samples import SampleSet
 from pita.systems import from_argument
@@ -28,7 +28,7 @@ from pita.systems import from_argument
 
 def next_temperature_fidelity(model, system, frames: SampleSet, temperature: float) -> dict:
     h = held_out_data(frames, system, model)
-    e = _energies(model, h["x"], model.config["sigma_min"]).numpy()
+    e = energies(model, h["x"], model.config["sigma_min"]).numpy()
     gamma = float(model.config["temperature"]) / temperature
     u = np.asarray(frames.energy, dtype=np.float64) / system.kT(temperature)
     d = gamma * e - u

@@ -42,14 +42,15 @@ SIGMA_BANDS = ((0.01, 0.03), (0.03, 0.1), (0.1, 0.3), (0.3, 1.0), (1.0, 3.0), (3
 
 
 @torch.no_grad()
-def _energies(model: Any, x: torch.Tensor, sigma: float, batch: int = 2048) -> torch.Tensor:
+def energies(model: Any, x: torch.Tensor, sigma: float, batch: int = 2048) -> torch.Tensor:
+    """E(x, sigma) of the model, in batches, as float64 (no graph)."""
     out = [model.energy(x[i:i + batch], sigma).double() for i in range(0, x.shape[0], batch)]
     return torch.cat(out)
 
 
 def energy_fidelity(model: Any, x: torch.Tensor, reduced_energy: torch.Tensor, gamma: float = 1.0) -> dict:
     """Spread of gamma (E(x, sigma_min) - U/kT_k) and R^2 of E against U/kT_k on samples x (N, D)."""
-    e = _energies(model, x, model.config["sigma_min"])
+    e = energies(model, x, model.config["sigma_min"])
     u = reduced_energy.to(e)
     r = e - u
     corr = torch.corrcoef(torch.stack([e, u]))[0, 1].item() if len(e) > 2 else float("nan")
