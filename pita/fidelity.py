@@ -85,9 +85,10 @@ def score_consistency(model: Any, x0: torch.Tensor, n_atoms: int | None, bands=S
 
 
 def heat_equation_residual(model: Any, x0: torch.Tensor, n_atoms: int | None, bands=SIGMA_BANDS,
-                           per_band: int = 128, seed: int = 0) -> list[dict]:
+                           per_band: int = 128, seed: int = 0, keep_frames: bool = False) -> list[dict]:
     """Spread over noised samples of tau r at sigma = the band's geometric middle (exact laplacian): sd,
-    robust sd (1.4826 MAD) and the fraction of samples more than 5 robust sd from the median."""
+    robust sd (1.4826 MAD) and the fraction of samples more than 5 robust sd from the median.
+    keep_frames: each band also carries its noised frames `x` and their `tau_r` (tensors, for diagnosis)."""
     from .fksmc import divergence
     from .losses import HeatEquationResidual
 
@@ -109,6 +110,8 @@ def heat_equation_residual(model: Any, x0: torch.Tensor, n_atoms: int | None, ba
         robust = 1.4826 * float(dev.median())
         out.append({"sigma": sigma, "sigma_lo": lo, "sigma_hi": hi, "sd_tau_r": float(tau_r.std()),
                     "robust_sd_tau_r": robust, "tail_fraction": float((dev > 5 * robust).double().mean())})
+        if keep_frames:
+            out[-1].update(x=xs.detach().cpu(), tau_r=tau_r.cpu())
     return out
 
 

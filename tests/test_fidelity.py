@@ -139,12 +139,17 @@ def test_heat_residual_robust_spread_sees_the_bulk_past_rare_outliers():
             exact = self.energy_model
             self.energy_model = lambda x, sigma: exact(x, sigma) + 50.0 * torch.relu(x.norm(dim=-1) - far) ** 3
 
-    bands = heat_equation_residual(Bumped(), x, None, per_band=256)
+    bands = heat_equation_residual(Bumped(), x, None, per_band=256, keep_frames=True)
     low = [b for b in bands if b["sigma"] < 0.1]
+    for b in low:  # the kept frames are the tail's: the outliers are the frames beyond the bump's onset
+        dev = (b["tau_r"] - b["tau_r"].median()).abs()
+        outside = b["x"].norm(dim=-1) > far
+        assert b["x"].shape == (256, x.shape[1]) and bool((dev[~outside] < 1e-8).all()) and bool(outside.any())
     assert all(b["sd_tau_r"] > 1e-3 for b in low), low
     assert all(b["robust_sd_tau_r"] < 1e-8 for b in low), low
     assert all(0.0 < b["tail_fraction"] < 0.1 for b in low), low
-    out = summary_scalars({"fidelity": {"heat_equation_residual": bands}})
+    out = summary_scalars({"fidelity": {"heat_equation_residual": [{k: v for k, v in b.items() if k not in ("x", "tau_r")}
+                                                                    for b in bands]}})
     assert out["model_heat_residual_robust_lt_0.1"] < 1e-8 < out["model_heat_residual_lt_0.1"]
 
 
