@@ -5,6 +5,7 @@ errors").
     cd <the run's directory>   # where `snakemake` ran
     OMP_NUM_THREADS=1 python bench/rung_seeds.py --kind pita --seed 1 [--out results/seeds]
     OMP_NUM_THREADS=1 python bench/rung_seeds.py --kind smc --seed 1
+    ... --configfile workflow/configs/lj13.yaml   # a run made with --configfile
 
 The commands are the pipeline's own (read from `snakemake -n -p`), with the seed replaced (anneal
 7000 + s, relax 8000 + s, smc 9000 + s; the evaluation keeps its seed) and the outputs written
@@ -23,8 +24,9 @@ SEED_OFFSET = {"anneal": 7000, "relax": 8000, "baseline": 9000}
 OUTPUTS = ("--out", "--diagnostics", "--out-dir", "--metrics-out", "--plots-dir")
 
 
-def pipeline_commands(run_dir: Path) -> list[list[str]]:
-    dry = subprocess.run(["snakemake", "-n", "-p", "--nolock", "--forceall"], cwd=run_dir,
+def pipeline_commands(run_dir: Path, configfile: str | None = None) -> list[list[str]]:
+    extra = ["--configfile", configfile] if configfile else []
+    dry = subprocess.run(["snakemake", "-n", "-p", "--nolock", "--forceall", *extra], cwd=run_dir,
                          capture_output=True, text=True, check=True).stdout
     cmds = []
     for line in dry.splitlines():
@@ -43,11 +45,12 @@ def main() -> None:
     p.add_argument("--kind", choices=("pita", "smc"), required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--run-dir", default=".")
+    p.add_argument("--configfile", default=None, help="the run's config file, as given to snakemake")
     p.add_argument("--out", default="results/seeds")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = p.parse_args()
     run_dir = Path(args.run_dir)
-    cmds = pipeline_commands(run_dir)
+    cmds = pipeline_commands(run_dir, args.configfile)
     final = max(int(option(c, "--rung")) for c in cmds if c[1] == "anneal")
     if args.kind == "pita":
         steps = [c for c in cmds if c[1] in ("anneal", "relax") and option(c, "--rung") == str(final)]
