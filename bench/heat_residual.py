@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from pita.fidelity import heat_equation_residual, held_out_data
+from pita.metrics import pairwise_distances
 from pita.models.pita_model import load_checkpoint
 from pita.samples import SampleSet
 from pita.systems import from_argument
@@ -23,9 +24,7 @@ from pita.systems import from_argument
 
 def shortest_pair(x: torch.Tensor, n_atoms: int) -> np.ndarray:
     """(N,) smallest interatomic distance of each flattened frame."""
-    p = x.double().reshape(len(x), n_atoms, 3)
-    d = torch.cdist(p, p) + torch.eye(n_atoms, dtype=p.dtype) * torch.finfo(p.dtype).max
-    return d.amin((1, 2)).numpy()
+    return pairwise_distances(x.double().reshape(len(x), n_atoms, 3).numpy()).min(axis=1)
 
 
 def main() -> None:
