@@ -11,8 +11,9 @@ cpu_time). `cost_table` sums them per method:
 
 Energy evaluations: PITA's final rung's n_energy_evals_total, each baseline's own total.
 wall_time_s is the sum of the jobs' wall times (not the elapsed time of a parallel run);
-cpu_hours the sum of Snakemake's cpu_time; gpu_hours the wall time of the jobs of rules that ran
-with a GPU requested (`gpu_rules`: train, anneal, relax and baseline when device is cuda).
+cpu_hours the sum of Snakemake's cpu_time; gpu_hours the wall time of the jobs that ran with a GPU
+requested (`gpu_jobs`: job names as the benchmark files', e.g. md_seed, train_0, baseline_smc; the
+workflow lists them when device is cuda: plain MD on OpenMM's CPU platforms requests none).
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def _job(path: str | os.PathLike) -> tuple[str, str | None]:
 
 
 def cost_table(benchmarks: Iterable[str | os.PathLike], rows: Sequence[dict] = (),
-               gpu_rules: Sequence[str] = ()) -> list[dict[str, Any]]:
+               gpu_jobs: Sequence[str] = ()) -> list[dict[str, Any]]:
     """One row per method (pita first, then the baselines, then evaluation) with
     n_energy_evals_total, wall_time_s, cpu_hours, gpu_hours, jobs and a note."""
     groups: dict[str, list[tuple[str, dict]]] = {}
@@ -66,15 +67,15 @@ def cost_table(benchmarks: Iterable[str | os.PathLike], rows: Sequence[dict] = (
         rule, tail = _job(path)
         if rule == "report":
             continue
-        bench = read_benchmark(path)
+        job, bench = Path(path).stem, read_benchmark(path)
         if rule in PITA_RULES:
-            groups.setdefault("pita", []).append((rule, bench))
+            groups.setdefault("pita", []).append((job, bench))
             if rule == "md_seed":
-                seed.append((rule, bench))
+                seed.append((job, bench))
         elif rule == "baseline":
-            groups.setdefault(str(tail), []).append((rule, bench))
+            groups.setdefault(str(tail), []).append((job, bench))
         else:
-            groups.setdefault("evaluation", []).append((rule, bench))
+            groups.setdefault("evaluation", []).append((job, bench))
     if "smc" in groups:
         groups["smc"] += seed
     evals: dict[str, int] = {}
@@ -93,7 +94,7 @@ def cost_table(benchmarks: Iterable[str | os.PathLike], rows: Sequence[dict] = (
             continue
         wall = sum(b["s"] for _, b in jobs)
         cpu = sum(b["cpu_time"] for _, b in jobs)
-        gpu = sum(b["s"] for rule, b in jobs if rule in gpu_rules)
+        gpu = sum(b["s"] for job, b in jobs if job in gpu_jobs)
         out.append({"method": method, "n_energy_evals_total": evals.get(method) if method != "evaluation" else None,
                     "wall_time_s": wall, "cpu_hours": cpu / 3600.0 if math.isfinite(cpu) else None,
                     "gpu_hours": gpu / 3600.0, "jobs": len(jobs),

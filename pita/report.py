@@ -496,7 +496,7 @@ def check_report_outputs(out_html: str | os.PathLike | None, summary_csv: str | 
 def write_report(metrics_paths: Iterable[str | os.PathLike], out_html: str | os.PathLike | None = None,
                  summary_csv: str | os.PathLike | None = None, title: str = "PITA evaluation report", *,
                  diagnostics: Sequence[str | os.PathLike] = (), losses: Sequence[str | os.PathLike] = (),
-                 benchmarks: Sequence[str | os.PathLike] = (), gpu_rules: Sequence[str] = (),
+                 benchmarks: Sequence[str | os.PathLike] = (), gpu_jobs: Sequence[str] = (),
                  cost_csv: str | os.PathLike | None = None, ess_plot: str | os.PathLike | None = None,
                  losses_plot: str | os.PathLike | None = None,
                  accuracy_plot: str | os.PathLike | None = None) -> list[dict]:
@@ -518,7 +518,7 @@ def write_report(metrics_paths: Iterable[str | os.PathLike], out_html: str | os.
     if benchmarks:
         from .cost import cost_table
 
-        cost = cost_table(benchmarks, rows, gpu_rules)
+        cost = cost_table(benchmarks, rows, gpu_jobs)
         by_method = {c["method"]: c for c in cost}
         temps = [m["temperature"] for m in rows if isinstance(m.get("temperature"), (int, float))]
         target = min(temps) if temps else None

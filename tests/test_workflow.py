@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -316,7 +317,9 @@ def dry_run_jobs(output: str) -> list[dict]:
     for line in output.splitlines():
         m = re.match(r"^(?:local)?rule (\w+):$", line)
         if m:
-            jobs.append({"rule": m.group(1), "threads": 1, "resources": {}, "shell": ""})
+            jobs.append({"rule": m.group(1), "threads": 1, "resources": {}, "shell": "", "benchmark": None})
+        elif jobs and line.startswith("    benchmark: "):
+            jobs[-1]["benchmark"] = Path(line.split(":", 1)[1].strip()).stem
         elif jobs and line.startswith("    threads: "):
             jobs[-1]["threads"] = int(line.split(":", 1)[1])
         elif jobs and line.startswith("    resources: "):
@@ -414,7 +417,13 @@ def test_gpu_scale_config_through_the_slurm_profile_asks_for_what_each_job_uses(
             assert gpus == ([] if cpu_only else ["a100:1" if case == "gpu_model" else "1"]), (what, call)
             assert f"--cpus-per-task={job['threads']}" in call and f"-t {res['runtime']}" in call, call
             assert f"--mem {res['mem_mb']}" in call, call
+    # the cost table's GPU hours: exactly the method jobs (PITA's and the baselines') that asked for one
+    report_shell = next(j["shell"] for j in jobs if j["rule"] == "report")
+    listed = shlex.split(report_shell.split("--gpu-jobs", 1)[1].split(" --", 1)[0])
+    expected = {j["benchmark"] for j in jobs if j["resources"].get("gpu") == 1 and j["rule"] != "reference_md"}
+    assert "md_seed" in expected and sorted(listed) == sorted(expected), (listed, expected)
     if case == "cpu_md":
+        assert "baseline_md" not in listed
         assert sum(j["rule"] == "reference_md" and j["resources"].get("gpu") == 0 for j in jobs) == 1
         assert sum(j["rule"] == "baseline" and j["resources"].get("gpu") == 0 for j in jobs) == 1
 

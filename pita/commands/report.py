@@ -19,8 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--losses", nargs="*", default=[], metavar="CSV", help="losses.csv per rung for --losses-plot")
     p.add_argument("--benchmarks", nargs="*", default=[], metavar="TSV",
                    help="Snakemake benchmark files of the run's jobs: the cost per method (pita.cost)")
-    p.add_argument("--gpu-rules", nargs="*", default=[], metavar="RULE",
-                   help="rules whose jobs ran with a GPU requested (their wall time counts as GPU hours)")
+    p.add_argument("--gpu-jobs", nargs="*", default=[], metavar="JOB",
+                   help="jobs that ran with a GPU requested, named as their benchmark files (md_seed, train_0, "
+                        "baseline_smc, ...): their wall time counts as GPU hours")
     p.add_argument("--cost", default=None, help="CSV of the cost per method to write (needs --benchmarks)")
     p.add_argument("--ess-plot", default=None, help="PNG of the ESS traces to write")
     p.add_argument("--losses-plot", default=None, help="PNG of the training losses to write")
@@ -38,6 +39,6 @@ def run(args: argparse.Namespace) -> int:
         raise PitaInputError("--cost: needs --benchmarks")
     write_report(args.metrics, out_html=args.out, summary_csv=args.summary, title=args.title,
                  diagnostics=args.diagnostics, losses=args.losses, benchmarks=args.benchmarks,
-                 gpu_rules=args.gpu_rules, cost_csv=args.cost, ess_plot=args.ess_plot, losses_plot=args.losses_plot,
+                 gpu_jobs=args.gpu_jobs, cost_csv=args.cost, ess_plot=args.ess_plot, losses_plot=args.losses_plot,
                  accuracy_plot=args.accuracy_plot)
     return 0

@@ -2,6 +2,7 @@
 # Every value that reaches a shell command is quoted with Snakemake's `:q` (shlex quoting);
 # settings travel as one JSON object per job (--config-json), never as hand-built flags.
 import json
+from types import SimpleNamespace
 
 from snakemake.utils import validate
 
@@ -180,8 +181,15 @@ def baseline_smc_args(w, input):
     return ["--seed-set", input.seed_set, "--relax-json", json.dumps(relax, sort_keys=True)]
 
 
-#: rules whose jobs request a GPU when device is cuda (their wall time is GPU time in the cost table)
-GPU_RULES = ["train", "anneal", "relax", "baseline"]
+def gpu_jobs():
+    """The jobs of PITA and the baselines that request a GPU when device is cuda, named as their
+    benchmark files: their wall time is GPU time in the cost table. The same predicates as the
+    rules' job_resources, so an MD job on OpenMM's CPU platforms counts none."""
+    jobs = ["md_seed"] if MD_SEED_GPU else []
+    jobs += [f"train_{k}" for k in range(K)]
+    jobs += [f"{rule}_{k}" for k in range(1, K + 1) for rule in ("anneal", "relax")]
+    jobs += [f"baseline_{m}" for m in BASELINE_METHODS if baseline_uses_gpu(SimpleNamespace(method=m))]
+    return jobs
 
 
 def cost_benchmarks():

@@ -17,7 +17,7 @@ rule report:
         ess=report(f"{RUN}/figures/ess_traces.png", caption="../report/ess.rst", category="Diagnostics"),
         losses=report(f"{RUN}/figures/losses.png", caption="../report/losses.rst", category="Diagnostics"),
     params:
-        gpu_rules=["--gpu-rules", *GPU_RULES] if USE_GPU else [],
+        gpu_jobs=["--gpu-jobs", *gpu_jobs()] if USE_GPU else [],
     log:
         f"{RUN}/logs/report.log",
     benchmark:
@@ -30,5 +30,5 @@ rule report:
     shell:
         "pita report --metrics {input.metrics:q} {input.baselines:q} --summary {output.summary:q}"
         " --diagnostics {input.diagnostics:q} --losses {input.losses:q} --benchmarks {input.benchmarks:q}"
-        " {params.gpu_rules:q} --cost {output.cost:q} --ess-plot {output.ess:q} --losses-plot {output.losses:q}"
+        " {params.gpu_jobs:q} --cost {output.cost:q} --ess-plot {output.ess:q} --losses-plot {output.losses:q}"
         " --accuracy-plot {output.accuracy:q} --out {output.html:q} > {log:q} 2>&1"
