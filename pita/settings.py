@@ -93,9 +93,13 @@ class ReferenceSettings(MDSettings):
                                 factory=dict, cli=False)
 
 
+#: the networks pita.models builds (pairnet: the invariant energy over interatomic distances)
+BACKBONES = ("mlp", "transformer", "egnn", "pairnet")
+
+
 @dataclass(frozen=True)
 class ModelSettings:
-    backbone: str = setting("mlp", "network of the score and energy models", choices=("mlp", "transformer", "egnn", "pairnet"))
+    backbone: str = setting("mlp", "network of the score and energy models", choices=BACKBONES)
     backbone_options: dict | None = setting(None, "options of the backbone (default: the backbone's own)")
     beta_conditioning: bool = setting(False, "condition on ln(T_ref/T) (needed to train on several rungs' sets)")
     score_source: str = setting("score", "field PitaModel.score returns: the score network or -grad E",

@@ -1,7 +1,10 @@
 """The documentation stands alone: no pointer outside the repository, every CLI option has a help
 text, and docs/METHOD.md states the weight formulas the code's docstring states."""
 import argparse
+import contextlib
+import io
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -85,3 +88,62 @@ def test_method_pointers_name_existing_sections():
             if ref not in sections:
                 bad.append(f"{path.relative_to(ROOT)}: section {ref}")
     assert not bad, "pointers to sections docs/METHOD.md does not have:\n" + "\n".join(bad)
+
+
+def _fenced_blocks(text: str) -> list[str]:
+    blocks, current = [], None
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            if current is None:
+                current = []
+            else:
+                blocks.append("\n".join(current))
+                current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def _pita_commands(block: str):
+    """(line, argv) of each `pita <step> ...` command in a shell block: continuations joined,
+    a quoted argument spanning lines (a JSON object) read whole, comments dropped."""
+    lines = re.sub(r"\\\n\s*", " ", block).splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i].strip()
+        i += 1
+        m = re.match(r"^(?:\w+=\S+ )*pita (\S.*)$", line)
+        if not m:
+            continue
+        text = m.group(1)
+        while True:
+            lexer = shlex.shlex(text, posix=True)
+            lexer.whitespace_split, lexer.commenters = True, "#"
+            try:
+                yield line, list(lexer)
+                break
+            except ValueError:  # an open quote: the argument goes on on the next line
+                assert i < len(lines), f"unterminated quote in {line!r}"
+                text += " " + lines[i].strip()
+                i += 1
+
+
+def test_documented_pita_commands_parse():
+    """Every `pita ...` command in a shell block of the docs is one the CLI accepts (options renamed in
+    the code must be renamed in the docs)."""
+    bad, seen = [], 0
+    for path in _tracked_files():
+        if path.suffix != ".md" or not path.is_file():
+            continue
+        for block in _fenced_blocks(path.read_text(encoding="utf-8")):
+            for line, argv in _pita_commands(block):
+                seen += 1
+                err = io.StringIO()
+                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                    try:
+                        build_parser().parse_args(argv)
+                    except SystemExit as exc:
+                        if exc.code:
+                            bad.append(f"{path.relative_to(ROOT)}: {line[:80]}...: {err.getvalue().strip().splitlines()[-1]}")
+    assert seen >= 10, f"only {seen} documented commands found: the extraction is broken"
+    assert not bad, "documented commands the CLI refuses:\n" + "\n".join(bad)

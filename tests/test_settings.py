@@ -189,3 +189,18 @@ def test_payloads_in_free_text_fields_never_run(tmp_path):
     assert seed.attrs["system"] == name and len(seed) == 16
     ref = SampleSet.read(work / targets[1])
     assert ref.attrs["system"] == name and ref.attrs["reference_source"] == given.name
+
+
+def test_train_cli_offers_every_backbone_the_config_accepts():
+    """`pita train --backbone` and config.yaml's train.model.backbone take the same networks."""
+    import argparse
+
+    from pita.cli import build_parser
+    from pita.models import BACKBONES as BUILT
+    from pita.settings import BACKBONES, ModelSettings
+
+    train = next(a.choices["train"] for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    option = next(a for a in train._actions if "--backbone" in a.option_strings)
+    config_choices = ModelSettings.__dataclass_fields__["backbone"].metadata["choices"]
+    assert tuple(option.choices) == tuple(config_choices) == BACKBONES == BUILT
+    assert "pairnet" in BACKBONES

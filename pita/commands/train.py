@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..settings import TrainSettings, add_arguments as add_settings
+    from ..settings import BACKBONES, TrainSettings, add_arguments as add_settings
 
     p.add_argument("--samples", action="append", required=True, metavar="H5",
                    help="sample set of this rung (repeat to add earlier rungs' sets: needs beta conditioning)")
@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the next rung's temperature: the fidelity report gives the final log-weight spread at "
                         "gamma = T / T_next (default: gamma = 1)")
     p.add_argument("--diagnostics", help="model fidelity on the held-out samples (JSON)")
-    p.add_argument("--backbone", choices=["mlp", "transformer", "egnn"], help="network (sets model.backbone)")
+    p.add_argument("--backbone", choices=BACKBONES, help="network (sets model.backbone)")
     add_device(p)
     add_seed(p)
     p.add_argument("--work-dir", help="resumable training state goes here (default: .pita-work beside --out)")

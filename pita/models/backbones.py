@@ -31,7 +31,7 @@ import math
 import torch
 from torch import nn
 
-BACKBONES = ("mlp", "transformer", "egnn", "pairnet")
+from ..settings import BACKBONES  # the one list: config choices, CLI choices, the builder
 
 
 class ScalarEmbedding(nn.Module):
