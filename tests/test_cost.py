@@ -33,6 +33,13 @@ def test_gpu_hours_count_the_jobs_that_asked_for_a_gpu_not_their_rules(tmp_path)
     assert all(r["gpu_hours"] == 0 for r in cost_table(files, rows))
 
 
+def test_gpu_job_names_that_match_no_benchmark_are_refused(tmp_path):
+    """Rule names (the old meaning) would silently count no GPU time."""
+    files = [_bench(tmp_path, job, 10.0, 5.0) for job in ("md_seed", "train_0")]
+    with pytest.raises(PitaInputError, match="--gpu-jobs: train:"):
+        cost_table(files, (), ["md_seed", "train"])
+
+
 def test_a_benchmark_of_no_workflow_job_is_refused_with_its_name(tmp_path):
     bad = _bench(tmp_path, "mystery_step", 1.0, 1.0)
     with pytest.raises(PitaInputError, match="mystery_step.tsv"):

@@ -144,6 +144,7 @@ def test_documented_pita_commands_parse():
                         build_parser().parse_args(argv)
                     except SystemExit as exc:
                         if exc.code:
-                            bad.append(f"{path.relative_to(ROOT)}: {line[:80]}...: {err.getvalue().strip().splitlines()[-1]}")
+                            why = (err.getvalue().strip().splitlines() or [f"exit {exc.code}"])[-1]
+                            bad.append(f"{path.relative_to(ROOT)}: {line[:80]}...: {why}")
     assert seen >= 10, f"only {seen} documented commands found: the extraction is broken"
     assert not bad, "documented commands the CLI refuses:\n" + "\n".join(bad)

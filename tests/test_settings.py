@@ -204,3 +204,8 @@ def test_train_cli_offers_every_backbone_the_config_accepts():
     config_choices = ModelSettings.__dataclass_fields__["backbone"].metadata["choices"]
     assert tuple(option.choices) == tuple(config_choices) == BACKBONES == BUILT
     assert "pairnet" in BACKBONES
+    from pita.models import DEFAULT_OPTIONS, make_backbone
+
+    assert set(DEFAULT_OPTIONS) == set(BACKBONES)
+    for name in BACKBONES:  # every name the config accepts builds a network
+        assert make_backbone(name, 9, 3, "scalar") is not None

@@ -420,10 +420,10 @@ def test_gpu_scale_config_through_the_slurm_profile_asks_for_what_each_job_uses(
     # the cost table's GPU hours: exactly the method jobs (PITA's and the baselines') that asked for one
     report_shell = next(j["shell"] for j in jobs if j["rule"] == "report")
     listed = shlex.split(report_shell.split("--gpu-jobs", 1)[1].split(" --", 1)[0])
-    expected = {j["benchmark"] for j in jobs if j["resources"].get("gpu") == 1 and j["rule"] != "reference_md"}
+    expected = {j["benchmark"] for j in jobs if j["resources"].get("gpu") == 1}
     assert "md_seed" in expected and sorted(listed) == sorted(expected), (listed, expected)
     if case == "cpu_md":
-        assert "baseline_md" not in listed
+        assert "baseline_md" not in listed and "reference_md_3" not in listed and "reference_md_0" in listed
         assert sum(j["rule"] == "reference_md" and j["resources"].get("gpu") == 0 for j in jobs) == 1
         assert sum(j["rule"] == "baseline" and j["resources"].get("gpu") == 0 for j in jobs) == 1
 

@@ -182,10 +182,11 @@ def baseline_smc_args(w, input):
 
 
 def gpu_jobs():
-    """The jobs of PITA and the baselines that request a GPU when device is cuda, named as their
-    benchmark files: their wall time is GPU time in the cost table. The same predicates as the
-    rules' job_resources, so an MD job on OpenMM's CPU platforms counts none."""
+    """The jobs that request a GPU when device is cuda, named as their benchmark files: their wall
+    time is GPU time in the cost table. The same predicates as the rules' job_resources, so an MD
+    job on OpenMM's CPU platforms, or a reference that is only checked, counts none."""
     jobs = ["md_seed"] if MD_SEED_GPU else []
+    jobs += [f"reference_md_{k}" for k in range(K + 1) if reference_uses_gpu(SimpleNamespace(rung=str(k)))]
     jobs += [f"train_{k}" for k in range(K)]
     jobs += [f"{rule}_{k}" for k in range(1, K + 1) for rule in ("anneal", "relax")]
     jobs += [f"baseline_{m}" for m in BASELINE_METHODS if baseline_uses_gpu(SimpleNamespace(method=m))]
