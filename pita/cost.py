@@ -77,7 +77,7 @@ def cost_table(benchmarks: Iterable[str | os.PathLike], rows: Sequence[dict] = (
         else:
             groups.setdefault("evaluation", []).append((job, bench))
     named = {job for jobs in groups.values() for job, _ in jobs}
-    unknown = sorted(set(gpu_jobs) - named - {"report"})
+    unknown = sorted(set(gpu_jobs) - named)
     if unknown:  # e.g. rule names where job names are expected: they would count no GPU time at all
         raise PitaInputError(f"--gpu-jobs: {', '.join(unknown)}: no benchmark file of that job name "
                              f"(job names are the files' stems, e.g. train_0)")

@@ -196,7 +196,7 @@ def test_train_cli_offers_every_backbone_the_config_accepts():
     import argparse
 
     from pita.cli import build_parser
-    from pita.models import BACKBONES as BUILT
+    from pita.models import BACKBONES as BUILT, DEFAULT_OPTIONS, make_backbone
     from pita.settings import BACKBONES, ModelSettings
 
     train = next(a.choices["train"] for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
@@ -204,8 +204,6 @@ def test_train_cli_offers_every_backbone_the_config_accepts():
     config_choices = ModelSettings.__dataclass_fields__["backbone"].metadata["choices"]
     assert tuple(option.choices) == tuple(config_choices) == BACKBONES == BUILT
     assert "pairnet" in BACKBONES
-    from pita.models import DEFAULT_OPTIONS, make_backbone
-
     assert set(DEFAULT_OPTIONS) == set(BACKBONES)
     for name in BACKBONES:  # every name the config accepts builds a network
         assert make_backbone(name, 9, 3, "scalar") is not None

@@ -417,7 +417,7 @@ def test_gpu_scale_config_through_the_slurm_profile_asks_for_what_each_job_uses(
             assert gpus == ([] if cpu_only else ["a100:1" if case == "gpu_model" else "1"]), (what, call)
             assert f"--cpus-per-task={job['threads']}" in call and f"-t {res['runtime']}" in call, call
             assert f"--mem {res['mem_mb']}" in call, call
-    # the cost table's GPU hours: exactly the method jobs (PITA's and the baselines') that asked for one
+    # the cost table's GPU hours: exactly the jobs that asked for one
     report_shell = next(j["shell"] for j in jobs if j["rule"] == "report")
     listed = shlex.split(report_shell.split("--gpu-jobs", 1)[1].split(" --", 1)[0])
     expected = {j["benchmark"] for j in jobs if j["resources"].get("gpu") == 1}
