@@ -108,6 +108,10 @@ GAMMA_PATHS = ("constant", "temper_at_sigma_min")
 MALA_TARGET_ACCEPTANCE = 0.574
 MALA_INITIAL_KAPPA = 0.5
 ESS_COLLAPSE = 0.01
+#: weights="ais" with level_ess: bisection steps in log sigma per refined level, and the most levels
+#: (this factor times n_steps) before the grid is followed unrefined
+LEVEL_BISECTIONS = 12
+LEVEL_CAP_FACTOR = 4
 
 
 class AllParticlesDiverged(RuntimeError):
@@ -377,6 +381,7 @@ def anneal(
     temper_ess: float = 0.5,
     temper_mala_steps: int = 32,
     temper_max_levels: int = 100,
+    level_ess: float = 0.0,
     batch_size: int | None = None,
     system: Any = None,
     temperature: float | None = None,
@@ -406,6 +411,10 @@ def anneal(
         the sigma path, then resample-move tempering of exp(-gamma' E(., sigma_min)) from gamma' = 1 to
         gamma, each level chosen so that the conditional ESS/N of its increments is `temper_ess`, at
         most `temper_max_levels` levels, `temper_mala_steps` MALA moves on the level's density after each).
+    level_ess: weights "ais" only; 0 follows the sigma grid of n_steps levels, > 0 refines it: where
+        a grid step would drop the conditional ESS/N of the increments below level_ess, the level
+        stops at the sigma where it equals level_ess (more levels, hence more moves, where the
+        targets change fastest; at most 4 n_steps levels in all).
     system, temperature: the target System and T_{k+1}; when given, the final exact correction
         log w = A - U/(k_B T) + gamma E(x~, sigma_min) is applied (chirality fixed first for
         molecules), with positions = denormalize(x~, length_scale).
@@ -436,6 +445,11 @@ def anneal(
         raise ValueError("n_probes must be >= 1")
     if mala_steps < 0:
         raise ValueError("mala_steps must be >= 0")
+    if not 0.0 <= level_ess < 1.0:
+        raise ValueError(f"level_ess must lie in [0, 1), got {level_ess}")
+    if level_ess > 0 and weights != "ais":
+        raise ValueError("level_ess refines the levels of weights='ais' only")
+    max_levels = LEVEL_CAP_FACTOR * int(n_steps)
     sigma_min, sigma_max, rho = _schedule_params(model, sigma_min, sigma_max, rho)
     if mean_free is None:
         mean_free = bool(getattr(model, "mean_free", False))
@@ -474,7 +488,7 @@ def anneal(
                     n_probes=int(n_probes), probe=probe, resample_threshold=float(resample_threshold),
                     stop_resample_sigma=float(stop_resample_sigma), drift=drift, score_source=score_source,
                     noise_scale=float(noise_scale), time_derivative=time_derivative, weights=weights,
-                    mala_steps=int(mala_steps), batch_size=bs, seed=seed, dtype=str(dtype))
+                    mala_steps=int(mala_steps), level_ess=float(level_ess), batch_size=bs, seed=seed, dtype=str(dtype))
     if gamma_path == "temper_at_sigma_min":
         settings.update(temper_ess=float(temper_ess), temper_mala_steps=int(temper_mala_steps),
                         temper_max_levels=int(temper_max_levels))
@@ -593,7 +607,7 @@ def anneal(
     ancestor = torch.arange(N)
     n_bad = 0
     ess_trace, resample_steps, collapse_steps = [], [], []
-    kappa, acceptance = MALA_INITIAL_KAPPA, []
+    kappa, acceptance, kappas = MALA_INITIAL_KAPPA, [], []
     sd_model = getattr(model, "sd", None)
     transport_var = float(sd_model) ** 2 if isinstance(sd_model, (int, float)) else 1.0
 
@@ -621,6 +635,7 @@ def anneal(
         adapted after the level towards the target acceptance, from past levels only."""
         nonlocal kappa
         rates = []
+        kappas.append(kappa)
         for _ in range(n_moves):
             x, f, acc = mala(x, f, sigma, kappa * sigma ** 2 / gamma)
             rates.append(acc)
@@ -640,18 +655,48 @@ def anneal(
         return x[idx], f.index(idx), torch.zeros(N, dtype=torch.float64, device=device)
 
     x, A = drop_nonfinite(x, A, f)
-    iterator = range(n_steps)
+    bar = None
     if progress:
         try:
             from tqdm import tqdm
 
-            iterator = tqdm(iterator, desc="anneal", leave=False)
+            bar = tqdm(total=n_steps, desc="anneal", leave=False)
         except ImportError:  # pragma: no cover
             pass
 
+    def refine(x, A, f, s_n, s_grid):
+        """The next level for weights="ais" with level_ess: the grid's next sigma if its increments keep
+        the conditional ESS/N >= level_ess, else the sigma in (s_grid, s_n) where they reach it (bisection
+        in log sigma on energy-only passes). Returns (sigma, scaled x, fields there, increment)."""
+        def increment_at(s_to, with_fields):
+            a, log_jacobian = gaussian_scaling(s_n, s_to, transport_var, d_eff)
+            y = a * x
+            if with_fields:
+                f_to = fields(y, s_to)
+                return y, f_to, time_term(gamma, f.E.double(), f_to.E.double()) + log_jacobian
+            return y, None, time_term(gamma, f.E.double(), energy_only(y, s_to).double()) + log_jacobian
+
+        y, f_to, inc = increment_at(s_grid, True)
+        if level_ess <= 0 or len(ess_trace) >= max_levels or conditional_ess(A, inc) >= level_ess:
+            return s_grid, y, f_to, inc
+        lo, hi = math.log(s_grid), math.log(s_n)  # the increment at lo fails, at hi (no move) it is 0
+        for _ in range(LEVEL_BISECTIONS):
+            mid = 0.5 * (lo + hi)
+            if conditional_ess(A, increment_at(math.exp(mid), False)[2]) >= level_ess:
+                hi = mid
+            else:
+                lo = mid
+        s_to = math.exp(hi)
+        return (s_to, *increment_at(s_to, True))
+
     # -------- steps ----------------------------------------------------------------------
-    for n in iterator:
-        s_n, s_next = float(sig[n]), float(sig[n + 1])
+    # level n goes from s_n to s_next: the grid's next point, or with level_ess (weights "ais") a point
+    # before it where the grid step would drop the conditional ESS/N below level_ess
+    n, grid_next, s_n = 0, 1, float(sig[0])
+    level_sigmas = []
+    while grid_next <= n_steps:
+        s_next = float(sig[grid_next])
+        level_sigmas.append(s_n)
         # resampling decision on the current weights (before moving)
         r = ess(A) / N
         ess_trace.append(r)
@@ -669,17 +714,19 @@ def anneal(
             # transport by the scaling that maps N(0, (sigma_n^2 + sd^2)/gamma) onto the next level's
             # Gaussian (exact where noise dominates; -> identity as sigma -> 0), then the exact weight of
             # a bijection: q_{n+1}(a x) a^d / q_n(x)
-            a, log_jacobian = gaussian_scaling(s_n, s_next, transport_var, d_eff)
-            x = a * x
-            f_new = fields(x, s_next)
-            A = A + time_term(gamma, f.E.double(), f_new.E.double()) + log_jacobian
-            f = f_new
+            s_next, x, f, increment = refine(x, A, f, s_n, s_next)
+            A = A + increment
             x, A = drop_nonfinite(x, A, f)
             x, f, rate = mala_level(x, f, s_next, mala_steps)
             if rate is not None:
                 acceptance.append(rate)
             if log_every and (n + 1) % log_every == 0:
-                log.info("fksmc: step %d/%d sigma %.3g ESS/N %.3f", n + 1, n_steps, s_next, ess(A) / N)
+                log.info("fksmc: level %d sigma %.3g ESS/N %.3f", n + 1, s_next, ess(A) / N)
+            n, s_n = n + 1, s_next
+            if s_next == float(sig[grid_next]):
+                grid_next += 1
+                if bar is not None:
+                    bar.update(1)
             continue
         delta = s_n ** 2 - s_next ** 2
         u = drift_of(f)
@@ -705,6 +752,11 @@ def anneal(
         x, A = drop_nonfinite(x, A, f)
         if log_every and (n + 1) % log_every == 0:
             log.info("fksmc: step %d/%d sigma %.3g ESS/N %.3f", n + 1, n_steps, s_next, ess(A) / N)
+        n, s_n, grid_next = n + 1, s_next, grid_next + 1
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
 
     # -------- tempering at sigma_min (gamma_path "temper_at_sigma_min") ----------------------
     temper_gammas, temper_acceptance, temper_ess_trace, temper_resamples = [], [], [], 0
@@ -743,7 +795,7 @@ def anneal(
     res = AnnealResult(
         x=x.detach(), log_weight=A.cpu().numpy().copy(), log_weight_path=A.cpu().numpy().copy(),
         model_energy=model_energy.cpu().numpy(), ess_trace=np.asarray(ess_trace),
-        sigmas=sig[:-1].copy(), resample_steps=np.asarray(resample_steps, dtype=np.int64),
+        sigmas=np.asarray(level_sigmas), resample_steps=np.asarray(resample_steps, dtype=np.int64),
         n_resamples=len(resample_steps), n_dropped_nonfinite=n_bad, collapse_steps=collapse_steps,
         log_Z=log_Z_path, settings=settings, ancestor=ancestor[keep.cpu()].numpy(),
     )
@@ -752,9 +804,15 @@ def anneal(
         res.settings.update(temper_gammas=[float(g) for g in temper_gammas], temper_levels=len(temper_gammas),
                             temper_ess_trace=[float(r) for r in temper_ess_trace], temper_resamples=temper_resamples,
                             temper_acceptance_mean=float(np.mean(temper_acceptance)) if temper_acceptance else None)
+    if level_ess > 0:
+        res.settings.update(n_levels=len(level_sigmas), n_refined_levels=len(level_sigmas) - n_steps)
     if acceptance:
         res.settings["mala_acceptance_mean"] = float(np.mean(acceptance))
         res.settings["mala_acceptance_min"] = float(np.min(acceptance))
+        # per level (the annealing levels, then any tempering levels): a level whose moves are all
+        # rejected leaves resampled duplicates identical, which drains the lineages
+        res.settings["mala_acceptance_trace"] = [float(a) for a in acceptance + temper_acceptance]
+        res.settings["mala_kappa_trace"] = [float(k) for k in kappas]
     if system is not None:
         if temperature is None:
             raise ValueError("anneal: a system needs the target temperature")

@@ -194,6 +194,10 @@ class AnnealSettings:
                                          "any model)", choices=("continuous", "discrete", "ais"))
     mala_steps: int = setting(1, "weights ais: MALA steps per level on the model's density (no energy "
                                  "evaluations)", ge=0, le=10_000)
+    level_ess: float = setting(0.0, "weights ais: where a step of the n_steps grid would drop the conditional "
+                                    "ESS/N of the level's increments below this, the level stops where it equals "
+                                    "it (more levels and moves where the targets change fastest; at most "
+                                    "4 n_steps levels); 0: the grid as is", ge=0, lt=1)
     gamma_path: str = setting("constant", "where gamma acts: constant (the target exp(-gamma E(x, sigma)) at every "
                                           "sigma), or temper_at_sigma_min (the model's own diffusion, gamma 1, down to "
                                           "sigma_min, then resample-move tempering of exp(-gamma' E(x, sigma_min)) "
@@ -560,6 +564,9 @@ def check_consistent(settings: Any, source: str = "settings", prefix: str = "") 
         lo, hi = settings.sigma_min, settings.sigma_max
         if lo is not None and hi is not None and not lo < hi:
             _fail(source, f"{prefix}sigma_min", f"must be below sigma_max ({hi:g}), got {lo:g}")
+        if settings.level_ess > 0 and settings.weights != "ais":
+            _fail(source, f"{prefix}level_ess", f"refines the levels of weights 'ais' only, not "
+                                                f"'{settings.weights}' (set it to 0)")
     if isinstance(settings, TrainSettings):
         s = settings.schedule
         if s.sigma_max is not None and not s.sigma_min < s.sigma_max:

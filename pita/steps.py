@@ -159,7 +159,7 @@ def anneal(model: Any, system: Any, temperature: float, settings: AnnealSettings
                     stop_resample_sigma=settings.stop_resample_sigma, weights=settings.weights,
                     mala_steps=settings.mala_steps, gamma_path=settings.gamma_path, temper_ess=settings.temper_ess,
                     temper_mala_steps=settings.temper_mala_steps, temper_max_levels=settings.temper_max_levels,
-                    drift=settings.drift,
+                    level_ess=settings.level_ess, drift=settings.drift,
                     noise_scale=settings.noise_scale, score_source=settings.score_source,
                     time_derivative=settings.time_derivative, batch_size=settings.batch_size, system=system,
                     temperature=T_next, length_scale=L, fix_chirality=settings.chirality_fix,

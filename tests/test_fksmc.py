@@ -436,3 +436,38 @@ def test_ais_mean_free_particles():
     assert abs(var - expected) < 0.05 * expected, (var, expected)
     assert r.ess_path > 0.9 * 1500  # the map transports this Gaussian family exactly (sd 1: the map's own)
     assert 0.3 < r.settings["mala_acceptance_mean"] < 0.9
+    # one acceptance rate and one step-size factor per level
+    acc, kappas = r.settings["mala_acceptance_trace"], r.settings["mala_kappa_trace"]
+    assert len(acc) == len(kappas) == 100 and abs(np.mean(acc) - r.settings["mala_acceptance_mean"]) < 1e-12
+
+
+def test_ais_level_refinement_exact_and_adds_levels_where_targets_change():
+    """level_ess refines a coarse grid (12 levels) where a step would drop the conditional ESS/N below the
+    target: more levels, sigma strictly decreasing from sigma_max to the grid's last level, and the weights
+    stay exact for a family inconsistent across sigma (mass left 0.635 / mean -0.707 vs 0.624 / -0.671)."""
+    gmm = mixture_1d()
+    ref = grid_reference(lambda x: -GAMMA * gmm.diffused_energy(x, SCHED["sigma_min"]))
+    model = WarpedSigma(gmm)
+    coarse, _ = run_seeds(model, steps=12, resample_threshold=0.5, weights="ais", mala_steps=2)
+    w, _ = run_seeds(model, steps=12, resample_threshold=0.5, weights="ais", mala_steps=2, level_ess=0.9)
+    assert abs(w["mass_left"] - ref["mass_left"]) < 0.03 and abs(w["mean"] - ref["mean"]) < 0.1, (w, ref)
+    r = anneal(model, GAMMA, 1000, 12, dtype=torch.float64, seed=0, resample_threshold=0.5, weights="ais",
+               mala_steps=2, level_ess=0.9, **SCHED)
+    sig = np.asarray(r.sigmas)
+    assert r.settings["n_levels"] == len(sig) == len(r.ess_trace) > 12 and r.settings["n_refined_levels"] > 0
+    assert sig[0] == SCHED["sigma_max"] and np.all(np.diff(sig) < 0)
+    assert len(r.settings["mala_acceptance_trace"]) == len(sig)
+    # the refinement keeps the coarse grid's weights from degenerating along the path (the first entry
+    # is the prior's weights against the model at sigma_max, the same in both)
+    plain = anneal(model, GAMMA, 1000, 12, dtype=torch.float64, seed=0, resample_threshold=0.5, weights="ais",
+                   mala_steps=2, **SCHED)
+    assert r.n_resamples <= plain.n_resamples and min(r.ess_trace[1:]) > min(plain.ess_trace[1:]) + 0.05, (
+        r.ess_trace, plain.ess_trace, coarse)
+
+
+def test_level_ess_refused_outside_ais():
+    gmm = mixture_1d()
+    with pytest.raises(ValueError, match="level_ess"):
+        anneal(gmm, GAMMA, 100, 10, dtype=torch.float64, weights="discrete", level_ess=0.9, **SCHED)
+    with pytest.raises(ValueError, match="level_ess"):
+        anneal(gmm, GAMMA, 100, 10, dtype=torch.float64, weights="ais", level_ess=1.0, **SCHED)
