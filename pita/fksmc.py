@@ -107,6 +107,11 @@ GAMMA_PATHS = ("constant", "temper_at_sigma_min")
 #: widest direction of q_n), kappa adapted after every level towards this acceptance rate
 MALA_TARGET_ACCEPTANCE = 0.574
 MALA_INITIAL_KAPPA = 0.5
+#: a MALA move accepted by fewer than this fraction of the particles halves kappa before the next move
+#: of the same level: where a level's density sharpens faster than the per-level adaptation follows
+#: (LJ-13 at sigma ~ 0.3, as the first shell forms: acceptance 0.37 -> 0.002 over six levels), frozen
+#: moves leave resampled duplicates identical and the lineages drain
+MALA_STALL_ACCEPTANCE = 0.15
 ESS_COLLAPSE = 0.01
 #: weights="ais" with level_ess: bisection steps in log sigma per refined level, and the most levels
 #: (this factor times n_steps) before the grid is followed unrefined
@@ -607,7 +612,7 @@ def anneal(
     ancestor = torch.arange(N)
     n_bad = 0
     ess_trace, resample_steps, collapse_steps = [], [], []
-    kappa, acceptance, kappas = MALA_INITIAL_KAPPA, [], []
+    kappa, acceptance, kappas, n_stalled = MALA_INITIAL_KAPPA, [], [], 0
     sd_model = getattr(model, "sd", None)
     transport_var = float(sd_model) ** 2 if isinstance(sd_model, (int, float)) else 1.0
 
@@ -633,12 +638,15 @@ def anneal(
     def mala_level(x, f, sigma, n_moves):
         """n_moves MALA steps on the level at sigma (proposal variance kappa sigma^2 / gamma); kappa is
         adapted after the level towards the target acceptance, from past levels only."""
-        nonlocal kappa
+        nonlocal kappa, n_stalled
         rates = []
         kappas.append(kappa)
         for _ in range(n_moves):
             x, f, acc = mala(x, f, sigma, kappa * sigma ** 2 / gamma)
             rates.append(acc)
+            if acc < MALA_STALL_ACCEPTANCE:  # from this level's past moves only
+                kappa = max(0.5 * kappa, 1e-4)
+                n_stalled += 1
         if not rates:
             return x, f, None
         rate = float(np.mean(rates))
@@ -813,6 +821,7 @@ def anneal(
         # rejected leaves resampled duplicates identical, which drains the lineages
         res.settings["mala_acceptance_trace"] = [float(a) for a in acceptance + temper_acceptance]
         res.settings["mala_kappa_trace"] = [float(k) for k in kappas]
+        res.settings["mala_stalled_moves"] = n_stalled
     if system is not None:
         if temperature is None:
             raise ValueError("anneal: a system needs the target temperature")
