@@ -248,18 +248,16 @@ def ess_traces_figure(diagnostics: Sequence[str | os.PathLike], out: str | os.Pa
     ax = fig.add_subplot()
     for c, path in enumerate(diagnostics):
         d = read_json_object(path)
-        trace = [float(v) for v in d.get("ess_trace") or []]
-        if not trace:
+        frac = [float(v) for v in d.get("ess_trace") or []]  # already ESS/N, one value per level
+        if not frac:
             continue
-        n = float((d.get("settings") or {}).get("n_particles") or d.get("n_particles_out") or max(trace))
-        frac = [v / n for v in trace]
         color = f"C{c % 10}"
         ax.plot(range(len(frac)), frac, "-", color=color, label=f"rung {_rung_of_path(path)} "
                 f"({len(d.get('resample_steps') or [])} resamplings, final ESS/N {_fmt(d.get('ess_final_fraction'))})")
         steps = [s for s in d.get("resample_steps") or [] if 0 <= s < len(frac)]
         ax.plot(steps, [frac[s] for s in steps], "v", color=color, ms=4)
     ax.set_yscale("log")
-    ax.set_xlabel("FK-SMC step")
+    ax.set_xlabel("FK-SMC level")
     ax.set_ylabel("ESS / N (markers: resampling)")
     ax.set_title("ESS along the anneal, per rung")
     if ax.lines:

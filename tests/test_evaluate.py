@@ -378,3 +378,22 @@ def test_cli_evaluate_with_the_real_system(aldp, tmp_path):
     assert m["seed"] == 3 and m["samples"].endswith("s.h5") and m["torus_w2"] > 0
     assert main(["evaluate", "--samples", str(tmp_path / "hot.h5"), "--reference", str(tmp_path / "ref.h5"),
                  "--system", "alanine_dipeptide", "--out", str(tmp_path / "ev2")]) == 2
+
+
+def test_ess_traces_figure_plots_the_fraction_it_is_given(tmp_path, monkeypatch):
+    """anneal_diagnostics.json's ess_trace is already ESS/N: the figure plots it as is (it divided by the
+    particle count, putting every trace near 1/N)."""
+    import json
+
+    from pita import report
+
+    diag = tmp_path / "rung_1" / "anneal_diagnostics.json"
+    diag.parent.mkdir()
+    trace = [1.0, 0.8, 0.45, 0.97, 0.6]
+    diag.write_text(json.dumps({"ess_trace": trace, "resample_steps": [2], "ess_final_fraction": 0.3,
+                                "settings": {"n_particles": 2000}}))
+    figs = []
+    monkeypatch.setattr(report, "_save_png", lambda fig, path: figs.append(fig))
+    report.ess_traces_figure([diag], tmp_path / "ess.png")
+    line, marker = figs[0].axes[0].lines[:2]
+    assert list(line.get_ydata()) == trace and list(marker.get_ydata()) == [0.45]
