@@ -110,7 +110,7 @@ MALA_INITIAL_KAPPA = 0.5
 #: a MALA move accepted by fewer than this fraction of the particles halves kappa before the next move
 #: of the same level: where a level's density sharpens faster than the per-level adaptation follows
 #: (LJ-13 at sigma ~ 0.3, as the first shell forms: acceptance 0.37 -> 0.002 over six levels), frozen
-#: moves leave resampled duplicates identical and the lineages drain
+#: moves leave resampled duplicates identical
 MALA_STALL_ACCEPTANCE = 0.15
 ESS_COLLAPSE = 0.01
 #: weights="ais" with level_ess: bisection steps in log sigma per refined level, and the most levels
