@@ -637,7 +637,8 @@ def anneal(
 
     def mala_level(x, f, sigma, n_moves):
         """n_moves MALA steps on the level at sigma (proposal variance kappa sigma^2 / gamma); kappa is
-        adapted after the level towards the target acceptance, from past levels only."""
+        adapted after the level towards the target acceptance, and halved at once after a move that
+        fewer than MALA_STALL_ACCEPTANCE of the particles accept (from past moves only)."""
         nonlocal kappa, n_stalled
         rates = []
         kappas.append(kappa)
