@@ -63,7 +63,9 @@ A += gamma [E(x_n, sigma_n) - E(a_n x_n, sigma_{n+1})] + d ln a_n (Neal's AIS in
 by the map; without it the particles' norm, a slow variable for local moves, lags the contracting
 targets and the weights collapse within the first steps), and then move by
 ``mala_steps`` Metropolis-adjusted Langevin steps that leave q_{n+1} invariant (model evaluations
-only, no energy of the system). The SDE is not used. Both kinds of weights are exact for any
+only, no energy of the system); with ``leapfrog_steps`` L > 1 each move is Hamiltonian Monte Carlo
+instead: L leapfrog steps of the same step size, then one Metropolis test (L network passes per move;
+a trajectory travels ~L steps where L Langevin steps diffuse ~sqrt(L); L = 1 is MALA exactly). The SDE is not used. Both kinds of weights are exact for any
 family exp(-gamma E(., sigma)); they differ in variance. The SDE's weights carry the heat-equation
 residual of the model along the particles' own paths (at gamma = 1 the FK rate IS that residual),
 which a CPU-trained model leaves large at bond scale; these carry only how far consecutive targets
@@ -112,6 +114,11 @@ MALA_INITIAL_KAPPA = 0.5
 #: (LJ-13 at sigma ~ 0.3, as the first shell forms: acceptance 0.37 -> 0.002 over six levels), frozen
 #: moves leave resampled duplicates identical
 MALA_STALL_ACCEPTANCE = 0.15
+#: HMC moves (leapfrog_steps > 1): the acceptance rate kappa is adapted towards (optimal for HMC in high
+#: dimension, Beskos et al. 2013), and the range of the random factor on each move's step size, which
+#: breaks the resonance of a fixed trajectory length with near-harmonic modes (bonds)
+HMC_TARGET_ACCEPTANCE = 0.651
+HMC_STEP_JITTER = 0.2
 ESS_COLLAPSE = 0.01
 #: weights="ais" with level_ess: bisection steps in log sigma per refined level, and the most levels
 #: (this factor times n_steps) before the grid is followed unrefined
@@ -382,6 +389,7 @@ def anneal(
     time_derivative: str = "finite_difference",
     weights: str = "continuous",
     mala_steps: int = 1,
+    leapfrog_steps: int = 1,
     gamma_path: str = "constant",
     temper_ess: float = 0.5,
     temper_mala_steps: int = 32,
@@ -416,6 +424,8 @@ def anneal(
         the sigma path, then resample-move tempering of exp(-gamma' E(., sigma_min)) from gamma' = 1 to
         gamma, each level chosen so that the conditional ESS/N of its increments is `temper_ess`, at
         most `temper_max_levels` levels, `temper_mala_steps` MALA moves on the level's density after each).
+    mala_steps, leapfrog_steps: moves per level of weights "ais" (and of the tempering levels), each
+        Metropolis-adjusted Langevin (leapfrog_steps 1) or HMC with leapfrog_steps leapfrog steps.
     level_ess: weights "ais" only; 0 follows the sigma grid of n_steps levels, > 0 refines it: where
         a grid step would drop the conditional ESS/N of the increments below level_ess, the level
         stops at the sigma where it equals level_ess (more levels, hence more moves, where the
@@ -450,6 +460,10 @@ def anneal(
         raise ValueError("n_probes must be >= 1")
     if mala_steps < 0:
         raise ValueError("mala_steps must be >= 0")
+    if leapfrog_steps < 1:
+        raise ValueError("leapfrog_steps must be >= 1")
+    if leapfrog_steps > 1 and weights != "ais" and gamma_path != "temper_at_sigma_min":
+        raise ValueError("leapfrog_steps > 1 needs moves: weights='ais' or gamma_path='temper_at_sigma_min'")
     if not 0.0 <= level_ess < 1.0:
         raise ValueError(f"level_ess must lie in [0, 1), got {level_ess}")
     if level_ess > 0 and weights != "ais":
@@ -493,7 +507,7 @@ def anneal(
                     n_probes=int(n_probes), probe=probe, resample_threshold=float(resample_threshold),
                     stop_resample_sigma=float(stop_resample_sigma), drift=drift, score_source=score_source,
                     noise_scale=float(noise_scale), time_derivative=time_derivative, weights=weights,
-                    mala_steps=int(mala_steps), level_ess=float(level_ess), batch_size=bs, seed=seed, dtype=str(dtype))
+                    mala_steps=int(mala_steps), leapfrog_steps=int(leapfrog_steps), level_ess=float(level_ess), batch_size=bs, seed=seed, dtype=str(dtype))
     if gamma_path == "temper_at_sigma_min":
         settings.update(temper_ess=float(temper_ess), temper_mala_steps=int(temper_mala_steps),
                         temper_max_levels=int(temper_max_levels))
@@ -583,14 +597,8 @@ def anneal(
         lap_phi = gamma * f.lap_E if f.lap_E is not None else 0.0
         return div_u - (u * gphi).sum(-1) - 0.5 * lam2 * ((gphi * gphi).sum(-1) - lap_phi)
 
-    def mala(x: torch.Tensor, f: _Fields, sigma: float, h: float) -> tuple[torch.Tensor, _Fields, float]:
-        """One Metropolis-adjusted Langevin step for q(x) ∝ exp(-gamma E(x, sigma)) (proposal variance h;
-        gamma: the current level's, which the tempering stage raises)."""
-        y = x - 0.5 * h * gamma * f.gE + math.sqrt(h) * noise(x.shape)
-        fy = fields(y, sigma)
-        log_fwd = -((y - x + 0.5 * h * gamma * f.gE).double() ** 2).sum(-1) / (2 * h)
-        log_back = -((x - y + 0.5 * h * gamma * fy.gE).double() ** 2).sum(-1) / (2 * h)
-        log_alpha = gamma * (f.E.double() - fy.E.double()) + log_back - log_fwd
+    def metropolis(x, f, y, fy, log_alpha):
+        """Accepts y (fields fy) over x (fields f) where log u < log_alpha; returns x, f, acceptance rate."""
         u = torch.rand(x.shape[0], generator=generator, dtype=torch.float64).to(device)
         accept = (torch.log(u) < log_alpha) & torch.isfinite(log_alpha) & alive
         for k in _Fields.__slots__:
@@ -600,6 +608,35 @@ def anneal(
         x = torch.where(accept[:, None], y, x)
         n_alive = max(int(alive.sum()), 1)
         return x, f, float(accept.sum()) / n_alive
+
+    def mala(x: torch.Tensor, f: _Fields, sigma: float, h: float) -> tuple[torch.Tensor, _Fields, float]:
+        """One Metropolis-adjusted Langevin step for q(x) ∝ exp(-gamma E(x, sigma)) (proposal variance h;
+        gamma: the current level's, which the tempering stage raises)."""
+        y = x - 0.5 * h * gamma * f.gE + math.sqrt(h) * noise(x.shape)
+        fy = fields(y, sigma)
+        log_fwd = -((y - x + 0.5 * h * gamma * f.gE).double() ** 2).sum(-1) / (2 * h)
+        log_back = -((x - y + 0.5 * h * gamma * fy.gE).double() ** 2).sum(-1) / (2 * h)
+        log_alpha = gamma * (f.E.double() - fy.E.double()) + log_back - log_fwd
+        return metropolis(x, f, y, fy, log_alpha)
+
+    def hmc(x: torch.Tensor, f: _Fields, sigma: float, h: float) -> tuple[torch.Tensor, _Fields, float]:
+        """One HMC move for q(x) ∝ exp(-gamma E(x, sigma)): unit mass, leapfrog_steps leapfrog steps of
+        size sqrt(h) times a random factor in 1 +- HMC_STEP_JITTER (one per move, independent of the state),
+        then a Metropolis test on the Hamiltonian gamma E + |p|^2 / 2."""
+        jitter = 1.0 + HMC_STEP_JITTER * (2.0 * float(torch.rand((), generator=generator, dtype=torch.float64)) - 1.0)
+        eps = math.sqrt(h) * jitter
+        p0 = noise(x.shape)
+        p = p0 - 0.5 * eps * gamma * f.gE
+        y, fy = x, f
+        for i in range(leapfrog_steps):
+            y = y + eps * p
+            fy = fields(y, sigma)
+            p = p - (eps if i < leapfrog_steps - 1 else 0.5 * eps) * gamma * fy.gE
+        log_alpha = (gamma * (f.E.double() - fy.E.double())
+                     + 0.5 * ((p0.double() ** 2).sum(-1) - (p.double() ** 2).sum(-1)))
+        return metropolis(x, f, y, fy, log_alpha)
+
+    move, target_acceptance = (mala, MALA_TARGET_ACCEPTANCE) if leapfrog_steps == 1 else (hmc, HMC_TARGET_ACCEPTANCE)
 
     # -------- initialisation -------------------------------------------------------------
     var0 = sigma_max ** 2 / gamma
@@ -636,14 +673,14 @@ def anneal(
         return x, A
 
     def mala_level(x, f, sigma, n_moves):
-        """n_moves MALA steps on the level at sigma (proposal variance kappa sigma^2 / gamma); kappa is
+        """n_moves MALA (or HMC) moves on the level at sigma (step variance kappa sigma^2 / gamma); kappa is
         adapted after the level towards the target acceptance, and halved at once after a move that
         fewer than MALA_STALL_ACCEPTANCE of the particles accept (from past moves only)."""
         nonlocal kappa, n_stalled
         rates = []
         kappas.append(kappa)
         for _ in range(n_moves):
-            x, f, acc = mala(x, f, sigma, kappa * sigma ** 2 / gamma)
+            x, f, acc = move(x, f, sigma, kappa * sigma ** 2 / gamma)
             rates.append(acc)
             if acc < MALA_STALL_ACCEPTANCE:  # from this level's past moves only
                 kappa = max(0.5 * kappa, 1e-4)
@@ -651,7 +688,7 @@ def anneal(
         if not rates:
             return x, f, None
         rate = float(np.mean(rates))
-        kappa = float(np.clip(kappa * math.exp(rate - MALA_TARGET_ACCEPTANCE), 1e-4, 1e2))
+        kappa = float(np.clip(kappa * math.exp(rate - target_acceptance), 1e-4, 1e2))
         return x, f, rate
 
     def resample(x, f, A):

@@ -194,6 +194,9 @@ class AnnealSettings:
                                          "any model)", choices=("continuous", "discrete", "ais"))
     mala_steps: int = setting(1, "weights ais: MALA steps per level on the model's density (no energy "
                                  "evaluations)", ge=0, le=10_000)
+    leapfrog_steps: int = setting(1, "moves on the model's density (weights ais, tempering levels): 1 = MALA; "
+                                     "L > 1 = HMC with L leapfrog steps per move (L network passes; a trajectory "
+                                     "travels ~L steps where L Langevin steps diffuse ~sqrt(L))", ge=1, le=10_000)
     level_ess: float = setting(0.0, "weights ais: where a step of the n_steps grid would drop the conditional "
                                     "ESS/N of the level's increments below this, the level stops where it equals "
                                     "it (more levels and moves where the targets change fastest; at most "
@@ -564,6 +567,11 @@ def check_consistent(settings: Any, source: str = "settings", prefix: str = "") 
         lo, hi = settings.sigma_min, settings.sigma_max
         if lo is not None and hi is not None and not lo < hi:
             _fail(source, f"{prefix}sigma_min", f"must be below sigma_max ({hi:g}), got {lo:g}")
+        if (settings.leapfrog_steps > 1 and settings.weights != "ais"
+                and settings.gamma_path != "temper_at_sigma_min"):
+            _fail(source, f"{prefix}leapfrog_steps", f"HMC moves need weights 'ais' or gamma_path "
+                                                     f"'temper_at_sigma_min' (no moves with '{settings.weights}'; "
+                                                     f"set it to 1)")
         if settings.level_ess > 0 and settings.weights != "ais":
             _fail(source, f"{prefix}level_ess", f"refines the levels of weights 'ais' only, not "
                                                 f"'{settings.weights}' (set it to 0)")

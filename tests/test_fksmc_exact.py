@@ -136,10 +136,13 @@ FAST = [
     _combo("discrete", "score", None, 0.0),  # (discrete "energy" = "pita" for the exact model: slow suite)
     dict(weights="ais", resample_threshold=0.5),
     dict(weights="ais", resample_threshold=1.0, mala_steps=2),
+    dict(weights="ais", resample_threshold=0.5, mala_steps=1, leapfrog_steps=4),  # HMC moves
     # gamma 1 along the sigma path, then resample-move tempering at sigma_min
     dict(weights="ais", resample_threshold=0.5, mala_steps=1, gamma_path="temper_at_sigma_min"),
     dict(weights="discrete", drift="pita", resample_threshold=0.5, gamma_path="temper_at_sigma_min",
          temper_mala_steps=0),
+    dict(weights="discrete", drift="pita", resample_threshold=0.5, gamma_path="temper_at_sigma_min",
+         temper_mala_steps=4, leapfrog_steps=3),  # HMC moves on the tempering levels only
 ]
 ALL = ([_combo("continuous", d, v, t) for d in fksmc.DRIFTS for v in ("exact", "rademacher", "gaussian")
         for t in (0.0, 0.5, 1.0)]
@@ -149,6 +152,9 @@ ALL = ([_combo("continuous", d, v, t) for d in fksmc.DRIFTS for v in ("exact", "
           dict(resample_threshold=0.5, score_source="energy"),
           dict(resample_threshold=1.0, score_source="energy", divergence_method="hutchinson")]
        + [dict(weights="ais", resample_threshold=t, mala_steps=m) for t in (0.0, 0.5, 1.0) for m in (0, 1, 3)]
+       + [dict(weights="ais", resample_threshold=t, mala_steps=m, leapfrog_steps=4) for t in (0.0, 1.0) for m in (1, 3)]
+       + [dict(weights="ais", resample_threshold=0.5, gamma_path="temper_at_sigma_min", temper_mala_steps=4,
+               leapfrog_steps=3)]
        + [dict(weights=w, resample_threshold=t, gamma_path="temper_at_sigma_min", temper_mala_steps=m)
           for w in fksmc.WEIGHTS for t in (0.0, 0.5) for m in (0, 8)])
 

@@ -105,6 +105,8 @@ def test_command_line_wins_over_config_json_and_defaults_fill_the_rest():
     ({"sigma_min": 2.0, "sigma_max": 1.0}, "must be below sigma_max"),
     ({"level_ess": 0.9, "weights": "discrete"}, "field 'anneal.level_ess': refines the levels of weights 'ais'"),
     ({"level_ess": 1.0, "weights": "ais"}, "must be < 1"),
+    ({"leapfrog_steps": 4, "weights": "continuous"}, "field 'anneal.leapfrog_steps': HMC moves need weights 'ais'"),
+    ({"leapfrog_steps": 0, "weights": "ais"}, "must be >= 1"),
     ([1, 2], "must be a mapping"),
 ])
 def test_from_mapping_refuses(data, fragment):
