@@ -242,6 +242,8 @@ CASES = [
     Case("anneal-zero-probes", lambda p, o: _anneal(p, o, "--divergence", "hutchinson", "--probes", "0"),
          ["--probes", ">= 1"]),
     Case("anneal-bad-schedule", lambda p, o: _anneal(p, o, "--sigma-min", "1.0", "--sigma-max", "0.5"), ["sigma_min", "below sigma_max"]),
+    Case("anneal-hmc-without-moves", lambda p, o: _anneal(p, o, "--weights", "discrete", "--leapfrog-steps", "4"),
+         ["leapfrog_steps", "HMC moves need weights 'ais'"]),
     Case("relax-negative-n-out", lambda p, o: _relax(p, o, "good", "--n-out", "-3"), ["--n-out", ">= 1"]),
     Case("relax-negative-step-size", lambda p, o: _relax(p, o, "good", "--step-size", "-1"), ["--step-size", "> 0"]),
     Case("relax-negative-friction", lambda p, o: _relax(p, o, "good", "--method", "langevin", "--friction-per-ps", "-1"),
@@ -451,3 +453,17 @@ def test_failed_rerun_keeps_the_earlier_result(failure, inp, tmp_path, capsys):
     assert ("NaN" if failure == "bad input set" else "relax.json: is a folder") in err
     assert out.read_bytes() == before_bytes and _listing(out_dir) == before
     SampleSet.read(out, temperature=T_RUNG1, n_atoms=22)  # still a valid set
+
+
+def test_anneal_hmc_option_reaches_the_sampler(inp, tmp_path, capsys):
+    """The accepted counterpart of anneal-hmc-without-moves: --leapfrog-steps with weights ais runs, and
+    the diagnostics record HMC moves (the flag is not dropped between the settings and the sampler)."""
+    import json
+
+    out_dir = tmp_path / "results" / "rung_1"
+    out_dir.mkdir(parents=True)
+    rc = main(_anneal(inp, out_dir, "--weights", "ais", "--mala-steps", "2", "--leapfrog-steps", "3"))
+    assert rc == 0, capsys.readouterr().err
+    settings = json.loads((out_dir / "diag.json").read_text())["settings"]
+    assert settings["leapfrog_steps"] == 3 and settings["mala_steps"] == 2
+    assert len(settings["mala_acceptance_trace"]) == 2  # one per level

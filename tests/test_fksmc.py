@@ -420,14 +420,15 @@ def test_ais_weights_exact_for_a_model_inconsistent_across_sigma():
     assert ref["mass_left"] > 0.6
 
 
-def test_ais_mean_free_particles():
-    """weights="ais" on the mean-free subspace: the centroid stays at zero, the scaling map's Jacobian counts
-    3(n - 1) dimensions (the variance of N(0, I/gamma) on the subspace comes out right), MALA acceptance
-    is recorded."""
+@pytest.mark.parametrize("leapfrog_steps", [1, 3])
+def test_ais_mean_free_particles(leapfrog_steps):
+    """weights="ais" on the mean-free subspace: the centroid stays at zero (MALA noise and HMC momenta are
+    projected), the scaling map's Jacobian counts 3(n - 1) dimensions (the variance of N(0, I/gamma) on the
+    subspace comes out right), the moves' acceptance is recorded."""
     model = HarmonicParticles(4)
     gamma = 2.0
     r = anneal(model, gamma, 1500, 100, dtype=torch.float64, seed=0, resample_threshold=0.5, weights="ais",
-               sigma_min=0.01, sigma_max=10.0, rho=7.0)
+               leapfrog_steps=leapfrog_steps, sigma_min=0.01, sigma_max=10.0, rho=7.0)
     assert r.x.view(-1, 4, 3).mean(1).abs().max() < 1e-10
     w = np.exp(r.log_weight - r.log_weight.max())
     w /= w.sum()
