@@ -65,9 +65,9 @@ targets and the weights collapse within the first steps), and then move by
 ``mala_steps`` Metropolis-adjusted Langevin steps that leave q_{n+1} invariant (model evaluations
 only, no energy of the system); with ``leapfrog_steps`` L > 1 each move is Hamiltonian Monte Carlo
 instead: L leapfrog steps of the same step size, then one Metropolis test (L network passes per move;
-a trajectory travels ~L steps where L Langevin steps diffuse ~sqrt(L); L = 1 is MALA exactly). The SDE is not used. Both kinds of weights are exact for any
-family exp(-gamma E(., sigma)); they differ in variance. The SDE's weights carry the heat-equation
-residual of the model along the particles' own paths (at gamma = 1 the FK rate IS that residual),
+a trajectory travels ~L steps where L Langevin steps diffuse ~sqrt(L); L = 1 is MALA exactly).
+The SDE is not used. Both kinds of weights are exact for any family exp(-gamma E(., sigma)); they
+differ in variance. The SDE's weights carry the heat-equation residual of the model along the particles' own paths (at gamma = 1 the FK rate IS that residual),
 which a CPU-trained model leaves large at bond scale; these carry only how far consecutive targets
 are apart and how well the moves equilibrate.
 The diffusion model's contribution is the path itself: at large sigma the basins of q_n merge,
@@ -114,8 +114,8 @@ MALA_INITIAL_KAPPA = 0.5
 #: (LJ-13 at sigma ~ 0.3, as the first shell forms: acceptance 0.37 -> 0.002 over six levels), frozen
 #: moves leave resampled duplicates identical
 MALA_STALL_ACCEPTANCE = 0.15
-#: HMC moves (leapfrog_steps > 1): the acceptance rate kappa is adapted towards (optimal for HMC in high
-#: dimension, Beskos et al. 2013), and the range of the random factor on each move's step size, which
+#: HMC moves (leapfrog_steps > 1): the acceptance rate that kappa is adapted towards (optimal for HMC in
+#: high dimension, Beskos et al. 2013), and the range of the random factor on each move's step size, which
 #: breaks the resonance of a fixed trajectory length with near-harmonic modes (bonds)
 HMC_TARGET_ACCEPTANCE = 0.651
 HMC_STEP_JITTER = 0.2
@@ -507,7 +507,8 @@ def anneal(
                     n_probes=int(n_probes), probe=probe, resample_threshold=float(resample_threshold),
                     stop_resample_sigma=float(stop_resample_sigma), drift=drift, score_source=score_source,
                     noise_scale=float(noise_scale), time_derivative=time_derivative, weights=weights,
-                    mala_steps=int(mala_steps), leapfrog_steps=int(leapfrog_steps), level_ess=float(level_ess), batch_size=bs, seed=seed, dtype=str(dtype))
+                    mala_steps=int(mala_steps), leapfrog_steps=int(leapfrog_steps), level_ess=float(level_ess),
+                    batch_size=bs, seed=seed, dtype=str(dtype))
     if gamma_path == "temper_at_sigma_min":
         settings.update(temper_ess=float(temper_ess), temper_mala_steps=int(temper_mala_steps),
                         temper_max_levels=int(temper_max_levels))
