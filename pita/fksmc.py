@@ -68,8 +68,9 @@ instead: L leapfrog steps of the same step size, then one Metropolis test (L net
 a trajectory travels ~L steps where L Langevin steps diffuse ~sqrt(L); L = 1 is MALA exactly).
 The SDE is not used. Both kinds of weights are exact for any family exp(-gamma E(., sigma)); they
 differ in variance. The SDE's weights carry the heat-equation residual of the model along the
-particles' own paths (at gamma = 1 the FK rate IS that residual), which a CPU-trained model leaves large at bond scale; these carry only how far consecutive targets
-are apart and how well the moves equilibrate.
+particles' own paths (at gamma = 1 the FK rate IS that residual), which a CPU-trained model
+leaves large at bond scale; these carry only how far consecutive targets are apart and how well
+the moves equilibrate.
 The diffusion model's contribution is the path itself: at large sigma the basins of q_n merge,
 so the moves carry mass between them, which MCMC on the system at T_{k+1} cannot.
 
