@@ -602,7 +602,8 @@ def anneal(
     def metropolis(x, f, y, fy, log_alpha):
         """Accepts y (fields fy) over x (fields f) where log u < log_alpha; returns x, f, acceptance rate."""
         u = torch.rand(x.shape[0], generator=generator, dtype=torch.float64).to(device)
-        accept = (torch.log(u) < log_alpha) & torch.isfinite(log_alpha) & alive
+        # (an HMC trajectory can leave finite fields at a non-finite end point only for an odd model; cheap to rule out)
+        accept = (torch.log(u) < log_alpha) & torch.isfinite(log_alpha) & torch.isfinite(y).all(-1) & alive
         for k in _Fields.__slots__:
             v, vy = getattr(f, k), getattr(fy, k)
             if v is not None:
