@@ -602,7 +602,7 @@ def anneal(
     def metropolis(x, f, y, fy, log_alpha):
         """Accepts y (fields fy) over x (fields f) where log u < log_alpha; returns x, f, acceptance rate."""
         u = torch.rand(x.shape[0], generator=generator, dtype=torch.float64).to(device)
-        # (an HMC trajectory can leave finite fields at a non-finite end point only for an odd model; cheap to rule out)
+        # an HMC trajectory could end at a non-finite y with finite fields (only for an odd model): never accept it
         accept = (torch.log(u) < log_alpha) & torch.isfinite(log_alpha) & torch.isfinite(y).all(-1) & alive
         for k in _Fields.__slots__:
             v, vy = getattr(f, k), getattr(fy, k)
@@ -675,7 +675,7 @@ def anneal(
             f.set_rows(~alive, 0.0)
         return x, A
 
-    def mala_level(x, f, sigma, n_moves):
+    def move_level(x, f, sigma, n_moves):
         """n_moves MALA (or HMC) moves on the level at sigma (step variance kappa sigma^2 / gamma); kappa is
         adapted after the level towards the target acceptance, and halved at once after a move that
         fewer than MALA_STALL_ACCEPTANCE of the particles accept (from past moves only)."""
@@ -766,7 +766,7 @@ def anneal(
             s_next, x, f, increment = refine(x, A, f, s_n, s_next)
             A = A + increment
             x, A = drop_nonfinite(x, A, f)
-            x, f, rate = mala_level(x, f, s_next, mala_steps)
+            x, f, rate = move_level(x, f, s_next, mala_steps)
             if rate is not None:
                 acceptance.append(rate)
             if log_every and (n + 1) % log_every == 0:
@@ -830,7 +830,7 @@ def anneal(
             if temper_ess_trace[-1] < resample_threshold:
                 x, f, A = resample(x, f, A)
                 temper_resamples += 1
-            x, f, rate = mala_level(x, f, sigma_end, temper_mala_steps)
+            x, f, rate = move_level(x, f, sigma_end, temper_mala_steps)
             if rate is not None:
                 temper_acceptance.append(rate)
             log.info("fksmc: tempering level %d gamma %.4f ESS/N %.3f", len(temper_gammas), gamma, ess(A) / N)
