@@ -63,8 +63,10 @@ MODEL_COLUMNS = ["ess_path_fraction", "ess_final_fraction", "ess_reweight_previo
                  "model_generated_dU_kT", "model_generated_wrong_chirality", "model_heat_residual_lt_0.1",
                  "model_heat_residual_0.1_1", "model_heat_residual_gt_1", "model_heat_residual_robust_lt_0.1",
                  "model_heat_residual_robust_0.1_1", "model_heat_residual_robust_gt_1", "model_generated_path_ess"]
-#: order of methods in that table
-METHOD_ORDER = {"pita": 0, "md": 1, "replica_exchange": 2}
+#: order of methods in that table (pita_annealed: the anneal's weighted set before relaxation)
+METHOD_ORDER = {"pita": 0, "pita_annealed": 1, "md": 2, "replica_exchange": 3}
+#: columns of the before/after-relaxation table: what the anneal delivers, what the relaxation makes of it
+RELAXATION_COLUMNS = ["energy_w1", "torus_w2", "rama_kl", "dF_alpha_R", "dF_alpha_L", "ess", "n_energy_evals_total"]
 #: columns of the per-residue Ramachandran table of a rung (metrics.json's per_residue)
 RESIDUE_COLUMNS = ["rama_kl", "torus_w2", "p_C7eq", "p_alpha_R", "p_alpha_L", "dF_alpha_R", "dF_alpha_L"]
 #: non-scalar or bookkeeping keys left out of the CSV body
@@ -432,6 +434,22 @@ def _baseline_table(rows: Sequence[dict]) -> str:
             + _table(at, BASELINE_COLUMNS, lead=("method", "rung", "temperature")))
 
 
+def _relaxation_table(rows: Sequence[dict]) -> str:
+    """Per rung, the anneal's weighted set (method pita_annealed) above the relaxed set made from it."""
+    annealed = {m.get("rung"): m for m in rows if m.get("method") == "pita_annealed"}
+    pairs = [r for m in sorted((m for m in rows if m.get("method", "pita") == "pita" and m.get("rung") in annealed),
+                               key=lambda m: m.get("rung") or 0)
+             for r in (annealed[m.get("rung")], m)]
+    if not pairs:
+        return ""
+    return ("<h2>Before and after relaxation</h2><p class='note'>Per rung, the anneal's weighted set (the learned "
+            "sampler's own result, after the exact final correction; pita_annealed) and the relaxed set made "
+            "from it (pita). The relaxation's MCMC moves at the rung's temperature can move particles between "
+            "basins; where they decorrelate them completely, the relaxed set's basin free energies are the "
+            "relaxation's, whatever the anneal delivered, and only the pita_annealed row measures the "
+            "model.</p>" + _table(pairs, RELAXATION_COLUMNS))
+
+
 def render_html(rows: Sequence[dict], title: str = "PITA evaluation report", cost: Sequence[dict] | None = None,
                 figures: Sequence[tuple[str, str]] = ()) -> str:
     """The whole report as one HTML string (plots embedded); `cost`: pita.cost.cost_table rows;
@@ -468,6 +486,7 @@ def render_html(rows: Sequence[dict], title: str = "PITA evaluation report", cos
                   "error (pm; the data's own spread beside it), median energy minus the data's (kT), wrong "
                   "chirality.</p>",
                   _table(model_rows, MODEL_COLUMNS, lead=("rung", "temperature")), _ess_figure(model_rows)]
+    parts.append(_relaxation_table(rows))
     parts.append("<h2>Methods compared</h2>")
     if len(methods) > 1:
         order = sorted(rows, key=lambda m: (-(m.get("temperature") or 0), str(m.get("method"))))

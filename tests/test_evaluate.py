@@ -397,3 +397,32 @@ def test_ess_traces_figure_plots_the_fraction_it_is_given(tmp_path, monkeypatch)
     report.ess_traces_figure([diag], tmp_path / "ess.png")
     line, marker = figs[0].axes[0].lines[:2]
     assert list(line.get_ydata()) == trace and list(marker.get_ydata()) == [0.45]
+
+
+def test_report_sets_each_anneal_above_its_relaxed_set(tmp_path):
+    """Rows of method pita_annealed (rule evaluate_annealed) are paired with the relaxed set of the
+    same rung in "Before and after relaxation", annealed first; a rung without one is left out, and
+    without any annealed row the section is absent."""
+    from pita.report import write_report
+
+    common = {"system": "alanine_dipeptide", "units": "kJ/mol,nm", "plots": []}
+    rows = {
+        "r0": {"method": "pita", "rung": 0, "temperature": 1200.0, "dF_alpha_L": 1.11},
+        "r1": {"method": "pita", "rung": 1, "temperature": 300.0, "dF_alpha_L": 3.25, "n_energy_evals_total": 9000},
+        "a1": {"method": "pita_annealed", "rung": 1, "temperature": 300.0, "dF_alpha_L": 14.75, "weighted": True,
+               "n_energy_evals_total": 4000},
+    }
+    paths = []
+    for name, m in rows.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({**common, **m}))
+        paths.append(tmp_path / f"{name}.json")
+    write_report(paths, tmp_path / "report.html", tmp_path / "summary.csv")
+    page = (tmp_path / "report.html").read_text()
+    start = page.index("<h2>Before and after relaxation</h2>")
+    table = page[start:page.index("</table>", start)]
+    assert table.index("<td>14.75</td>") < table.index("<td>3.25</td>") and "1.11" not in table
+    assert table.index("<td>pita_annealed</td>") < table.index("<td>pita</td>")
+    with open(tmp_path / "summary.csv") as fh:
+        assert sorted(r["method"] for r in csv.DictReader(fh)) == ["pita", "pita", "pita_annealed"]
+    write_report(paths[:2], tmp_path / "plain.html")
+    assert "Before and after relaxation" not in (tmp_path / "plain.html").read_text()

@@ -185,6 +185,14 @@ def test_report_zip_has_every_declared_plot_and_the_cost_table(tiny_run):
     assert final["tica_w2"] is None and "tica_w2_se" not in final  # too few frames for TICA at this size
     page = (run / "report.html").read_text()
     assert "Cost per method" in page and "±" in page
+    # each anneal's weighted set is evaluated too, before relaxation (rule evaluate_annealed)
+    for k in (1, 2):
+        annealed = json.loads((run / f"rung_{k}" / "annealed_metrics.json").read_text())
+        relaxed = json.loads((run / f"rung_{k}" / "metrics.json").read_text())
+        assert annealed["method"] == "pita_annealed" and annealed["rung"] == k and annealed["weighted"] is True
+        assert annealed["n_energy_evals_total"] < relaxed["n_energy_evals_total"]
+        assert annealed["temperature"] == relaxed["temperature"] and "plots" not in annealed
+    assert "Before and after relaxation" in page and "<td>pita_annealed</td>" in page
 
 
 def test_second_invocation_has_nothing_to_do(tiny_run):
@@ -205,7 +213,7 @@ def test_changed_rung_setting_plans_only_that_rung_and_downstream(tiny_run):
     jobs = planned_jobs(out.stdout + out.stderr)
     # rung 1 is produced by anneal(0->1): it and everything downstream reruns; nothing hotter does
     assert jobs.get("anneal") == 2 and jobs.get("relax") == 2 and jobs.get("train") == 1, jobs
-    assert jobs.get("evaluate") == 2 and jobs.get("report") == 1, jobs
+    assert jobs.get("evaluate") == 2 and jobs.get("evaluate_annealed") == 2 and jobs.get("report") == 1, jobs
     assert "md_seed" not in jobs and "reference_md" not in jobs, jobs
 
 
@@ -228,7 +236,7 @@ def test_tiny_plan_has_the_baselines_when_enabled(tmp_path, enabled):
         assert "--relax-json '{\"1\": {" in out.stdout
     else:
         assert "baseline" not in jobs and "evaluate_baseline" not in jobs, jobs
-    assert jobs.get("report") == 1 and jobs.get("evaluate") == 3, jobs
+    assert jobs.get("report") == 1 and jobs.get("evaluate") == 3 and jobs.get("evaluate_annealed") == 2, jobs
 
 
 def test_lint_is_clean():
@@ -308,7 +316,7 @@ PARTITION_LIMIT_MIN = 12 * 60
 #: rules whose jobs run on the GPU under device: cuda (md_seed, reference_md and baseline: unless
 #: configured otherwise, see the third case below) and those that never do
 GPU_RULES = {"md_seed", "reference_md", "train", "anneal", "relax", "baseline"}
-CPU_RULES = {"evaluate", "evaluate_baseline", "report", "export"}
+CPU_RULES = {"evaluate", "evaluate_annealed", "evaluate_baseline", "report", "export"}
 
 
 def dry_run_jobs(output: str) -> list[dict]:
@@ -393,7 +401,7 @@ def test_gpu_scale_config_through_the_slurm_profile_asks_for_what_each_job_uses(
     jobs = dry_run_jobs(out.stdout)
     counts = {r: sum(j["rule"] == r for j in jobs) for r in GPU_RULES | CPU_RULES}
     assert counts == {"md_seed": 1, "reference_md": 4, "train": 3, "anneal": 3, "relax": 3, "baseline": 3,
-                      "evaluate": 4, "evaluate_baseline": 3, "report": 1, "export": 1}, counts
+                      "evaluate": 4, "evaluate_annealed": 3, "evaluate_baseline": 3, "report": 1, "export": 1}, counts
     for job in jobs:
         rule, res, shell = job["rule"], job["resources"], job["shell"]
         what = f"{rule} {res} {shell[:200]}"

@@ -203,5 +203,6 @@ def cost_benchmarks():
     files += [f"{b}/baseline_{m}.tsv" for m in BASELINE_METHODS]
     files += [f"{b}/reference_md_{k}.tsv" for k in range(K + 1)]
     files += [f"{b}/evaluate_{k}.tsv" for k in range(K + 1)]
+    files += [f"{b}/evaluate_annealed_{k}.tsv" for k in range(1, K + 1)]
     files += [f"{b}/evaluate_baseline_{m}.tsv" for m in BASELINE_METHODS]
     return files

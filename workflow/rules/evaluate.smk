@@ -33,3 +33,34 @@ rule evaluate:
         "pita evaluate --samples {input.samples:q} --reference {input.reference:q} --system {params.system:q}"
         " --config-json {params.settings:q} {params.diagnostics:q} {params.cross_check:q} --seed {params.seed} --out-dir {params.outdir:q}"
         " --metrics-out {output.metrics:q} --plots-dir {output.plots:q} > {log:q} 2>&1"
+
+
+rule evaluate_annealed:
+    """Rung k >= 1: the anneal's weighted set, before relaxation, against the reference at T_k:
+    what the learned model delivers by itself. The relaxation's MCMC moves at T_k can erase the
+    anneal's basin weights entirely (docs/RESULTS.md, seventeenth session), so rule evaluate alone
+    cannot tell the model's contribution from the relaxation's."""
+    input:
+        samples=f"{RUN}/rung_{{rung}}/weighted.h5",
+        reference=f"{RUN}/reference/rung_{{rung}}.h5",
+    output:
+        metrics=f"{RUN}/rung_{{rung}}/annealed_metrics.json",
+    params:
+        system=SYSTEM_ARG,
+        settings=lambda w: json.dumps({**rung_settings(config, rung_of(w), "evaluate"), "plots": False},
+                                      sort_keys=True),
+        outdir=lambda w: f"{RUN}/rung_{w.rung}",
+        seed=job_seed(5),
+    log:
+        f"{RUN}/logs/evaluate_annealed_{{rung}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/evaluate_annealed_{{rung}}.tsv"
+    threads: 1
+    resources:
+        **job_resources("evaluate"),
+    conda:
+        "../../envs/pita.yaml"
+    shell:
+        "pita evaluate --samples {input.samples:q} --reference {input.reference:q} --system {params.system:q}"
+        " --method pita_annealed --config-json {params.settings:q} --seed {params.seed}"
+        " --out-dir {params.outdir:q} --metrics-out {output.metrics:q} > {log:q} 2>&1"

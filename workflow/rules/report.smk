@@ -1,9 +1,12 @@
 rule report:
-    """All rungs' metrics (and the baselines', when enabled), ESS traces, losses and the jobs'
-    benchmarks -> summary.csv, the cost per method, report figures and a self-contained HTML
-    report. Every output is declared with report() for `snakemake --report`."""
+    """All rungs' metrics (relaxed sets, the anneals' weighted sets, and the baselines' when
+    enabled), ESS traces, losses and the jobs' benchmarks -> summary.csv, the cost per method,
+    report figures and a self-contained HTML report. Every output is declared with report() for
+    `snakemake --report`."""
     input:
         metrics=expand(f"{RUN}/rung_{{rung}}/metrics.json", rung=range(K + 1)),
+        # each anneal's weighted set before relaxation (rule evaluate_annealed): the model's own share
+        annealed=expand(f"{RUN}/rung_{{k}}/annealed_metrics.json", k=range(1, K + 1)),
         baselines=baseline_metrics(),
         diagnostics=expand(f"{RUN}/rung_{{k}}/anneal_diagnostics.json", k=range(1, K + 1)),
         losses=expand(f"{RUN}/rung_{{k}}/losses.csv", k=range(K)),
@@ -28,7 +31,7 @@ rule report:
     conda:
         "../../envs/pita.yaml"
     shell:
-        "pita report --metrics {input.metrics:q} {input.baselines:q} --summary {output.summary:q}"
+        "pita report --metrics {input.metrics:q} {input.annealed:q} {input.baselines:q} --summary {output.summary:q}"
         " --diagnostics {input.diagnostics:q} --losses {input.losses:q} --benchmarks {input.benchmarks:q}"
         " {params.gpu_jobs:q} --cost {output.cost:q} --ess-plot {output.ess:q} --losses-plot {output.losses:q}"
         " --accuracy-plot {output.accuracy:q} --out {output.html:q} > {log:q} 2>&1"
