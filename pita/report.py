@@ -437,9 +437,11 @@ def _baseline_table(rows: Sequence[dict]) -> str:
 def _relaxation_table(rows: Sequence[dict]) -> str:
     """Per rung, the anneal's weighted set (method pita_annealed) above the relaxed set made from it."""
     annealed = {m.get("rung"): m for m in rows if m.get("method") == "pita_annealed"}
-    pairs = [r for m in sorted((m for m in rows if m.get("method", "pita") == "pita" and m.get("rung") in annealed),
-                               key=lambda m: m.get("rung") or 0)
-             for r in (annealed[m.get("rung")], m)]
+    relaxed = sorted((m for m in rows if m.get("method", "pita") == "pita" and m.get("rung") in annealed),
+                     key=lambda m: m.get("rung") or 0)
+    pairs = []
+    for m in relaxed:
+        pairs += [annealed[m.get("rung")], m]
     if not pairs:
         return ""
     return ("<h2>Before and after relaxation</h2><p class='note'>Per rung, the anneal's weighted set (the learned "

@@ -41,20 +41,20 @@ rule evaluate_annealed:
     anneal's basin weights entirely (docs/RESULTS.md, seventeenth session), so rule evaluate alone
     cannot tell the model's contribution from the relaxation's."""
     input:
-        samples=f"{RUN}/rung_{{rung}}/weighted.h5",
-        reference=f"{RUN}/reference/rung_{{rung}}.h5",
+        samples=f"{RUN}/rung_{{later}}/weighted.h5",
+        reference=f"{RUN}/reference/rung_{{later}}.h5",
     output:
-        metrics=f"{RUN}/rung_{{rung}}/annealed_metrics.json",
+        metrics=f"{RUN}/rung_{{later}}/annealed_metrics.json",
     params:
         system=SYSTEM_ARG,
         settings=lambda w: json.dumps({**rung_settings(config, rung_of(w), "evaluate"), "plots": False},
                                       sort_keys=True),
-        outdir=lambda w: f"{RUN}/rung_{w.rung}",
+        outdir=lambda w: f"{RUN}/rung_{w.later}",
         seed=job_seed(5),
     log:
-        f"{RUN}/logs/evaluate_annealed_{{rung}}.log",
+        f"{RUN}/logs/evaluate_annealed_{{later}}.log",
     benchmark:
-        f"{RUN}/benchmarks/evaluate_annealed_{{rung}}.tsv"
+        f"{RUN}/benchmarks/evaluate_annealed_{{later}}.tsv"
     threads: 1
     resources:
         **job_resources("evaluate"),
