@@ -45,11 +45,14 @@ walker diffuses freely, as in `pita md`; saved positions are shifted to a zero c
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict as dataclasses_asdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -689,11 +692,9 @@ class _TemperingPotential:
 
 def _torsions_made(system, kernel: SmcKernel, mean_free: bool) -> int:
     """Torsion moves `pita.relax.relax` really makes per particle (none without rotatable bonds)."""
-    if kernel.torsion_moves <= 0 or not mean_free:
-        return 0
-    from .torsions import TorsionMoves
+    from .relax import torsion_cycles
 
-    return int(kernel.torsion_moves) if TorsionMoves.for_system(system, kernel.torsion_max_angle) is not None else 0
+    return torsion_cycles(system, kernel.torsion_moves) if mean_free else 0
 
 
 def _kernels(kernels, n_rungs: int) -> list[SmcKernel]:
@@ -972,6 +973,58 @@ def run_baseline(method: str, system, temperatures, n_samples: int, budget: Eval
     raise PitaInputError(f"method: unknown baseline {method!r}; choose one of {', '.join(METHODS)}")
 
 
+def plan_pita_budget(system, seed_total: int, anneal: Sequence, relax: Sequence) -> dict:
+    """What a PITA run will spend, from its settings alone: the rung-0 set's `seed_total`, then
+    per rung k = 1..K the anneal's final correction (one true energy per particle: `n_particles`,
+    fewer when particles are dropped) and the relaxation without the bridge
+    (`pita.relax.planned_evaluations`). Both are fixed before the run, so the baselines can start
+    with this budget while PITA still runs; only a bridge (relax bridge auto when a rung's ESS is
+    tiny, or always) spends more, which the report shows. `anneal`, `relax`: the rungs' resolved
+    AnnealSettings and RelaxSettings, rung 1 first."""
+    from .relax import planned_evaluations, torsion_cycles
+
+    if len(anneal) != len(relax) or not anneal:
+        raise ValueError("plan_pita_budget: one anneal and one relax section per rung 1..K")
+    rungs, total = [], int(seed_total)
+    for k, (a, r) in enumerate(zip(anneal, relax), start=1):
+        n_out = r.n_out or a.n_particles
+        spend = {"rung": k, "anneal": int(a.n_particles),
+                 "relax": planned_evaluations(n_out, r.n_steps, torsion_cycles(system, r.torsion_moves)),
+                 "relax_bridge": r.bridge}
+        rungs.append(spend)
+        total += spend["anneal"] + spend["relax"]
+    return {"n_energy_evals_total": total, "n_energy_evals_seed": int(seed_total), "rungs": rungs}
+
+
+def budget_from_plan(path, target: float | None = None, equilibration_fraction: float = EQUILIBRATION_FRACTION,
+                     system=None) -> EvaluationBudget:
+    """The budget a `pita budget` plan (JSON) gives the baselines, checked against the ladder's
+    `target` temperature and the `system` when they are given."""
+    try:
+        plan = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PitaInputError(f"{path}: not a readable budget plan ({exc.__class__.__name__})") from None
+    if not isinstance(plan, dict) or plan.get("kind") != "pita_budget_plan":
+        raise PitaInputError(f"{path}: kind: not a budget plan written by `pita budget`")
+    total = plan.get("n_energy_evals_total")
+    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+        raise PitaInputError(f"{path}: n_energy_evals_total: must be a positive integer, got {total!r}")
+    t = plan.get("temperature")
+    if target is not None and not (isinstance(t, (int, float)) and not isinstance(t, bool)
+                                   and math.isclose(float(t), float(target), rel_tol=1e-6)):
+        raise PitaInputError(f"{path}: temperature: the plan is for {t!r}, the ladder's target is {target:g}")
+    if system is not None and plan.get("system") != system.name:
+        raise PitaInputError(f"{path}: system: the plan is for {plan.get('system')!r}, not {system.name!r}")
+    return EvaluationBudget(total, equilibration_fraction, source=str(path))
+
+
+def budget_from(path, target: float | None = None, equilibration_fraction: float = EQUILIBRATION_FRACTION,
+                system=None) -> EvaluationBudget:
+    """The budget in `path`: a `pita budget` plan (.json) or a sample set (its n_energy_evals_total)."""
+    reader = budget_from_plan if str(path).lower().endswith(".json") else budget_from_samples
+    return reader(path, target, equilibration_fraction, system=system)
+
+
 def budget_from_samples(path, target: float | None = None,
                         equilibration_fraction: float = EQUILIBRATION_FRACTION, system=None) -> EvaluationBudget:
     """The budget a PITA run spent: `n_energy_evals_total` of its final sample set (which must
@@ -984,5 +1037,6 @@ def budget_from_samples(path, target: float | None = None,
 
 __all__ = ["METHODS", "TemperatureLadder", "EvaluationBudget", "StepPlan", "SwapStatistics", "LadderLangevin",
            "ReplicaExchange", "swap_log_acceptance", "run_replica_exchange", "run_plain_md", "run_baseline",
-           "budget_from_samples", "SmcKernel", "smc_level_estimates", "planned_levels", "smc_rung_cost",
+           "budget_from_samples", "budget_from_plan", "budget_from", "plan_pita_budget", "SmcKernel",
+           "smc_level_estimates", "planned_levels", "smc_rung_cost",
            "plan_smc_particles", "run_smc"]

@@ -17,7 +17,7 @@ import sys
 
 from .errors import PitaInputError
 
-SUBCOMMANDS = ["md", "reference", "train", "anneal", "relax", "evaluate", "report", "export", "baseline"]
+SUBCOMMANDS = ["md", "reference", "train", "anneal", "relax", "evaluate", "report", "export", "baseline", "budget"]
 
 
 class OneLineParser(argparse.ArgumentParser):

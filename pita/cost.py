@@ -6,7 +6,8 @@ cpu_time). `cost_table` sums them per method:
 * pita: md_seed + every train_k, anneal_k and relax_k job;
 * each baseline `<m>`: its baseline_<m> job; smc also counts md_seed, the rung-0 seed set it
   shares with PITA (its evaluations are in smc's n_energy_evals_total, so its time is too);
-* evaluation: reference_md_k, evaluate_k, evaluate_baseline_<m> (shared by all methods, counted
+* evaluation: reference_md_k, evaluate_k, evaluate_baseline_<m> and plan_budget (the baselines'
+  budget, planned from the run's settings; no energy evaluations) (shared by all methods, counted
   for none), shown as its own row.
 
 Energy evaluations: PITA's final rung's n_energy_evals_total, each baseline's own total.
@@ -29,9 +30,10 @@ from .errors import PitaInputError
 from .provenance import atomic_write_text
 
 #: job name (benchmark file stem) -> rule
-_RULE = re.compile(r"^(md_seed|train|anneal|relax|baseline|reference_md|evaluate_baseline|evaluate|report)(?:_(.+))?$")
+_RULE = re.compile(r"^(md_seed|train|anneal|relax|baseline|plan_budget|reference_md|evaluate_baseline|evaluate|report)"
+                   r"(?:_(.+))?$")
 PITA_RULES = ("md_seed", "train", "anneal", "relax")
-EVALUATION_RULES = ("reference_md", "evaluate", "evaluate_baseline")
+EVALUATION_RULES = ("reference_md", "evaluate", "evaluate_baseline", "plan_budget")
 COST_COLUMNS = ["method", "n_energy_evals_total", "wall_time_s", "cpu_hours", "gpu_hours", "jobs", "note"]
 
 
@@ -90,7 +92,7 @@ def cost_table(benchmarks: Iterable[str | os.PathLike], rows: Sequence[dict] = (
             evals[method] = max(int(total), evals.get(method, 0))
     notes = {"pita": "md_seed + train, anneal and relax of every rung",
              "smc": "its baseline job + the md_seed seed set it shares with PITA (evaluations counted too)",
-             "evaluation": "reference sets and every evaluate job; shared, counted for no method"}
+             "evaluation": "reference sets, every evaluate job and the budget plan; shared, counted for no method"}
     order = ["pita"] + sorted(k for k in groups if k not in ("pita", "evaluation")) + ["evaluation"]
     out = []
     for method in order:

@@ -333,6 +333,23 @@ def default_step_size(system: Any, method: str) -> float:
     return 0.001 if getattr(system, "units", "") == "kJ/mol,nm" else 0.005
 
 
+def torsion_cycles(system: Any, torsion_moves: int) -> int:
+    """Torsion moves a relaxation of `system` makes per particle: `torsion_moves` for a molecule
+    with a rotatable bond, none otherwise."""
+    if torsion_moves <= 0 or not getattr(system, "mean_free", False):
+        return 0
+    from .torsions import TorsionMoves
+
+    return int(torsion_moves) if TorsionMoves.for_system(system) is not None else 0
+
+
+def planned_evaluations(n_out: int, n_steps: int, torsion_cycles: int) -> int:
+    """True energy evaluations of a relaxation without the bridge: the resampled particles once,
+    then each particle once per MALA or Langevin step and once per torsion move. Fixed by the
+    settings, so a run's cost is known before it runs (the baselines' planned budget)."""
+    return int(n_out) * (1 + int(n_steps) + int(torsion_cycles))
+
+
 def relax(samples: SampleSet, system: Any, temperature: float, *, method: str = "mala", n_steps: int = 100,
           step_size: float | None = None, n_burnin: int | None = None, friction: float = 1.0,
           bridge_mode: str = "auto", bridge_ess_threshold: float = 0.01, bridge_ess_fraction: float = 0.5,
@@ -469,6 +486,10 @@ def relax(samples: SampleSet, system: Any, temperature: float, *, method: str = 
         log.info("relax: %d torsion moves per particle, acceptance %.3f (%s)", n_cycles, float(np.mean(tors_acc)),
                  ", ".join(f"{k} {np.mean(v):.2f}" for k, v in tors_by_bond.items()))
     n_evals = system.n_energy_evals - n0
+    if not use_bridge and n_evals != planned_evaluations(n_out, n_steps, n_cycles):
+        # the planned budget (pita.baselines.plan_pita_budget) relies on this count
+        raise RuntimeError(f"relax: spent {n_evals} energy evaluations, planned "
+                           f"{planned_evaluations(n_out, n_steps, n_cycles)}")
     good = torch.isfinite(state.U) & torch.isfinite(state.x.reshape(state.x.shape[0], -1)).all(-1)
     n_bad = int((~good).sum())
     if n_bad:

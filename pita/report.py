@@ -27,6 +27,7 @@ from typing import Any, Iterable, Sequence
 from . import __version__
 from .errors import PitaInputError
 from .provenance import atomic_write_text, check_output_path, now_iso
+from .settings import BASELINE_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -414,6 +415,7 @@ figure{margin:0}
 img{max-width:680px;border:1px solid #eee}
 .path{color:#777;font-size:0.8em}
 .note{color:#555}
+.warn{color:#a00}
 """
 
 
@@ -428,10 +430,26 @@ def _baseline_table(rows: Sequence[dict]) -> str:
     at.sort(key=lambda m: (METHOD_ORDER.get(str(m.get("method")), 9), str(m.get("method")), -(m.get("rung") or 0)))
     unit = " K" if at and at[0].get("units", "kJ/mol,nm") == "kJ/mol,nm" else ""
     return (f"<h3>PITA and baselines at the target temperature T = {html.escape(_fmt(target))}{unit}</h3>"
-            "<p class='note'>Baselines spend at most the energy evaluations of the PITA run "
-            "(n_energy_evals_budget = the final rung's n_energy_evals_total); swap_acceptance_mean is "
-            "replica exchange's overall swap acceptance.</p>"
+            "<p class='note'>Baselines spend at most n_energy_evals_budget: the PITA run's evaluations as "
+            "planned from its settings before it ran (`pita budget`: the rung-0 set, then per rung one "
+            "evaluation per annealed particle and the relaxation's steps), or, with baselines.budget: spent, "
+            "its final rung's n_energy_evals_total; swap_acceptance_mean is replica exchange's overall swap "
+            "acceptance.</p>" + _budget_check(at)
             + _table(at, BASELINE_COLUMNS, lead=("method", "rung", "temperature")))
+
+
+def _budget_check(at: Sequence[dict]) -> str:
+    """A warning when PITA spent more than the budget its baselines were given (a relaxation
+    bridged, or the plan was made from other settings): the comparison is then not at equal cost."""
+    spent = [m.get("n_energy_evals_total") for m in at if m.get("method", "pita") == "pita"]
+    budgets = [m.get("n_energy_evals_budget") for m in at if m.get("method") in BASELINE_METHODS]
+    spent = [int(v) for v in spent if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    budgets = [int(v) for v in budgets if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not spent or not budgets or max(spent) <= min(budgets):
+        return ""
+    return (f"<p class='warn'><b>Not at equal cost:</b> PITA spent {max(spent)} energy evaluations, more than the "
+            f"{min(budgets)} its baselines were given (a relaxation ran the bridge, which the planned budget "
+            f"leaves out; baselines.budget: spent gives them the run's own total).</p>")
 
 
 def _relaxation_table(rows: Sequence[dict]) -> str:

@@ -275,6 +275,10 @@ class BaselineSettings:
     enabled: bool = setting(False, "workflow: run the baselines and show them in the report", cli=False)
     methods: list = setting(None, "workflow: which baselines", factory=lambda: ["md", "replica_exchange", "smc"],
                             cli=False)
+    budget: str = setting("planned", "workflow: the budget the baselines get: planned (from the PITA run's settings "
+                                     "by `pita budget`; the baselines run beside PITA, exact unless a relaxation "
+                                     "bridges) or spent (the final rung's total; they wait for the whole run)",
+                          choices=("planned", "spent"), cli=False)
     replicas_per_temperature: int = setting(16, "replica exchange: walkers per temperature; plain MD runs this many "
                                                 "x len(temperatures) walkers at the target", ge=1, le=1_000_000)
     swap_every: int = setting(50, "replica exchange: steps between swap attempts", ge=1, le=MAX_STEPS)
@@ -343,6 +347,7 @@ class ResourceSettings:
     anneal: JobResources = _job(120, 8000, "anneal")
     relax: JobResources = _job(120, 4000, "relax")
     evaluate: JobResources = _job(60, 4000, "evaluate")
+    plan_budget: JobResources = _job(10, 2000, "plan_budget")
     baseline: JobResources = _job(240, 4000, "baseline")
     evaluate_baseline: JobResources = _job(60, 4000, "evaluate_baseline")
     report: JobResources = _job(10, 2000, "report")

@@ -376,32 +376,38 @@ def smc_kernel(settings: RelaxSettings) -> Any:
                      torsion_max_angle=math.radians(settings.torsion_max_angle_deg))
 
 
-def smc_relax_settings(data: Any, n_rungs: int, source: str = "--relax-json") -> list[RelaxSettings]:
-    """The relax settings of rungs 1..n_rungs for the smc baseline from `data`: None (the
-    defaults at every rung), one mapping of relax settings (every rung), or a mapping rung index
-    -> relax settings naming every rung 1..n_rungs ({"1": {...}, "2": {...}}, as the workflow
-    passes the PITA run's resolved relax section per rung)."""
+def rung_sections(cls: Any, data: Any, n_rungs: int, source: str) -> list:
+    """Settings of class `cls` for rungs 1..n_rungs from `data`: None (the defaults at every
+    rung), one mapping of settings (every rung), or a mapping rung index -> settings naming every
+    rung 1..n_rungs ({"1": {...}, "2": {...}}, as the workflow passes a section per rung with the
+    per-rung overrides resolved)."""
     from .settings import from_mapping
 
+    what = cls.__name__.removesuffix("Settings").lower()
     if data is None:
-        return [RelaxSettings()] * n_rungs
+        return [cls()] * n_rungs
     if not isinstance(data, dict):
-        raise PitaInputError(f"{source}: expected a JSON object (relax settings, or rung index -> relax settings)")
+        raise PitaInputError(f"{source}: expected a JSON object ({what} settings, or rung index -> {what} settings)")
     rung_keys = [k for k in data if isinstance(k, str) and k.isdigit()]
     if not rung_keys:
-        return [from_mapping(RelaxSettings, data, source)] * n_rungs
+        return [from_mapping(cls, data, source)] * n_rungs
     if len(rung_keys) != len(data):
         other = next(k for k in data if k not in rung_keys)
-        raise PitaInputError(f"{source}: mixes rung indices and settings (key {other!r}); give either relax "
-                             "settings or rung index -> relax settings")
+        raise PitaInputError(f"{source}: mixes rung indices and settings (key {other!r}); give either {what} "
+                             f"settings or rung index -> {what} settings")
     want = {str(k) for k in range(1, n_rungs + 1)}
     if set(rung_keys) != want:
         missing, unknown = sorted(want - set(rung_keys), key=int), sorted(set(rung_keys) - want, key=int)
         problem = (f"rung(s) {', '.join(missing)} missing" if missing else
                    f"rung(s) {', '.join(unknown)} not on the ladder")
-        raise PitaInputError(f"{source}: needs the relax settings of every rung 1..{n_rungs}: {problem}")
-    return [from_mapping(RelaxSettings, data[str(k)], source, prefix=f"{k}.") for k in range(1, n_rungs + 1)]
+        raise PitaInputError(f"{source}: needs the {what} settings of every rung 1..{n_rungs}: {problem}")
+    return [from_mapping(cls, data[str(k)], source, prefix=f"{k}.") for k in range(1, n_rungs + 1)]
+
+
+def smc_relax_settings(data: Any, n_rungs: int, source: str = "--relax-json") -> list[RelaxSettings]:
+    """The relax settings of rungs 1..n_rungs for the smc baseline (`rung_sections`)."""
+    return rung_sections(RelaxSettings, data, n_rungs, source)
 
 
 __all__ = ["seed", "reference", "train", "anneal", "relax", "evaluate", "baseline", "md_timestep", "smc_kernel",
-           "smc_relax_settings"]
+           "smc_relax_settings", "rung_sections"]

@@ -11,9 +11,10 @@
 
 The ladder is hot -> cold, the target temperature last (plain MD runs at the target only, with
 replicas_per_temperature x len(ladder) walkers: as many as replica exchange). The budget is a
-number of energy evaluations (--budget) or the `n_energy_evals_total` of a sample set at the
-target temperature (--budget-from, normally the PITA run's final rung); the baseline never
-spends more. The settings are config.yaml's baselines section (pita.settings.BaselineSettings).
+number of energy evaluations (--budget), a `pita budget` plan (--budget-from budget.json: what
+the PITA run's settings will spend, so the baselines can run beside it) or the
+`n_energy_evals_total` of a sample set at the target temperature (--budget-from, the PITA run's
+final rung: what it spent); the baseline never spends more. The settings are config.yaml's baselines section (pita.settings.BaselineSettings).
 
 smc starts from --seed-set (the PITA run's rung-0 MD set at T_0, whose evaluations count in the
 budget) and at each rung bridges by adaptive tempering, then relaxes with that rung's relax
@@ -47,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--budget", type=integer, help="energy evaluations to spend at most")
     budget.add_argument("--budget-from", dest="budget_from",
-                        help="sample set at the target temperature whose n_energy_evals_total is the budget")
+                        help="a `pita budget` plan (.json: the budget planned from the PITA run's settings) or a "
+                             "sample set at the target temperature whose n_energy_evals_total is the budget")
     p.add_argument("--seed-set", dest="seed_set",
                    help="smc: the PITA run's rung-0 sample set at the first temperature (its evaluations count)")
     p.add_argument("--relax-json", dest="relax_json", metavar="JSON_OR_FILE",
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                 raise PitaInputError(f"{option}: only --method smc takes it")
     eq = settings.equilibration_fraction
     if args.budget_from is not None:
-        budget = baselines.budget_from_samples(args.budget_from, ladder.target, eq, system=system)
+        budget = baselines.budget_from(args.budget_from, ladder.target, eq, system=system)
     else:
         if not 1 <= args.budget <= 1000 * MAX_STEPS:
             raise PitaInputError(f"--budget: must be in [1, {1000 * MAX_STEPS:g}], got {args.budget}")

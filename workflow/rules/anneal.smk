@@ -17,6 +17,7 @@ rule anneal:
     benchmark:
         f"{RUN}/benchmarks/anneal_{{later}}.tsv"
     threads: config["threads"]
+    priority: CHAIN_PRIORITY
     resources:
         **job_resources("anneal", True),
     conda:

@@ -1,11 +1,38 @@
 # Baselines at the PITA run's energy-evaluation budget (config `baselines`): plain MD at the
 # target temperature, replica exchange across the ladder, and model-free SMC (adaptive tempering
 # from the PITA run's own rung-0 set with its relax settings per rung), each spending at most the
-# final rung's n_energy_evals_total, evaluated against the final rung's reference.
+# budget (BUDGET_FILE: planned from the run's settings by plan_budget, or the final rung's
+# n_energy_evals_total), evaluated against the final rung's reference.
+
+
+rule plan_budget:
+    """What the PITA run will spend, from its settings: the rung-0 set's evaluations plus each
+    rung's final correction and relaxation (a bridge, if one runs, spends more: the report shows it)."""
+    input:
+        seed_set=f"{RUN}/rung_0/samples.h5",
+    output:
+        budget=f"{RUN}/baselines/budget.json",
+    params:
+        system=SYSTEM_ARG,
+        temperatures=TEMPS,
+        anneal=rung_sections_json("anneal"),
+        relax=rung_sections_json("relax"),
+    log:
+        f"{RUN}/logs/plan_budget.log",
+    benchmark:
+        f"{RUN}/benchmarks/plan_budget.tsv"
+    threads: 1
+    resources:
+        **job_resources("plan_budget"),
+    conda:
+        "../../envs/pita.yaml"
+    shell:
+        "pita budget --system {params.system:q} --temperatures {params.temperatures} --seed-set {input.seed_set:q}"
+        " --anneal-json {params.anneal:q} --relax-json {params.relax:q} --out {output.budget:q} > {log:q} 2>&1"
 
 
 rule baseline:
-    """Plain MD, replica exchange or smc within the final rung's energy-evaluation total."""
+    """Plain MD, replica exchange or smc within the PITA run's energy-evaluation budget."""
     input:
         unpack(baseline_inputs),
     output:

@@ -133,6 +133,11 @@ def reference_file(k, key="files"):
     return None
 
 
+#: the chain md_seed -> train -> anneal -> relax -> ... is the run's critical path: when a core frees,
+#: its next job goes before the evaluations and baselines that run beside it
+CHAIN_PRIORITY = 10
+
+
 # baselines (config `baselines`, rules in baselines.smk)
 BASELINES = config.get("baselines") or {}
 
@@ -163,10 +168,19 @@ def baseline_metrics():
 BASELINE_SEED_OFFSET = {"md": 11, "replica_exchange": 12, "smc": 13}
 
 
+#: the baselines' budget: planned from the run's settings (rule plan_budget; the baselines run beside
+#: PITA) or what the final rung spent (they wait for the whole run); config baselines.budget
+BUDGET_FILE = f"{RUN}/baselines/budget.json" if BASELINES.get("budget", "planned") == "planned" else f"{RUN}/rung_{K}/samples.h5"
+
+
+def rung_sections_json(section):
+    """One section's settings of every rung 1..K (per-rung overrides resolved) as one JSON object."""
+    return json.dumps({str(k): rung_settings(config, k, section) for k in range(1, K + 1)}, sort_keys=True)
+
+
 def baseline_inputs(w):
-    """The final rung (its n_energy_evals_total is the budget) and, for smc, the rung-0 seed set
-    that PITA started from."""
-    inputs = {"budget": f"{RUN}/rung_{K}/samples.h5"}
+    """The budget (BUDGET_FILE) and, for smc, the rung-0 seed set that PITA started from."""
+    inputs = {"budget": BUDGET_FILE}
     if w.method == "smc":
         inputs["seed_set"] = f"{RUN}/rung_0/samples.h5"
     return inputs
@@ -177,8 +191,7 @@ def baseline_smc_args(w, input):
     overrides resolved) as one JSON object; none for the other baselines."""
     if w.method != "smc":
         return []
-    relax = {str(k): rung_settings(config, k, "relax") for k in range(1, K + 1)}
-    return ["--seed-set", input.seed_set, "--relax-json", json.dumps(relax, sort_keys=True)]
+    return ["--seed-set", input.seed_set, "--relax-json", rung_sections_json("relax")]
 
 
 def gpu_jobs():
@@ -205,4 +218,5 @@ def cost_benchmarks():
     files += [f"{b}/evaluate_{k}.tsv" for k in range(K + 1)]
     files += [f"{b}/evaluate_annealed_{k}.tsv" for k in range(1, K + 1)]
     files += [f"{b}/evaluate_baseline_{m}.tsv" for m in BASELINE_METHODS]
+    files += [f"{b}/plan_budget.tsv"] if BASELINE_METHODS and BUDGET_FILE.endswith(".json") else []
     return files

@@ -13,6 +13,7 @@ rule md_seed:
     benchmark:
         f"{RUN}/benchmarks/md_seed.tsv"
     threads: config["threads"]
+    priority: CHAIN_PRIORITY
     resources:
         **job_resources("md_seed", MD_SEED_GPU),
     conda:

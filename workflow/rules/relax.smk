@@ -17,6 +17,7 @@ rule relax:
     benchmark:
         f"{RUN}/benchmarks/relax_{{later}}.tsv"
     threads: config["threads"]
+    priority: CHAIN_PRIORITY
     resources:
         **job_resources("relax", True),
     conda:

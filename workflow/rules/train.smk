@@ -20,6 +20,7 @@ rule train:
     benchmark:
         f"{RUN}/benchmarks/train_{{rung}}.tsv"
     threads: config["threads"]
+    priority: CHAIN_PRIORITY
     resources:
         **job_resources("train", True),
     conda:
