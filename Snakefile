@@ -1,7 +1,7 @@
 # PITA: Progressive Inference-Time Annealing, one rule per step and rung.
 #   md_seed(T_0) -> train(0) -> anneal(0->1) -> relax(1) -> train(1) -> ... -> relax(K)
 #   reference_md(T_k) ------------------------------------------> evaluate(k) -> report
-#   baseline(md | replica_exchange, budget of relax(K)) -> evaluate_baseline -> report (optional)
+#   md_seed -> plan_budget -> baseline(md | replica_exchange | smc) -> evaluate_baseline -> report (optional)
 from snakemake.utils import min_version
 
 min_version("8.0")

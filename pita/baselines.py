@@ -989,8 +989,7 @@ def plan_pita_budget(system, seed_total: int, anneal: Sequence, relax: Sequence)
     for k, (a, r) in enumerate(zip(anneal, relax), start=1):
         n_out = r.n_out or a.n_particles
         spend = {"rung": k, "anneal": int(a.n_particles),
-                 "relax": planned_evaluations(n_out, r.n_steps, torsion_cycles(system, r.torsion_moves)),
-                 "relax_bridge": r.bridge}
+                 "relax": planned_evaluations(n_out, r.n_steps, torsion_cycles(system, r.torsion_moves))}
         rungs.append(spend)
         total += spend["anneal"] + spend["relax"]
     return {"n_energy_evals_total": total, "n_energy_evals_seed": int(seed_total), "rungs": rungs}

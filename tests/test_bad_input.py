@@ -11,6 +11,7 @@ in a subprocess) against an output folder that already holds an earlier rung's r
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -128,6 +129,13 @@ def inp(tmp_path_factory) -> dict[str, Path]:
     with torch.no_grad():
         next(iter(bad_model.parameters())).fill_(float("nan"))
     save_checkpoint(p["nan_ckpt"], bad_model)
+    # `pita budget` plans (the baselines' --budget-from .json)
+    plan = {"kind": "pita_budget_plan", "system": "alanine_dipeptide", "temperature": T_RUNG1,
+            "n_energy_evals_total": 100_000}
+    for key, patch in (("plan_other_temperature", {"temperature": T_TARGET}), ("plan_other_system", {"system": "lj13"}),
+                       ("plan_not_a_plan", {"kind": "metrics"}), ("plan_bad_total", {"n_energy_evals_total": 1.5e5})):
+        p[key] = d / f"{key}.json"
+        p[key].write_text(json.dumps({**plan, **patch}))
     p["metrics"] = d / "metrics.json"
     p["metrics"].write_text('{"method": "pita", "rung": 1, "temperature": 755.95, "energy_w1": 0.5}\n')
     p["a_file"] = d / "a_file.txt"
@@ -183,6 +191,11 @@ def _baseline(p, o, *more, method="replica_exchange", temperatures=("1200", "755
     return ["baseline", "--method", method, "--system", "alanine_dipeptide", "--temperatures", *temperatures,
             "--n-samples", "4", "--replicas-per-temperature", "2", "--out", str(o / "out.h5"), "--device", "cpu", "--no-progress",
             *more]
+
+
+def _budget(p, o, *more, temperatures=("755.95", "555.52", "300"), out="out.json"):
+    return ["budget", "--system", "alanine_dipeptide", "--temperatures", *temperatures, "--seed-set", str(p["good"]),
+            "--out", str(o / out), *more]
 
 
 def _evaluate(p, o, samples="good", reference="ref300", *more):
@@ -311,6 +324,26 @@ CASES = [
          ["--config-json", "swap_evry'", "unknown setting"]),
     Case("baseline-out-is-a-folder", lambda p, o: _baseline(p, o, "--budget", "100000"),
          ["--out", "out.h5", "is a folder"], folders=["out.h5"]),
+    Case("baseline-budget-plan-other-temperature",
+         lambda p, o: _baseline(p, o, "--budget-from", str(p["plan_other_temperature"])),
+         [_f("plan_other_temperature"), "temperature: the plan is for 300", "target is 755.95"]),
+    Case("baseline-budget-plan-other-system", lambda p, o: _baseline(p, o, "--budget-from", str(p["plan_other_system"])),
+         [_f("plan_other_system"), "system: the plan is for 'lj13'", "alanine_dipeptide"]),
+    Case("baseline-budget-plan-not-a-plan", lambda p, o: _baseline(p, o, "--budget-from", str(p["plan_not_a_plan"])),
+         [_f("plan_not_a_plan"), "kind: not a budget plan"]),
+    Case("baseline-budget-plan-bad-total", lambda p, o: _baseline(p, o, "--budget-from", str(p["plan_bad_total"])),
+         [_f("plan_bad_total"), "n_energy_evals_total: must be a positive integer"]),
+    Case("baseline-budget-plan-not-json", lambda p, o: _baseline(p, o, "--budget-from", str(p["d"] / "none.json")),
+         ["none.json", "not a readable budget plan"]),
+    Case("budget-seed-set-other-temperature", lambda p, o: _budget(p, o, temperatures=("1200", "755.95")),
+         [_f("good"), "'temperature' is 755.95 but 1200 was expected"]),
+    Case("budget-anneal-json-rung-missing", lambda p, o: _budget(p, o, "--anneal-json", '{"1": {}}'),
+         ["--anneal-json", "every rung 1..2", "rung(s) 2 missing"]),
+    Case("budget-relax-json-unknown-setting", lambda p, o: _budget(p, o, "--relax-json", '{"n_stepz": 3}'),
+         ["--relax-json", "n_stepz", "unknown setting"]),
+    Case("budget-out-not-json", lambda p, o: _budget(p, o, out="out.h5"), ["--out", "out.h5", ".json"]),
+    Case("budget-one-temperature", lambda p, o: _budget(p, o, temperatures=("755.95",)),
+         ["--temperatures", "at least two temperatures"]),
     # --- checkpoints ---------------------------------------------------------------------------
     Case("anneal-garbage-checkpoint", lambda p, o: _anneal(p, o, ckpt="garbage_pt"),
          [_f("garbage_pt"), "not a loadable model checkpoint"]),
@@ -365,7 +398,7 @@ CASES = [
 ]
 
 #: outputs every case must leave absent (relative to the case's output folder)
-OUTPUTS = ["out.h5", "out.pt", "out.pdb", "out.foo", "diag.json", "losses.csv", "eval", "report.html",
+OUTPUTS = ["out.h5", "out.json", "out.pt", "out.pdb", "out.foo", "diag.json", "losses.csv", "eval", "report.html",
            "summary.csv", ".pita-work"]
 
 

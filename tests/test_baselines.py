@@ -327,6 +327,43 @@ def test_cli_budget_from_a_set_at_another_temperature(tmp_path, capsys):
     assert not out.exists()
 
 
+# ---- the planned budget (pita budget) -----------------------------------------------------------------
+def test_plan_counts_the_seed_set_final_corrections_and_relaxations():
+    from pita.settings import AnnealSettings, RelaxSettings
+
+    aldp, lj = load("alanine_dipeptide"), load("lj13")
+    anneal = [AnnealSettings(n_particles=50), AnnealSettings(n_particles=70)]
+    relax = [RelaxSettings(n_steps=10, torsion_moves=4), RelaxSettings(n_steps=20, torsion_moves=6, n_out=100)]
+    plan = B.plan_pita_budget(aldp, 1000, anneal, relax)
+    # rung 1: 50 final energies + 50 (1 + 10 + 4); rung 2: 70 + 100 (1 + 20 + 6)
+    assert [(r["anneal"], r["relax"]) for r in plan["rungs"]] == [(50, 750), (70, 2700)]
+    assert plan["n_energy_evals_total"] == 1000 + 50 + 750 + 70 + 2700 and plan["n_energy_evals_seed"] == 1000
+    # no rotatable bond, no torsion moves made or counted
+    assert B.plan_pita_budget(lj, 0, anneal, relax)["n_energy_evals_total"] == 50 + 50 * 11 + 70 + 100 * 21
+    with pytest.raises(ValueError):
+        B.plan_pita_budget(aldp, 0, anneal, relax[:1])
+
+
+def test_cli_budget_plan_is_the_baselines_budget(tmp_path, capsys):
+    seed = _pita_run_file(tmp_path / "rung_0.h5", 4000, temperature=2.0)
+    plan = tmp_path / "budget.json"
+    rc = main(["budget", "--system", "lj13", "--temperatures", "2", "1.5", "1", "--seed-set", str(seed),
+               "--anneal-json", '{"n_particles": 20}', "--relax-json", '{"1": {"n_steps": 5}, "2": {"n_steps": 9}}',
+               "--out", str(plan)])
+    assert rc == 0, capsys.readouterr().err
+    got = json.loads(plan.read_text())
+    assert got["kind"] == "pita_budget_plan" and got["system"] == "lj13" and got["temperature"] == 1.0
+    assert got["n_energy_evals_total"] == 4000 + (20 + 20 * 6) + (20 + 20 * 10)
+    assert len(got["config_digest"]) == 16 and got["producing_step"] == "budget"
+    out = tmp_path / "md.h5"
+    assert main(["baseline", "--method", "md", "--system", "lj13", "--temperatures", "2", "1.5", "1", "--budget-from",
+                 str(plan), "--n-samples", "8", "--replicas-per-temperature", "2", "--out", str(out),
+                 "--no-progress"]) == 0
+    a = SampleSet.read(out, temperature=1.0, n_atoms=13, system="lj13").attrs
+    assert a["n_energy_evals_budget"] == got["n_energy_evals_total"] and a["budget_from"] == str(plan)
+    assert a["n_energy_evals_total"] <= got["n_energy_evals_total"]
+
+
 # ---- the report ------------------------------------------------------------------------------------
 def test_report_puts_pita_and_baselines_side_by_side(tmp_path):
     from pita.report import write_report
@@ -364,6 +401,13 @@ def test_report_puts_pita_and_baselines_side_by_side(tmp_path):
         got = {r["method"] + r["rung"]: r for r in csv.DictReader(fh)}
     assert got["replica_exchange1"]["swap_acceptance_mean"] == "0.125"
     assert got["md1"]["n_energy_evals_budget"] == "123456" and got["pita1"]["n_energy_evals_total"] == "123456"
+    assert "Not at equal cost" not in html
+    # PITA spent more than its baselines were given (a relaxation bridged): the report says so
+    rows["rung_1"]["n_energy_evals_total"] = 150000
+    (tmp_path / "rung_1" / "metrics.json").write_text(json.dumps({**common, **rows["rung_1"]}))
+    write_report(paths, tmp_path / "report.html", tmp_path / "summary.csv")
+    assert "Not at equal cost:</b> PITA spent 150000 energy evaluations, more than the 123456" in \
+        (tmp_path / "report.html").read_text()
 
 
 # ---- smc: adaptive tempering from the seed set, no model ----------------------------------------------

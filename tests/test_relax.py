@@ -205,3 +205,33 @@ def test_relax_records_the_lineage_of_every_output_sample():
     assert np.array_equal(sub.lineage(), r2.samples.lineage()[:10])
     with pytest.raises(ValueError, match="lineage"):
         relax(_set(x0, log_weight=lw), g, 1.0, n_steps=1, lineage=labels[:5])
+
+
+@pytest.mark.parametrize("method,torsion_moves,n_out", [("mala", 3, 7), ("langevin", 2, None), ("mala", 0, 5)])
+def test_relax_spends_exactly_the_planned_evaluations(method, torsion_moves, n_out):
+    """The baselines' planned budget (pita budget) counts a relaxation as n_out (1 + n_steps +
+    torsion moves): the real count, with torsion moves on a molecule, for both move kinds."""
+    from pita.relax import planned_evaluations, torsion_cycles
+    from pita.systems import load
+
+    aldp = load("alanine_dipeptide")
+    rng = np.random.default_rng(0)
+    x = np.asarray(aldp.reference_positions)[None] + 0.001 * rng.standard_normal((6, aldp.n_atoms, 3))
+    ss = SampleSet(positions=x.astype(np.float32), energy=np.zeros(6),
+                   attrs=dict(system=aldp.name, temperature=300.0, units=aldp.units, length_scale=aldp.length_scale,
+                              n_energy_evals=0, n_energy_evals_total=0, rung=1))
+    r = relax(ss, aldp, 300.0, method=method, n_steps=4, n_out=n_out, torsion_moves=torsion_moves, bridge_mode="never",
+              step_size=1e-6 if method == "mala" else 0.0005, seed=3)
+    assert torsion_cycles(aldp, torsion_moves) == torsion_moves
+    assert r.samples.attrs["n_energy_evals"] == planned_evaluations(n_out or 6, 4, torsion_moves)
+    assert r.samples.attrs["n_energy_evals"] == (n_out or 6) * (1 + 4 + torsion_moves)
+
+
+def test_torsion_cycles_only_where_a_bond_rotates():
+    from pita.relax import torsion_cycles
+    from pita.systems import load
+
+    assert torsion_cycles(load("lj13"), 400) == 0
+    assert torsion_cycles(GaussianMixture(means=[[0.0, 0.0]], covs=[np.eye(2).tolist()], weights=[1.0]), 400) == 0
+    assert torsion_cycles(load("alanine_dipeptide"), 0) == 0
+    assert torsion_cycles(load("alanine_dipeptide"), 400) == 400

@@ -7,6 +7,7 @@ The SLURM test runs the same config through the slurm profile on a one-node clus
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -86,12 +87,28 @@ def test_tiny_completes_after_kill_and_resumes_training(tiny_run):
     final = SampleSet.read(run / "rung_2" / "samples.h5", temperature=555.52, n_atoms=22)
     assert final.attrs["n_energy_evals_total"] > final.attrs["n_energy_evals"] > 0
     assert "report" in (run / "report.html").read_text().lower()
-    # baselines at the final rung's budget, evaluated and reported beside PITA
-    budget = final.attrs["n_energy_evals_total"]
+    # baselines at the budget planned from the run's settings (rule plan_budget), evaluated and
+    # reported beside PITA; the plan is what each step spends (the final correction at most one
+    # evaluation per particle, a relaxation that did not bridge exactly its steps)
+    plan = json.loads((run / "baselines" / "budget.json").read_text())
+    budget = plan["n_energy_evals_total"]
+    seed = SampleSet.read(run / "rung_0" / "samples.h5", temperature=1200.0, n_atoms=22)
+    assert plan["n_energy_evals_seed"] == seed.attrs["n_energy_evals_total"]
+    assert budget == plan["n_energy_evals_seed"] + sum(r["anneal"] + r["relax"] for r in plan["rungs"])
+    bridged = False
+    for r in plan["rungs"]:
+        weighted = SampleSet.read(run / f"rung_{r['rung']}" / "weighted.h5", n_atoms=22)
+        assert 0 < weighted.attrs["n_energy_evals"] <= r["anneal"]
+        diag = json.loads((run / f"rung_{r['rung']}" / "relax_diagnostics.json").read_text())
+        bridged |= diag["bridge"]
+        assert diag["n_energy_evals"] == r["relax"] or diag["bridge"], (diag["n_energy_evals"], r)
+    assert (final.attrs["n_energy_evals_total"] <= budget) or bridged
     for method in ("md", "replica_exchange"):
         base = SampleSet.read(run / "baselines" / method / "samples.h5", temperature=555.52, n_atoms=22)
         assert base.attrs["method"] == method and base.attrs["n_energy_evals_budget"] == budget
         assert budget - 3 * 8 < base.attrs["n_energy_evals"] <= budget
+    # the report says when PITA spent more than its baselines were given
+    assert ("Not at equal cost" in (run / "report.html").read_text()) == (final.attrs["n_energy_evals_total"] > budget)
     import csv
 
     with open(run / "summary.csv") as fh:
@@ -215,12 +232,14 @@ def test_changed_rung_setting_plans_only_that_rung_and_downstream(tiny_run):
     assert jobs.get("anneal") == 2 and jobs.get("relax") == 2 and jobs.get("train") == 1, jobs
     assert jobs.get("evaluate") == 2 and jobs.get("evaluate_annealed") == 2 and jobs.get("report") == 1, jobs
     assert "md_seed" not in jobs and "reference_md" not in jobs, jobs
+    # the baselines' planned budget does not depend on the anneal's n_steps: they stay as they are
+    assert not {"plan_budget", "baseline", "evaluate_baseline"} & set(jobs), jobs
 
 
-@pytest.mark.parametrize("enabled", [True, False])
-def test_tiny_plan_has_the_baselines_when_enabled(tmp_path, enabled):
+@pytest.mark.parametrize("enabled,budget", [(True, "planned"), (True, "spent"), (False, "planned")])
+def test_tiny_plan_has_the_baselines_when_enabled(tmp_path, enabled, budget):
     cfg = yaml.safe_load(TINY.read_text())
-    cfg["baselines"]["enabled"] = enabled
+    cfg["baselines"].update(enabled=enabled, budget=budget)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = snakemake(tmp_path, "--configfile", str(path), "--cores", "1", "-n", "-p", timeout=300)
@@ -230,12 +249,16 @@ def test_tiny_plan_has_the_baselines_when_enabled(tmp_path, enabled):
         assert jobs.get("baseline") == 3 and jobs.get("evaluate_baseline") == 3, jobs
         for method in ("md", "replica_exchange", "smc"):
             assert f"results/tiny/baselines/{method}/metrics.json" in out.stdout
-        assert "--budget-from results/tiny/rung_2/samples.h5" in out.stdout or "rung_2/samples.h5" in out.stdout
+        # planned: the budget comes from the run's settings (and the rung-0 set), so the baselines
+        # need no rung after 0 and run beside PITA; spent: they wait for the final rung's total
+        budget_file = "results/tiny/baselines/budget.json" if budget == "planned" else "results/tiny/rung_2/samples.h5"
+        assert f"--budget-from {budget_file}" in out.stdout
+        assert jobs.get("plan_budget") == (1 if budget == "planned" else None), jobs
         # smc starts from the seed set PITA started from, with PITA's relax settings per rung
         assert "--seed-set results/tiny/rung_0/samples.h5" in out.stdout
         assert "--relax-json '{\"1\": {" in out.stdout
     else:
-        assert "baseline" not in jobs and "evaluate_baseline" not in jobs, jobs
+        assert "baseline" not in jobs and "evaluate_baseline" not in jobs and "plan_budget" not in jobs, jobs
     assert jobs.get("report") == 1 and jobs.get("evaluate") == 3 and jobs.get("evaluate_annealed") == 2, jobs
 
 
@@ -316,7 +339,7 @@ PARTITION_LIMIT_MIN = 12 * 60
 #: rules whose jobs run on the GPU under device: cuda (md_seed, reference_md and baseline: unless
 #: configured otherwise, see the third case below) and those that never do
 GPU_RULES = {"md_seed", "reference_md", "train", "anneal", "relax", "baseline"}
-CPU_RULES = {"evaluate", "evaluate_annealed", "evaluate_baseline", "report", "export"}
+CPU_RULES = {"evaluate", "evaluate_annealed", "evaluate_baseline", "report", "export", "plan_budget"}
 
 
 def dry_run_jobs(output: str) -> list[dict]:
@@ -401,7 +424,8 @@ def test_gpu_scale_config_through_the_slurm_profile_asks_for_what_each_job_uses(
     jobs = dry_run_jobs(out.stdout)
     counts = {r: sum(j["rule"] == r for j in jobs) for r in GPU_RULES | CPU_RULES}
     assert counts == {"md_seed": 1, "reference_md": 4, "train": 3, "anneal": 3, "relax": 3, "baseline": 3,
-                      "evaluate": 4, "evaluate_annealed": 3, "evaluate_baseline": 3, "report": 1, "export": 1}, counts
+                      "evaluate": 4, "evaluate_annealed": 3, "evaluate_baseline": 3, "report": 1, "export": 1,
+                      "plan_budget": 1}, counts
     for job in jobs:
         rule, res, shell = job["rule"], job["resources"], job["shell"]
         what = f"{rule} {res} {shell[:200]}"

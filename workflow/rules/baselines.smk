@@ -15,8 +15,9 @@ rule plan_budget:
     params:
         system=SYSTEM_ARG,
         temperatures=TEMPS,
-        anneal=rung_sections_json("anneal"),
-        relax=rung_sections_json("relax"),
+        # only what the budget depends on, so a rung's other changes do not rerun the baselines
+        anneal=rung_sections_json("anneal", ["n_particles"]),
+        relax=rung_sections_json("relax", ["n_out", "n_steps", "torsion_moves"]),
     log:
         f"{RUN}/logs/plan_budget.log",
     benchmark:

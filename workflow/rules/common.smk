@@ -173,9 +173,13 @@ BASELINE_SEED_OFFSET = {"md": 11, "replica_exchange": 12, "smc": 13}
 BUDGET_FILE = f"{RUN}/baselines/budget.json" if BASELINES.get("budget", "planned") == "planned" else f"{RUN}/rung_{K}/samples.h5"
 
 
-def rung_sections_json(section):
-    """One section's settings of every rung 1..K (per-rung overrides resolved) as one JSON object."""
-    return json.dumps({str(k): rung_settings(config, k, section) for k in range(1, K + 1)}, sort_keys=True)
+def rung_sections_json(section, keys=None):
+    """One section's settings of every rung 1..K (per-rung overrides resolved) as one JSON object;
+    `keys`: only these settings (the others take their defaults where it is read)."""
+    rungs = {str(k): rung_settings(config, k, section) for k in range(1, K + 1)}
+    if keys is not None:
+        rungs = {k: {key: s[key] for key in keys if key in s} for k, s in rungs.items()}
+    return json.dumps(rungs, sort_keys=True)
 
 
 def baseline_inputs(w):
