@@ -132,6 +132,7 @@ def check_config(config: dict, source: str = "config.yaml") -> None:
                                                         f"{runs_at.start}..{runs_at.stop - 1} only")
             from_mapping(SECTIONS[section], settings, source, prefix=f"rungs.{key}.{section}.")
             resolved_settings(config, int(key), section, source)
+    _check_planned_budget(config, n_rungs, source)
     for key in ("files", "cross_check"):
         ref_files = (config.get("reference") or {}).get(key) or {}
         for temp, path in ref_files.items():
@@ -143,6 +144,17 @@ def check_config(config: dict, source: str = "config.yaml") -> None:
                 _fail(source, f"reference.{key}.{temp}", "temperature is not on the ladder")
             if not isinstance(path, str) or not Path(path).is_file():
                 _fail(source, f"reference.{key}.{temp}", f"file not found: {path}")
+
+
+def _check_planned_budget(config: dict, n_rungs: int, source: str) -> None:
+    """A planned budget cannot know a bridge's cost: refuse it where a rung always bridges."""
+    baselines = config.get("baselines") or {}
+    if not baselines.get("enabled") or baselines.get("budget", "planned") != "planned":
+        return
+    for k in range(1, n_rungs):
+        if rung_settings(config, k, "relax").get("bridge") == "always":
+            _fail(source, "baselines.budget", f"planned: rung {k}'s relaxation always runs the bridge, whose cost no "
+                                              "plan knows; use budget: spent (the baselines then wait for the run)")
 
 
 def _check_export(export: dict, source: str) -> None:

@@ -276,8 +276,9 @@ class BaselineSettings:
     methods: list = setting(None, "workflow: which baselines", factory=lambda: ["md", "replica_exchange", "smc"],
                             cli=False)
     budget: str = setting("planned", "workflow: the budget the baselines get: planned (from the PITA run's settings "
-                                     "by `pita budget`; the baselines run beside PITA, exact unless a relaxation "
-                                     "bridges) or spent (the final rung's total; they wait for the whole run)",
+                                     "by `pita budget`; the baselines run beside PITA; exact unless a relaxation "
+                                     "bridges or particles are dropped, which the report shows) or spent (the "
+                                     "final rung's total; they wait for the whole run)",
                           choices=("planned", "spent"), cli=False)
     replicas_per_temperature: int = setting(16, "replica exchange: walkers per temperature; plain MD runs this many "
                                                 "x len(temperatures) walkers at the target", ge=1, le=1_000_000)

@@ -408,6 +408,11 @@ def test_report_puts_pita_and_baselines_side_by_side(tmp_path):
     write_report(paths, tmp_path / "report.html", tmp_path / "summary.csv")
     assert "Not at equal cost:</b> PITA spent 150000 energy evaluations, more than the 123456" in \
         (tmp_path / "report.html").read_text()
+    rows["rung_1"]["n_energy_evals_total"] = 123000
+    (tmp_path / "rung_1" / "metrics.json").write_text(json.dumps({**common, **rows["rung_1"]}))
+    write_report(paths, tmp_path / "report.html", tmp_path / "summary.csv")
+    html = (tmp_path / "report.html").read_text()
+    assert "Not at equal cost" not in html and "PITA spent 123000 energy evaluations, 456 fewer" in html
 
 
 # ---- smc: adaptive tempering from the seed set, no model ----------------------------------------------

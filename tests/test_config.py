@@ -101,7 +101,19 @@ SEMANTIC_CASES = [
     ("resources of an unknown rule", lambda c: c.update(resources={"sample": {"runtime": 5}}), "resources.sample",
      "unknown setting"),
     ("gpu model payload", lambda c: c.update(gpu_model="a100 --wrap=x"), "gpu_model", "GPU model name"),
+    # a planned budget cannot know the bridge's cost
+    ("planned budget with a rung that always bridges",
+     lambda c: c.setdefault("rungs", {}).setdefault("2", {}).update(relax={"bridge": "always"}), "baselines.budget",
+     "rung 2's relaxation always runs the bridge"),
+    ("budget mode unknown", lambda c: c["baselines"].update(budget="estimated"), "baselines.budget", "must be one of"),
 ]
+
+
+def test_spent_budget_allows_a_rung_that_always_bridges():
+    cfg = default_config()
+    cfg["relax"]["bridge"] = "always"
+    cfg["baselines"]["budget"] = "spent"
+    check_config(cfg, source="my.yaml")
 
 
 @pytest.mark.parametrize("label,mutate,field,problem", SEMANTIC_CASES, ids=[c[0] for c in SEMANTIC_CASES])
