@@ -23,6 +23,7 @@ rule plan_budget:
     benchmark:
         f"{RUN}/benchmarks/plan_budget.tsv"
     threads: 1
+    priority: BASELINE_PRIORITY
     resources:
         **job_resources("plan_budget"),
     conda:
@@ -50,6 +51,7 @@ rule baseline:
     benchmark:
         f"{RUN}/benchmarks/baseline_{{method}}.tsv"
     threads: config["threads"]
+    priority: BASELINE_PRIORITY
     resources:
         **job_resources("baseline", baseline_uses_gpu),
     conda:

@@ -134,8 +134,10 @@ def reference_file(k, key="files"):
 
 
 #: the chain md_seed -> train -> anneal -> relax -> ... is the run's critical path: when a core frees,
-#: its next job goes before the evaluations and baselines that run beside it
+#: its next job goes before the evaluations and baselines that run beside it; the baselines (long
+#: jobs) go before the evaluations (short ones, which fill the cores at the end)
 CHAIN_PRIORITY = 10
+BASELINE_PRIORITY = 5
 
 
 # baselines (config `baselines`, rules in baselines.smk)
