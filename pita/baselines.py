@@ -996,9 +996,9 @@ def plan_pita_budget(system, seed_total: int, anneal: Sequence, relax: Sequence)
 
 
 def budget_from_plan(path, target: float | None = None, equilibration_fraction: float = EQUILIBRATION_FRACTION,
-                     system=None) -> EvaluationBudget:
+                     system=None, temperatures=None) -> EvaluationBudget:
     """The budget a `pita budget` plan (JSON) gives the baselines, checked against the ladder's
-    `target` temperature and the `system` when they are given."""
+    `target` temperature (or its whole `temperatures`) and the `system` when they are given."""
     try:
         plan = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -1006,22 +1006,46 @@ def budget_from_plan(path, target: float | None = None, equilibration_fraction: 
     if not isinstance(plan, dict) or plan.get("kind") != "pita_budget_plan":
         raise PitaInputError(f"{path}: kind: not a budget plan written by `pita budget`")
     total = plan.get("n_energy_evals_total")
-    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
-        raise PitaInputError(f"{path}: n_energy_evals_total: must be a positive integer, got {total!r}")
+    from .settings import MAX_STEPS
+
+    if isinstance(total, bool) or not isinstance(total, int) or not 1 <= total <= 1000 * MAX_STEPS:
+        raise PitaInputError(f"{path}: n_energy_evals_total: must be a positive integer up to "
+                             f"{1000 * MAX_STEPS:g}, got {total!r}")
     t = plan.get("temperature")
     if target is not None and not (isinstance(t, (int, float)) and not isinstance(t, bool)
                                    and math.isclose(float(t), float(target), rel_tol=1e-6)):
         raise PitaInputError(f"{path}: temperature: the plan is for {t!r}, the ladder's target is {target:g}")
     if system is not None and plan.get("system") != system.name:
         raise PitaInputError(f"{path}: system: the plan is for {plan.get('system')!r}, not {system.name!r}")
+    ladder = plan.get("temperatures")
+    if temperatures is not None and ladder is not None and not (
+            isinstance(ladder, list) and len(ladder) == len(temperatures)
+            and all(isinstance(t, (int, float)) and not isinstance(t, bool)
+                    and math.isclose(float(t), float(u), rel_tol=1e-6) for t, u in zip(ladder, temperatures))):
+        raise PitaInputError(f"{path}: temperatures: the plan is for the ladder {ladder!r}, not "
+                             f"{[float(u) for u in temperatures]}")
     return EvaluationBudget(total, equilibration_fraction, source=str(path))
 
 
 def budget_from(path, target: float | None = None, equilibration_fraction: float = EQUILIBRATION_FRACTION,
-                system=None) -> EvaluationBudget:
-    """The budget in `path`: a `pita budget` plan (.json) or a sample set (its n_energy_evals_total)."""
-    reader = budget_from_plan if str(path).lower().endswith(".json") else budget_from_samples
-    return reader(path, target, equilibration_fraction, system=system)
+                system=None, temperatures=None) -> EvaluationBudget:
+    """The budget in `path`: a `pita budget` plan (.json; checked against the ladder
+    `temperatures` when given) or a sample set (its n_energy_evals_total)."""
+    if str(path).lower().endswith(".json"):
+        return budget_from_plan(path, target, equilibration_fraction, system=system, temperatures=temperatures)
+    return budget_from_samples(path, target, equilibration_fraction, system=system)
+
+
+def check_plan_seed_set(path, seed_set: SampleSet, seed_source: str) -> None:
+    """smc starts from `seed_set`, whose evaluations the plan in `path` counts: they must be the
+    ones the plan was made from (its n_energy_evals_seed)."""
+    if not str(path).lower().endswith(".json"):
+        return
+    planned = json.loads(Path(path).read_text()).get("n_energy_evals_seed")
+    spent = int(seed_set.attrs.get("n_energy_evals_total", 0))
+    if planned is not None and planned != spent:
+        raise PitaInputError(f"{path}: n_energy_evals_seed: the plan counts {planned} evaluations for the seed set, "
+                             f"but {seed_source} spent {spent}: plan the budget from this seed set")
 
 
 def budget_from_samples(path, target: float | None = None,
@@ -1036,6 +1060,7 @@ def budget_from_samples(path, target: float | None = None,
 
 __all__ = ["METHODS", "TemperatureLadder", "EvaluationBudget", "StepPlan", "SwapStatistics", "LadderLangevin",
            "ReplicaExchange", "swap_log_acceptance", "run_replica_exchange", "run_plain_md", "run_baseline",
-           "budget_from_samples", "budget_from_plan", "budget_from", "plan_pita_budget", "SmcKernel",
+           "budget_from_samples", "budget_from_plan", "budget_from", "plan_pita_budget", "check_plan_seed_set",
+           "SmcKernel",
            "smc_level_estimates", "planned_levels", "smc_rung_cost",
            "plan_smc_particles", "run_smc"]

@@ -133,7 +133,9 @@ def inp(tmp_path_factory) -> dict[str, Path]:
     plan = {"kind": "pita_budget_plan", "system": "alanine_dipeptide", "temperature": T_RUNG1,
             "n_energy_evals_total": 100_000}
     for key, patch in (("plan_other_temperature", {"temperature": T_TARGET}), ("plan_other_system", {"system": "lj13"}),
-                       ("plan_not_a_plan", {"kind": "metrics"}), ("plan_bad_total", {"n_energy_evals_total": 1.5e5})):
+                       ("plan_not_a_plan", {"kind": "metrics"}), ("plan_bad_total", {"n_energy_evals_total": 1.5e5}),
+                       ("plan_other_ladder", {"temperatures": [1500.0, T_RUNG1]}),
+                       ("plan_huge_total", {"n_energy_evals_total": 10**15})):
         p[key] = d / f"{key}.json"
         p[key].write_text(json.dumps({**plan, **patch}))
     p["metrics"] = d / "metrics.json"
@@ -333,6 +335,10 @@ CASES = [
          [_f("plan_not_a_plan"), "kind: not a budget plan"]),
     Case("baseline-budget-plan-bad-total", lambda p, o: _baseline(p, o, "--budget-from", str(p["plan_bad_total"])),
          [_f("plan_bad_total"), "n_energy_evals_total: must be a positive integer"]),
+    Case("baseline-budget-plan-other-ladder", lambda p, o: _baseline(p, o, "--budget-from", str(p["plan_other_ladder"])),
+         [_f("plan_other_ladder"), "temperatures: the plan is for the ladder [1500.0, 755.95]", "1200.0"]),
+    Case("baseline-budget-plan-huge-total", lambda p, o: _baseline(p, o, "--budget-from", str(p["plan_huge_total"])),
+         [_f("plan_huge_total"), "n_energy_evals_total: must be a positive integer up to"]),
     Case("baseline-budget-plan-not-json", lambda p, o: _baseline(p, o, "--budget-from", str(p["d"] / "none.json")),
          ["none.json", "not a readable budget plan"]),
     Case("budget-seed-set-other-temperature", lambda p, o: _budget(p, o, temperatures=("1200", "755.95")),

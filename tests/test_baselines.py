@@ -362,6 +362,19 @@ def test_cli_budget_plan_is_the_baselines_budget(tmp_path, capsys):
     a = SampleSet.read(out, temperature=1.0, n_atoms=13, system="lj13").attrs
     assert a["n_energy_evals_budget"] == got["n_energy_evals_total"] and a["budget_from"] == str(plan)
     assert a["n_energy_evals_total"] <= got["n_energy_evals_total"]
+    # the plan counts its seed set's evaluations: smc from another seed set is refused
+    other = _pita_run_file(tmp_path / "other_rung_0.h5", 3000, temperature=2.0)
+    capsys.readouterr()
+    rc = main(["baseline", "--method", "smc", "--system", "lj13", "--temperatures", "2", "1.5", "1", "--budget-from",
+               str(plan), "--seed-set", str(other), "--n-samples", "8", "--out", str(tmp_path / "smc.h5")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and not (tmp_path / "smc.h5").exists(), err
+    assert f"{plan}: n_energy_evals_seed: the plan counts 4000" in err and "spent 3000" in err, err
+    # and a plan for another ladder
+    rc = main(["baseline", "--method", "md", "--system", "lj13", "--temperatures", "3", "1", "--budget-from",
+               str(plan), "--n-samples", "8", "--out", str(tmp_path / "md3.h5")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "temperatures: the plan is for the ladder [2.0, 1.5, 1.0]" in err, err
 
 
 # ---- the report ------------------------------------------------------------------------------------

@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
                 raise PitaInputError(f"{option}: only --method smc takes it")
     eq = settings.equilibration_fraction
     if args.budget_from is not None:
-        budget = baselines.budget_from(args.budget_from, ladder.target, eq, system=system)
+        budget = baselines.budget_from(args.budget_from, ladder.target, eq, system=system,
+                                       temperatures=ladder.temperatures)
     else:
         if not 1 <= args.budget <= 1000 * MAX_STEPS:
             raise PitaInputError(f"--budget: must be in [1, {1000 * MAX_STEPS:g}], got {args.budget}")
@@ -98,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "smc":
         seed_set = SampleSet.read(args.seed_set, temperature=ladder.temperatures[0], load_forces=False)
         seed_set.check_system(str(args.seed_set), system)
+        if args.budget_from is not None:
+            baselines.check_plan_seed_set(args.budget_from, seed_set, str(args.seed_set))
     out = steps.baseline(args.method, system, list(ladder.temperatures), settings, budget, seed=args.seed,
                          device=args.device, progress=args.progress, seed_set=seed_set, relax=relax,
                          seed_source=str(args.seed_set))
