@@ -61,6 +61,7 @@ from . import md
 from .errors import PitaInputError
 from .provenance import base_attrs
 from .samples import SampleSet
+from .settings import MAX_STEPS
 
 log = logging.getLogger(__name__)
 
@@ -690,13 +691,6 @@ class _TemperingPotential:
         return U / self.kT_source, (-F.to(torch.float64) / self.kT_source).to(x.dtype)
 
 
-def _torsions_made(system, kernel: SmcKernel, mean_free: bool) -> int:
-    """Torsion moves `pita.relax.relax` really makes per particle (none without rotatable bonds)."""
-    from .relax import torsion_cycles
-
-    return torsion_cycles(system, kernel.torsion_moves) if mean_free else 0
-
-
 def _kernels(kernels, n_rungs: int) -> list[SmcKernel]:
     if kernels is None:
         kernels = SmcKernel()
@@ -761,7 +755,9 @@ def run_smc(system, temperatures, n_samples: int, budget: EvaluationBudget, seed
                              f"{seed_source} already spent {seed_total}")
     dev = md.resolve_device(device)
     mean_free = bool(getattr(system, "mean_free", False)) and seed_set.positions.ndim == 3
-    torsions = [_torsions_made(system, k, mean_free) for k in kernels]
+    from .relax import torsion_cycles
+
+    torsions = [torsion_cycles(system, k.torsion_moves) if mean_free else 0 for k in kernels]
     estimates = smc_level_estimates(seed_set.energy, system.kT(T0), ladder.temperatures, ess_fraction)
     levels_plan = planned_levels(estimates, max_levels)
     available = budget.total - seed_total
@@ -995,10 +991,17 @@ def plan_pita_budget(system, seed_total: int, anneal: Sequence, relax: Sequence)
     return {"n_energy_evals_total": total, "n_energy_evals_seed": int(seed_total), "rungs": rungs}
 
 
+def _same_temperature(value, expected: float) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isclose(float(value), float(expected), rel_tol=1e-6))
+
+
 def budget_from_plan(path, target: float | None = None, equilibration_fraction: float = EQUILIBRATION_FRACTION,
-                     system=None, temperatures=None) -> EvaluationBudget:
+                     system=None, temperatures=None, seed_set: SampleSet | None = None,
+                     seed_source: str = "--seed-set") -> EvaluationBudget:
     """The budget a `pita budget` plan (JSON) gives the baselines, checked against the ladder's
-    `target` temperature (or its whole `temperatures`) and the `system` when they are given."""
+    `target` temperature (and its whole `temperatures`), the `system` and smc's `seed_set` (the
+    plan counts its evaluations) when they are given."""
     try:
         plan = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -1006,46 +1009,38 @@ def budget_from_plan(path, target: float | None = None, equilibration_fraction: 
     if not isinstance(plan, dict) or plan.get("kind") != "pita_budget_plan":
         raise PitaInputError(f"{path}: kind: not a budget plan written by `pita budget`")
     total = plan.get("n_energy_evals_total")
-    from .settings import MAX_STEPS
-
     if isinstance(total, bool) or not isinstance(total, int) or not 1 <= total <= 1000 * MAX_STEPS:
         raise PitaInputError(f"{path}: n_energy_evals_total: must be a positive integer up to "
                              f"{1000 * MAX_STEPS:g}, got {total!r}")
     t = plan.get("temperature")
-    if target is not None and not (isinstance(t, (int, float)) and not isinstance(t, bool)
-                                   and math.isclose(float(t), float(target), rel_tol=1e-6)):
+    if target is not None and not _same_temperature(t, target):
         raise PitaInputError(f"{path}: temperature: the plan is for {t!r}, the ladder's target is {target:g}")
     if system is not None and plan.get("system") != system.name:
         raise PitaInputError(f"{path}: system: the plan is for {plan.get('system')!r}, not {system.name!r}")
     ladder = plan.get("temperatures")
     if temperatures is not None and ladder is not None and not (
             isinstance(ladder, list) and len(ladder) == len(temperatures)
-            and all(isinstance(t, (int, float)) and not isinstance(t, bool)
-                    and math.isclose(float(t), float(u), rel_tol=1e-6) for t, u in zip(ladder, temperatures))):
+            and all(_same_temperature(t, u) for t, u in zip(ladder, temperatures))):
         raise PitaInputError(f"{path}: temperatures: the plan is for the ladder {ladder!r}, not "
                              f"{[float(u) for u in temperatures]}")
+    planned_seed = plan.get("n_energy_evals_seed")
+    if seed_set is not None and planned_seed is not None:
+        spent = int(seed_set.attrs.get("n_energy_evals_total", 0))
+        if planned_seed != spent:
+            raise PitaInputError(f"{path}: n_energy_evals_seed: the plan counts {planned_seed} evaluations for the "
+                                 f"seed set, but {seed_source} spent {spent}: plan the budget from this seed set")
     return EvaluationBudget(total, equilibration_fraction, source=str(path))
 
 
 def budget_from(path, target: float | None = None, equilibration_fraction: float = EQUILIBRATION_FRACTION,
-                system=None, temperatures=None) -> EvaluationBudget:
-    """The budget in `path`: a `pita budget` plan (.json; checked against the ladder
-    `temperatures` when given) or a sample set (its n_energy_evals_total)."""
+                system=None, temperatures=None, seed_set: SampleSet | None = None,
+                seed_source: str = "--seed-set") -> EvaluationBudget:
+    """The budget in `path`: a `pita budget` plan (.json; `budget_from_plan`) or a sample set
+    (its n_energy_evals_total)."""
     if str(path).lower().endswith(".json"):
-        return budget_from_plan(path, target, equilibration_fraction, system=system, temperatures=temperatures)
+        return budget_from_plan(path, target, equilibration_fraction, system=system, temperatures=temperatures,
+                                seed_set=seed_set, seed_source=seed_source)
     return budget_from_samples(path, target, equilibration_fraction, system=system)
-
-
-def check_plan_seed_set(path, seed_set: SampleSet, seed_source: str) -> None:
-    """smc starts from `seed_set`, whose evaluations the plan in `path` counts: they must be the
-    ones the plan was made from (its n_energy_evals_seed)."""
-    if not str(path).lower().endswith(".json"):
-        return
-    planned = json.loads(Path(path).read_text()).get("n_energy_evals_seed")
-    spent = int(seed_set.attrs.get("n_energy_evals_total", 0))
-    if planned is not None and planned != spent:
-        raise PitaInputError(f"{path}: n_energy_evals_seed: the plan counts {planned} evaluations for the seed set, "
-                             f"but {seed_source} spent {spent}: plan the budget from this seed set")
 
 
 def budget_from_samples(path, target: float | None = None,
@@ -1060,7 +1055,5 @@ def budget_from_samples(path, target: float | None = None,
 
 __all__ = ["METHODS", "TemperatureLadder", "EvaluationBudget", "StepPlan", "SwapStatistics", "LadderLangevin",
            "ReplicaExchange", "swap_log_acceptance", "run_replica_exchange", "run_plain_md", "run_baseline",
-           "budget_from_samples", "budget_from_plan", "budget_from", "plan_pita_budget", "check_plan_seed_set",
-           "SmcKernel",
-           "smc_level_estimates", "planned_levels", "smc_rung_cost",
-           "plan_smc_particles", "run_smc"]
+           "budget_from_samples", "budget_from_plan", "budget_from", "plan_pita_budget", "SmcKernel",
+           "smc_level_estimates", "planned_levels", "smc_rung_cost", "plan_smc_particles", "run_smc"]

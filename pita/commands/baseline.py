@@ -14,7 +14,8 @@ replicas_per_temperature x len(ladder) walkers: as many as replica exchange). Th
 number of energy evaluations (--budget), a `pita budget` plan (--budget-from budget.json: what
 the PITA run's settings will spend, so the baselines can run beside it) or the
 `n_energy_evals_total` of a sample set at the target temperature (--budget-from, the PITA run's
-final rung: what it spent); the baseline never spends more. The settings are config.yaml's baselines section (pita.settings.BaselineSettings).
+final rung: what it spent); the baseline never spends more. The settings are config.yaml's
+baselines section (pita.settings.BaselineSettings).
 
 smc starts from --seed-set (the PITA run's rung-0 MD set at T_0, whose evaluations count in the
 budget) and at each rung bridges by adaptive tempering, then relaxes with that rung's relax
@@ -89,18 +90,17 @@ def run(args: argparse.Namespace) -> int:
             if value is not None:
                 raise PitaInputError(f"{option}: only --method smc takes it")
     eq = settings.equilibration_fraction
+    if args.method == "smc":
+        seed_set = SampleSet.read(args.seed_set, temperature=ladder.temperatures[0], load_forces=False)
+        seed_set.check_system(str(args.seed_set), system)
     if args.budget_from is not None:
         budget = baselines.budget_from(args.budget_from, ladder.target, eq, system=system,
-                                       temperatures=ladder.temperatures)
+                                       temperatures=ladder.temperatures, seed_set=seed_set,
+                                       seed_source=str(args.seed_set))
     else:
         if not 1 <= args.budget <= 1000 * MAX_STEPS:
             raise PitaInputError(f"--budget: must be in [1, {1000 * MAX_STEPS:g}], got {args.budget}")
         budget = baselines.EvaluationBudget(args.budget, eq, source="--budget")
-    if args.method == "smc":
-        seed_set = SampleSet.read(args.seed_set, temperature=ladder.temperatures[0], load_forces=False)
-        seed_set.check_system(str(args.seed_set), system)
-        if args.budget_from is not None:
-            baselines.check_plan_seed_set(args.budget_from, seed_set, str(args.seed_set))
     out = steps.baseline(args.method, system, list(ladder.temperatures), settings, budget, seed=args.seed,
                          device=args.device, progress=args.progress, seed_set=seed_set, relax=relax,
                          seed_source=str(args.seed_set))
