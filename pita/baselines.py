@@ -705,7 +705,8 @@ def _kernels(kernels, n_rungs: int) -> list[SmcKernel]:
 def run_smc(system, temperatures, n_samples: int, budget: EvaluationBudget, seed_set: SampleSet, *,
             kernels=None, ess_fraction: float = 0.5, max_levels: int = 50, max_particles: int | None = None,
             min_particles: int = SMC_MIN_PARTICLES, spend_leftover: bool = True, device=None, seed: int = 0,
-            progress: bool | None = None, config: dict | None = None, seed_source: str = "seed set") -> SampleSet:
+            progress: bool | None = None, config: dict | None = None, seed_source: str = "seed set",
+            pre_relaxation: list | None = None) -> SampleSet:
     """Adaptive-tempering resample-move SMC from `seed_set` (samples at T_0, the first
     temperature) down the ladder to the target, within `budget` evaluations in all (the seed
     set's n_energy_evals_total included).
@@ -719,6 +720,10 @@ def run_smc(system, temperatures, n_samples: int, budget: EvaluationBudget, seed
     most `max_particles`); a budget that cannot pay `min_particles` per rung is refused. With
     `spend_leftover`, what the last bridge leaves goes to extra MALA/Langevin steps of the final
     relaxation (`smc_extra_steps`), so the run spends the budget to within `n_samples`.
+
+    pre_relaxation: a list to which the final rung's bridged set (before its relaxation; method
+    smc_bridged, its evaluations so far in n_energy_evals_total) is appended: the counterpart of
+    PITA's annealed set, what the no-model bridge delivers before the relaxation both share.
     """
     from .relax import _chirality_guard, _evaluate, bridge, default_step_size, relax
     from .steps import _keep_data_enantiomer
@@ -824,6 +829,7 @@ def run_smc(system, temperatures, n_samples: int, budget: EvaluationBudget, seed
         if bridge_evals != N * (1 + m * n_levels):
             raise RuntimeError(f"smc: rung {k} bridge spent {bridge_evals} evaluations, expected {N * (1 + m * n_levels)}")
         st = br.state
+        bridged_at = seed_total + spent + bridge_evals
         bridged = SampleSet(
             positions=st.x.detach().cpu().numpy().astype(np.float32),
             energy=st.U.detach().cpu().numpy().astype(np.float64),
@@ -940,6 +946,13 @@ def run_smc(system, temperatures, n_samples: int, budget: EvaluationBudget, seed
         "smc_bridge_lambdas": np.concatenate([np.asarray(v, dtype=np.float64) for v in rec["lambdas"]]),
         "smc_bridge_ess": np.concatenate([np.asarray(v, dtype=np.float64) for v in rec["ess"]]),
     }
+    if pre_relaxation is not None:
+        pre_attrs = {**attrs, "method": "smc_bridged", "n_energy_evals": int(rec["bridge_evals"][-1]),
+                     "n_energy_evals_total": int(bridged_at)}
+        pre_relaxation.append(SampleSet(
+            positions=_centre(np.asarray(bridged.positions, dtype=np.float64), system).astype(np.float32),
+            energy=np.asarray(bridged.energy, dtype=np.float64), attrs=pre_attrs, forces=bridged.forces,
+            extra={"ancestor": bridged.lineage()}))
     out = current
     if out.lineage() is not None:  # the final rung's draw each sample descends from
         extra_arrays["ancestor"] = out.lineage()

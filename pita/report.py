@@ -64,8 +64,9 @@ MODEL_COLUMNS = ["ess_path_fraction", "ess_final_fraction", "ess_reweight_previo
                  "model_generated_dU_kT", "model_generated_wrong_chirality", "model_heat_residual_lt_0.1",
                  "model_heat_residual_0.1_1", "model_heat_residual_gt_1", "model_heat_residual_robust_lt_0.1",
                  "model_heat_residual_robust_0.1_1", "model_heat_residual_robust_gt_1", "model_generated_path_ess"]
-#: order of methods in that table (pita_annealed: the anneal's weighted set before relaxation)
-METHOD_ORDER = {"pita": 0, "pita_annealed": 1, "md": 2, "replica_exchange": 3}
+#: order of methods in that table (pita_annealed: the anneal's weighted set before relaxation;
+#: smc_bridged: smc's final bridged set before its relaxation)
+METHOD_ORDER = {"pita": 0, "pita_annealed": 1, "md": 2, "replica_exchange": 3, "smc": 4, "smc_bridged": 5}
 #: columns of the before/after-relaxation table: what the anneal delivers, what the relaxation makes of it
 RELAXATION_COLUMNS = ["energy_w1", "torus_w2", "rama_kl", "dF_alpha_R", "dF_alpha_L", "ess", "n_energy_evals_total"]
 #: columns of the per-residue Ramachandran table of a rung (metrics.json's per_residue)
@@ -472,12 +473,21 @@ def _relaxation_table(rows: Sequence[dict]) -> str:
         pairs += [annealed[m.get("rung")], m]
     if not pairs:
         return ""
+    # the no-model counterpart at the target: smc's final bridged set and its relaxed set
+    final = pairs[-1]
+    pairs += [m for method in ("smc_bridged", "smc") for m in rows
+              if m.get("method") == method and m.get("temperature") is not None
+              and final.get("temperature") is not None and math.isclose(m["temperature"], final["temperature"])]
     return ("<h2>Before and after relaxation</h2><p class='note'>Per rung, the anneal's weighted set (the learned "
             "sampler's own result, after the exact final correction; pita_annealed) and the relaxed set made "
             "from it (pita). The relaxation's MCMC moves at the rung's temperature can move particles between "
             "basins; where they decorrelate them completely, the relaxed set's basin free energies are the "
             "relaxation's, whatever the anneal delivered, and only the pita_annealed row measures the "
-            "model.</p>" + _table(pairs, RELAXATION_COLUMNS))
+            "model. At the target, the no-model baseline's two sets follow: smc's bridged set (adaptive "
+            "tempering with the true energy from its own previous rung, before its relaxation; smc_bridged) "
+            "and its relaxed set (smc). pita_annealed against smc_bridged is what the learned proposal "
+            "delivers against tempering without a model, before the relaxation both share.</p>"
+            + _table(pairs, RELAXATION_COLUMNS))
 
 
 def render_html(rows: Sequence[dict], title: str = "PITA evaluation report", cost: Sequence[dict] | None = None,

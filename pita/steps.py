@@ -324,10 +324,11 @@ def evaluate(samples: SampleSet, reference_set: SampleSet, system: Any, settings
 def baseline(method: str, system: Any, temperatures: Sequence[float], settings: BaselineSettings, budget: Any, *,
              seed: int = 0, device: str | None = None, progress: bool | None = None,
              seed_set: SampleSet | None = None, relax: Sequence[RelaxSettings] | RelaxSettings | None = None,
-             seed_source: str = "--seed-set") -> SampleSet:
+             seed_source: str = "--seed-set", pre_relaxation: list | None = None) -> SampleSet:
     """Plain MD at the target, replica exchange across the ladder, or smc (model-free
     adaptive-tempering SMC from `seed_set`, the PITA run's rung-0 set at T_0, with the relax
-    settings `relax` of each rung 1..K: see `smc_relax_settings`), within `budget` evaluations."""
+    settings `relax` of each rung 1..K: see `smc_relax_settings`), within `budget` evaluations.
+    smc's final bridged set, before its relaxation, is appended to `pre_relaxation` if given."""
     import dataclasses
 
     from .baselines import run_baseline, run_smc
@@ -353,8 +354,10 @@ def baseline(method: str, system: Any, temperatures: Sequence[float], settings: 
                       ess_fraction=settings.smc_ess_fraction, max_levels=settings.smc_max_levels,
                       max_particles=settings.smc_max_particles, min_particles=settings.smc_min_particles,
                       spend_leftover=settings.smc_spend_leftover, device=device, seed=seed, progress=progress,
-                      config=config, seed_source=seed_source)
+                      config=config, seed_source=seed_source, pre_relaxation=pre_relaxation)
         out.attrs["smc_relax_settings"] = [to_dict(r) for r in relax]
+        for pre in pre_relaxation or []:
+            pre.attrs["smc_relax_settings"] = out.attrs["smc_relax_settings"]
         return out
     kw = dict(walkers_per_temperature=settings.replicas_per_temperature, timestep=md_timestep(system, settings),
               friction=settings.friction_per_ps, minimize=settings.minimize, minimize_steps=settings.minimize_steps,

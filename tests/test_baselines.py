@@ -457,13 +457,24 @@ def test_smc_double_well_mode_masses_and_energy_are_exact():
     assert p_left == pytest.approx(P_LEFT, abs=1e-6)
     seed_set = _quantile_seed_set(system, 4.0, 3000, total=12_345)
     budget = B.EvaluationBudget(150_000, source="pita run")
-    lefts, energies, widths = [], [], []
+    lefts, energies, widths, lefts_bridged = [], [], [], []
     for seed in range(4):
         n0 = system.n_energy_evals
+        pre = []
         ss = B.run_smc(system, [4.0, 2.0, 1.0], 1500, budget, seed_set, kernels=B.SmcKernel(n_steps=20), seed=seed,
-                       min_particles=50)
+                       min_particles=50, pre_relaxation=pre)
         a = ss.attrs
         spent = system.n_energy_evals - n0
+        # the final rung's bridged set before its relaxation: everything but that relaxation spent
+        (bridged,) = pre
+        b = bridged.attrs
+        assert b["method"] == "smc_bridged" and b["temperature"] == 1.0 and len(bridged) == a["smc_particles"][-1]
+        assert b["n_energy_evals_total"] == 12_345 + a["smc_n_energy_evals_rung"][0] + b["n_energy_evals"]
+        assert b["n_energy_evals"] == a["smc_particles"][1] * (1 + B.SmcKernel().bridge_mala_steps
+                                                               * a["smc_bridge_levels"][1])
+        assert a["n_energy_evals_total"] - b["n_energy_evals_total"] == 1500 * (1 + a["smc_relax_steps"][1])
+        assert bridged.lineage() is not None and bridged.lineage().max() < a["smc_particles"][1]
+        lefts_bridged.append(np.mean(bridged.positions[:, 0] < 0))
         # the ledger: the seed set's evaluations count, then everything the baseline spends
         assert a["n_energy_evals"] == spent == sum(a["smc_n_energy_evals_rung"])
         assert a["n_energy_evals_total"] == 12_345 + spent <= 150_000 == a["n_energy_evals_budget"]
@@ -488,6 +499,8 @@ def test_smc_double_well_mode_masses_and_energy_are_exact():
     print(f"smc double well: p_left {lefts.mean():.4f} +- {se_p:.4f} (exact {p_left}), <U> {energies.mean():.4f} "
           f"+- {se_u:.4f} (exact {mean_u:.4f}), levels {a['smc_bridge_levels']}, particles {a['smc_particles']}")
     assert abs(lefts.mean() - p_left) < 4 * se_p + 0.01, (lefts, p_left)
+    # no move crosses the barrier: the bridged set's mode mass is the relaxed set's, from the bridge alone
+    assert abs(np.mean(lefts_bridged) - p_left) < 4 * np.std(lefts_bridged, ddof=1) / 2 + 0.01, (lefts_bridged, p_left)
     assert abs(energies.mean() - mean_u) < 4 * se_u + 0.02, (energies, mean_u)
     # the width of the left mode is the target temperature's (T = 2 would double it)
     assert np.mean(widths) == pytest.approx(STD**2, rel=0.1)
@@ -591,7 +604,7 @@ def test_cli_smc_then_evaluate(tmp_path, capsys):
     rc = main(["baseline", "--method", "smc", "--system", "lj13", "--temperatures", "2", "1.5", "1", "--budget-from",
                str(pita_final), "--seed-set", str(seed), "--relax-json", relax, "--config-json",
                json.dumps({"smc_min_particles": 8, "smc_relax": {"n_steps": 5}}), "--n-samples", "16", "--seed", "5",
-               "--out", str(out), "--no-progress"])
+               "--out", str(out), "--pre-relaxation-out", str(out.parent / "bridged.h5"), "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     ss = SampleSet.read(out, temperature=1.0, n_atoms=13, system="lj13")
     a = ss.attrs
@@ -605,7 +618,16 @@ def test_cli_smc_then_evaluate(tmp_path, capsys):
     # each sample's lineage: which of the final rung's draws it descends from (for the errors)
     anc = ss.lineage()
     assert anc is not None and 1 <= np.unique(anc).size <= a["smc_particles"][-1] and anc.max() < a["smc_particles"][-1]
-    assert "smc samples" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "smc samples" in printed and "bridged set before relaxation" in printed
+    # the final rung's bridged set: its own provenance, what was spent up to it, its lineages
+    pre = SampleSet.read(out.parent / "bridged.h5", temperature=1.0, n_atoms=13, system="lj13")
+    b = pre.attrs
+    assert b["method"] == "smc_bridged" and b["seed"] == 5 and b["config_digest"] == a["config_digest"]
+    assert len(pre) == a["smc_particles"][-1] and b["n_energy_evals"] == a["n_energy_evals_bridge"] \
+        - (a["smc_n_energy_evals_rung"][0] - a["smc_n_out"][0] * (1 + a["smc_relax_steps"][0]))
+    assert b["n_energy_evals_total"] == a["n_energy_evals_total"] - 16 * (1 + a["smc_relax_steps"][-1])
+    assert pre.lineage() is not None and np.abs(pre.positions.mean(axis=1)).max() < 1e-5
     ref = tmp_path / "ref.h5"
     assert main(["md", "--system", "lj13", "--temperature", "1", "--n-samples", "40", "--replicas", "4",
                  "--stride-steps", "10", "--equilibration-steps", "50", "--out", str(ref), "--no-progress"]) == 0
@@ -614,6 +636,11 @@ def test_cli_smc_then_evaluate(tmp_path, capsys):
     m = json.loads((ev / "metrics.json").read_text())
     assert m["method"] == "smc" and m["n_energy_evals_total"] == a["n_energy_evals_total"]
     assert m["n_energy_evals_budget"] == seed_total + 9000 and m["energy_w2"] is not None
+    ev_pre = tmp_path / "ev_pre"
+    assert main(["evaluate", "--samples", str(out.parent / "bridged.h5"), "--reference", str(ref), "--out",
+                 str(ev_pre), "--no-plots"]) == 0
+    m = json.loads((ev_pre / "metrics.json").read_text())
+    assert m["method"] == "smc_bridged" and m["n_energy_evals_total"] == b["n_energy_evals_total"]
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -625,11 +652,12 @@ def test_cli_smc_then_evaluate(tmp_path, capsys):
     (["--budget", "50000", "--seed-set", "SEED", "--config-json", '{"smc_relax": {"n_stepz": 1}}'],
      "smc_relax.n_stepz"),
     (["--budget", "50000", "--seed-set", "SEED", "--config-json", '{"smc_ess_fraction": 1.5}'], "smc_ess_fraction"),
+    (["--budget", "50000", "--seed-set", "SEED", "--pre-relaxation-out", "OUT"], "the same file as --out"),
 ])
 def test_cli_smc_bad_arguments(tmp_path, capsys, argv, needle):
     seed = _pita_run_file(tmp_path / "seed.h5", 1000, temperature=2.0)
-    argv = [str(seed) if a == "SEED" else a for a in argv]
     out = tmp_path / "x.h5"
+    argv = [str(seed) if a == "SEED" else str(out) if a == "OUT" else a for a in argv]
     rc = main(["baseline", "--method", "smc", "--system", "lj13", "--temperatures", "2", "1.5", "1", "--n-samples", "8",
                *argv, "--out", str(out), "--no-progress"])
     err = capsys.readouterr().err.strip()
@@ -637,8 +665,9 @@ def test_cli_smc_bad_arguments(tmp_path, capsys, argv, needle):
     assert not out.exists()
 
 
-def test_cli_seed_set_only_for_smc(tmp_path, capsys):
+@pytest.mark.parametrize("option", ["--seed-set", "--pre-relaxation-out"])
+def test_cli_smc_options_only_for_smc(tmp_path, capsys, option):
     rc = main(["baseline", "--method", "md", "--system", "lj13", "--temperatures", "2", "1", "--budget", "5000",
-               "--seed-set", "x.h5", "--out", str(tmp_path / "x.h5")])
+               option, str(tmp_path / "y.h5"), "--out", str(tmp_path / "x.h5")])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and "--seed-set: only --method smc takes it" in err, err
+    assert rc == 2 and f"{option}: only --method smc takes it" in err, err

@@ -411,6 +411,11 @@ def test_report_sets_each_anneal_above_its_relaxed_set(tmp_path):
         "r1": {"method": "pita", "rung": 1, "temperature": 300.0, "dF_alpha_L": 3.25, "n_energy_evals_total": 9000},
         "a1": {"method": "pita_annealed", "rung": 1, "temperature": 300.0, "dF_alpha_L": 14.75, "weighted": True,
                "n_energy_evals_total": 4000},
+        # the no-model baseline's two sets at the target follow PITA's pair: bridged, then relaxed
+        "s1": {"method": "smc", "rung": 1, "temperature": 300.0, "dF_alpha_L": 3.375, "n_energy_evals_total": 8999},
+        "b1": {"method": "smc_bridged", "rung": 1, "temperature": 300.0, "dF_alpha_L": 2.625,
+               "n_energy_evals_total": 5000},
+        "m1": {"method": "md", "rung": 1, "temperature": 300.0, "dF_alpha_L": 7.125, "n_energy_evals_total": 8999},
     }
     paths = []
     for name, m in rows.items():
@@ -421,8 +426,12 @@ def test_report_sets_each_anneal_above_its_relaxed_set(tmp_path):
     start = page.index("<h2>Before and after relaxation</h2>")
     table = page[start:page.index("</table>", start)]
     assert table.index("<td>14.75</td>") < table.index("<td>3.25</td>") and "1.11" not in table
-    assert table.index("<td>pita_annealed</td>") < table.index("<td>pita</td>")
+    assert table.index("<td>pita_annealed</td>") < table.index("<td>pita</td>") < table.index("<td>smc_bridged</td>") \
+        < table.index("<td>smc</td>")
+    assert table.index("<td>14.75</td>") < table.index("<td>3.25</td>") < table.index("<td>2.625</td>") \
+        < table.index("<td>3.375</td>") and "7.125" not in table  # plain MD has no pre-relaxation set
     with open(tmp_path / "summary.csv") as fh:
-        assert sorted(r["method"] for r in csv.DictReader(fh)) == ["pita", "pita", "pita_annealed"]
+        assert sorted(r["method"] for r in csv.DictReader(fh)) == ["md", "pita", "pita", "pita_annealed", "smc",
+                                                                  "smc_bridged"]
     write_report(paths[:2], tmp_path / "plain.html")
     assert "Before and after relaxation" not in (tmp_path / "plain.html").read_text()

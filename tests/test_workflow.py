@@ -210,6 +210,14 @@ def test_report_zip_has_every_declared_plot_and_the_cost_table(tiny_run):
         assert annealed["n_energy_evals_total"] < relaxed["n_energy_evals_total"]
         assert annealed["temperature"] == relaxed["temperature"] and "plots" not in annealed
     assert "Before and after relaxation" in page and "<td>pita_annealed</td>" in page
+    # smc's final bridged set, before its relaxation, evaluated against the same reference
+    bridged = json.loads((run / "baselines" / "smc" / "bridged_metrics.json").read_text())
+    smc = json.loads((run / "baselines" / "smc" / "metrics.json").read_text())
+    assert bridged["method"] == "smc_bridged" and bridged["temperature"] == smc["temperature"] == final["temperature"]
+    assert bridged["n_energy_evals_total"] < smc["n_energy_evals_total"] and "plots" not in bridged
+    start = page.index("<h2>Before and after relaxation</h2>")
+    table = page[start:page.index("</table>", start)]
+    assert table.index("<td>pita_annealed</td>") < table.index("<td>smc_bridged</td>") < table.index("<td>smc</td>")
 
 
 def test_second_invocation_has_nothing_to_do(tiny_run):
@@ -233,7 +241,7 @@ def test_changed_rung_setting_plans_only_that_rung_and_downstream(tiny_run):
     assert jobs.get("evaluate") == 2 and jobs.get("evaluate_annealed") == 2 and jobs.get("report") == 1, jobs
     assert "md_seed" not in jobs and "reference_md" not in jobs, jobs
     # the baselines' planned budget does not depend on the anneal's n_steps: they stay as they are
-    assert not {"plan_budget", "baseline", "evaluate_baseline"} & set(jobs), jobs
+    assert not {"plan_budget", "baseline", "baseline_smc", "evaluate_baseline", "evaluate_smc_bridged"} & set(jobs), jobs
 
 
 @pytest.mark.parametrize("enabled,budget", [(True, "planned"), (True, "spent"), (False, "planned")])
@@ -246,7 +254,10 @@ def test_tiny_plan_has_the_baselines_when_enabled(tmp_path, enabled, budget):
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = planned_jobs(out.stdout + out.stderr)
     if enabled:
-        assert jobs.get("baseline") == 3 and jobs.get("evaluate_baseline") == 3, jobs
+        assert jobs.get("baseline") == 2 and jobs.get("baseline_smc") == 1 and jobs.get("evaluate_baseline") == 3, jobs
+        # smc's final bridged set, before its relaxation, is evaluated too (beside PITA's annealed set)
+        assert jobs.get("evaluate_smc_bridged") == 1, jobs
+        assert "--pre-relaxation-out results/tiny/baselines/smc/bridged.h5" in out.stdout
         for method in ("md", "replica_exchange", "smc"):
             assert f"results/tiny/baselines/{method}/metrics.json" in out.stdout
         # planned: the budget comes from the run's settings (and the rung-0 set), so the baselines
@@ -258,7 +269,7 @@ def test_tiny_plan_has_the_baselines_when_enabled(tmp_path, enabled, budget):
         assert "--seed-set results/tiny/rung_0/samples.h5" in out.stdout
         assert "--relax-json '{\"1\": {" in out.stdout
     else:
-        assert "baseline" not in jobs and "evaluate_baseline" not in jobs and "plan_budget" not in jobs, jobs
+        assert not {"baseline", "baseline_smc", "evaluate_baseline", "evaluate_smc_bridged", "plan_budget"} & set(jobs), jobs
     assert jobs.get("report") == 1 and jobs.get("evaluate") == 3 and jobs.get("evaluate_annealed") == 2, jobs
 
 
@@ -341,8 +352,9 @@ SLURM_PROFILE = ROOT / "workflow" / "profiles" / "slurm"
 PARTITION_LIMIT_MIN = 12 * 60
 #: rules whose jobs run on the GPU under device: cuda (md_seed, reference_md and baseline: unless
 #: configured otherwise, see the third case below) and those that never do
-GPU_RULES = {"md_seed", "reference_md", "train", "anneal", "relax", "baseline"}
-CPU_RULES = {"evaluate", "evaluate_annealed", "evaluate_baseline", "report", "export", "plan_budget"}
+GPU_RULES = {"md_seed", "reference_md", "train", "anneal", "relax", "baseline", "baseline_smc"}
+CPU_RULES = {"evaluate", "evaluate_annealed", "evaluate_baseline", "evaluate_smc_bridged", "report", "export",
+             "plan_budget"}
 
 
 def dry_run_jobs(output: str) -> list[dict]:
@@ -426,9 +438,9 @@ def test_gpu_scale_config_through_the_slurm_profile_asks_for_what_each_job_uses(
     assert not mark.exists(), f"a dry run called {mark.read_text()}"
     jobs = dry_run_jobs(out.stdout)
     counts = {r: sum(j["rule"] == r for j in jobs) for r in GPU_RULES | CPU_RULES}
-    assert counts == {"md_seed": 1, "reference_md": 4, "train": 3, "anneal": 3, "relax": 3, "baseline": 3,
-                      "evaluate": 4, "evaluate_annealed": 3, "evaluate_baseline": 3, "report": 1, "export": 1,
-                      "plan_budget": 1}, counts
+    assert counts == {"md_seed": 1, "reference_md": 4, "train": 3, "anneal": 3, "relax": 3, "baseline": 2,
+                      "baseline_smc": 1, "evaluate": 4, "evaluate_annealed": 3, "evaluate_baseline": 3,
+                      "evaluate_smc_bridged": 1, "report": 1, "export": 1, "plan_budget": 1}, counts
     for job in jobs:
         rule, res, shell = job["rule"], job["resources"], job["shell"]
         what = f"{rule} {res} {shell[:200]}"

@@ -7,7 +7,8 @@
 
     pita baseline --method smc --system alanine_dipeptide --temperatures 1200 755.95 555.52 300 \
         --seed-set results/aldp/rung_0/samples.h5 --budget-from results/aldp/rung_3/samples.h5 \
-        --relax-json '{"1": {...}, "2": {...}, "3": {...}}' --out results/aldp/baselines/smc/samples.h5
+        --relax-json '{"1": {...}, "2": {...}, "3": {...}}' --out results/aldp/baselines/smc/samples.h5 \
+        [--pre-relaxation-out results/aldp/baselines/smc/bridged.h5]
 
 The ladder is hot -> cold, the target temperature last (plain MD runs at the target only, with
 replicas_per_temperature x len(ladder) walkers: as many as replica exchange). The budget is a
@@ -22,11 +23,14 @@ budget) and at each rung bridges by adaptive tempering, then relaxes with that r
 settings: --relax-json is one relax section (every rung) or rung index -> relax section for
 every rung 1..K (the workflow passes the PITA run's, per-rung overrides resolved); without it
 the relax defaults apply. The baselines section's smc_relax overrides them at every rung.
+--pre-relaxation-out also writes the final rung's bridged set before its relaxation (method
+smc_bridged): the no-model counterpart of PITA's annealed set (rung_K/weighted.h5).
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from . import add_device, add_progress, add_seed, add_system, integer, positive_float
 from ..errors import PitaInputError
@@ -57,6 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="smc: relax settings of every rung (one relax section, or rung index -> relax section for "
                         "rungs 1..K; inline JSON or a file; default: the relax defaults)")
     p.add_argument("--out", required=True, help="output sample set (.h5), written atomically")
+    p.add_argument("--pre-relaxation-out", dest="pre_relaxation_out",
+                   help="smc: also write the final rung's bridged set, before its relaxation (.h5, method "
+                        "smc_bridged; the counterpart of PITA's annealed set)")
     add_device(p)
     add_seed(p)
     add_progress(p)
@@ -72,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
 
     settings = from_arguments(BaselineSettings, args, section="baselines")
     check_output_path(args.out, "--out")
+    if args.pre_relaxation_out is not None:
+        check_output_path(args.pre_relaxation_out, "--pre-relaxation-out")
+        if os.path.abspath(args.pre_relaxation_out) == os.path.abspath(args.out):
+            raise PitaInputError(f"--pre-relaxation-out {args.pre_relaxation_out}: the same file as --out")
     system = from_argument(args.system)
     check_timestep_option(args, system)
     ladder = baselines.TemperatureLadder.from_values(args.temperatures, system.kB, "--temperatures")
@@ -86,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         relax = steps.smc_relax_settings(None if args.relax_json is None else
                                          load_json_argument(args.relax_json, "--relax-json"), len(ladder) - 1)
     else:
-        for option, value in (("--seed-set", args.seed_set), ("--relax-json", args.relax_json)):
+        for option, value in (("--seed-set", args.seed_set), ("--relax-json", args.relax_json),
+                              ("--pre-relaxation-out", args.pre_relaxation_out)):
             if value is not None:
                 raise PitaInputError(f"{option}: only --method smc takes it")
     eq = settings.equilibration_fraction
@@ -101,9 +113,14 @@ def run(args: argparse.Namespace) -> int:
         if not 1 <= args.budget <= 1000 * MAX_STEPS:
             raise PitaInputError(f"--budget: must be in [1, {1000 * MAX_STEPS:g}], got {args.budget}")
         budget = baselines.EvaluationBudget(args.budget, eq, source="--budget")
+    pre: list = [] if args.pre_relaxation_out is not None else None
     out = steps.baseline(args.method, system, list(ladder.temperatures), settings, budget, seed=args.seed,
                          device=args.device, progress=args.progress, seed_set=seed_set, relax=relax,
-                         seed_source=str(args.seed_set))
+                         seed_source=str(args.seed_set), pre_relaxation=pre)
+    if pre:
+        pre_path = pre[0].write(args.pre_relaxation_out)
+        print(f"pita baseline: wrote smc's final bridged set before relaxation ({len(pre[0])} samples, "
+              f"{pre[0].attrs['n_energy_evals_total']} energy evaluations so far) to {pre_path}")
     path = out.write(args.out)
     a = out.attrs
     extra = ""

@@ -34,11 +34,13 @@ rule plan_budget:
 
 
 rule baseline:
-    """Plain MD, replica exchange or smc within the PITA run's energy-evaluation budget."""
+    """Plain MD or replica exchange within the PITA run's energy-evaluation budget."""
     input:
         unpack(baseline_inputs),
     output:
         samples=f"{RUN}/baselines/{{method}}/samples.h5",
+    wildcard_constraints:
+        method="md|replica_exchange",
     params:
         system=SYSTEM_ARG,
         temperatures=TEMPS,
@@ -60,6 +62,16 @@ rule baseline:
         "pita baseline --method {wildcards.method} --system {params.system:q} --temperatures {params.temperatures}"
         " --budget-from {input.budget:q} {params.smc:q} --config-json {params.settings:q} --device {params.device:q}"
         " --seed {params.seed} --no-progress --out {output.samples:q} > {log:q} 2>&1"
+
+
+use rule baseline as baseline_smc with:
+    output:
+        samples=f"{RUN}/baselines/{{method}}/samples.h5",
+        # the final rung's bridged set before its relaxation: the no-model counterpart of
+        # PITA's annealed set (rung_K/weighted.h5)
+        pre_relaxation=f"{RUN}/baselines/{{method}}/bridged.h5",
+    wildcard_constraints:
+        method="smc",
 
 
 rule evaluate_baseline:
@@ -91,3 +103,32 @@ rule evaluate_baseline:
         "pita evaluate --samples {input.samples:q} --reference {input.reference:q} --system {params.system:q}"
         " --method {wildcards.method} --config-json {params.settings:q} {params.cross_check:q} --seed {params.seed}"
         " --out-dir {params.outdir:q} --metrics-out {output.metrics:q} --plots-dir {output.plots:q} > {log:q} 2>&1"
+
+
+rule evaluate_smc_bridged:
+    """smc's final bridged set, before its relaxation, against the final rung's reference
+    (method smc_bridged): set beside PITA's annealed set in the report, the two samplers'
+    own results before the relaxation they share."""
+    input:
+        samples=f"{RUN}/baselines/smc/bridged.h5",
+        reference=f"{RUN}/reference/rung_{K}.h5",
+    output:
+        metrics=f"{RUN}/baselines/smc/bridged_metrics.json",
+    params:
+        system=SYSTEM_ARG,
+        settings=json.dumps({**rung_settings(config, K, "evaluate"), "plots": False}, sort_keys=True),
+        outdir=f"{RUN}/baselines/smc",
+        seed=config["seed"] + 1000 * K + 5,
+    log:
+        f"{RUN}/logs/evaluate_baseline_smc_bridged.log",
+    benchmark:
+        f"{RUN}/benchmarks/evaluate_baseline_smc_bridged.tsv"
+    threads: 1
+    resources:
+        **job_resources("evaluate_baseline"),
+    conda:
+        "../../envs/pita.yaml"
+    shell:
+        "pita evaluate --samples {input.samples:q} --reference {input.reference:q} --system {params.system:q}"
+        " --method smc_bridged --config-json {params.settings:q} --seed {params.seed}"
+        " --out-dir {params.outdir:q} --metrics-out {output.metrics:q} > {log:q} 2>&1"

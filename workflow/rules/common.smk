@@ -163,7 +163,9 @@ BASELINE_METHODS = list(BASELINES.get("methods") or []) if BASELINES.get("enable
 
 def baseline_metrics():
     """The baselines' metrics.json files the report shows beside PITA's (none when disabled)."""
-    return [f"{RUN}/baselines/{m}/metrics.json" for m in BASELINE_METHODS]
+    files = [f"{RUN}/baselines/{m}/metrics.json" for m in BASELINE_METHODS]
+    # smc's bridged set before its relaxation, beside PITA's annealed set (rule evaluate_smc_bridged)
+    return files + ([f"{RUN}/baselines/smc/bridged_metrics.json"] if "smc" in BASELINE_METHODS else [])
 
 
 #: seed offsets of the baselines (seed + 1000 K + offset)
@@ -192,12 +194,13 @@ def baseline_inputs(w):
     return inputs
 
 
-def baseline_smc_args(w, input):
-    """smc's own options: the seed set and the PITA run's relax settings of rungs 1..K (per-rung
-    overrides resolved) as one JSON object; none for the other baselines."""
+def baseline_smc_args(w, input, output):
+    """smc's own options: the seed set, the PITA run's relax settings of rungs 1..K (per-rung
+    overrides resolved) as one JSON object and its pre-relaxation output; none for the other baselines."""
     if w.method != "smc":
         return []
-    return ["--seed-set", input.seed_set, "--relax-json", rung_sections_json("relax")]
+    return ["--seed-set", input.seed_set, "--relax-json", rung_sections_json("relax"),
+            "--pre-relaxation-out", output.pre_relaxation]
 
 
 def gpu_jobs():
@@ -224,5 +227,6 @@ def cost_benchmarks():
     files += [f"{b}/evaluate_{k}.tsv" for k in range(K + 1)]
     files += [f"{b}/evaluate_annealed_{k}.tsv" for k in range(1, K + 1)]
     files += [f"{b}/evaluate_baseline_{m}.tsv" for m in BASELINE_METHODS]
+    files += [f"{b}/evaluate_baseline_smc_bridged.tsv"] if "smc" in BASELINE_METHODS else []
     files += [f"{b}/plan_budget.tsv"] if BASELINE_METHODS and BUDGET_FILE.endswith(".json") else []
     return files
