@@ -59,7 +59,7 @@ import torch
 
 from . import md
 from .errors import PitaInputError
-from .provenance import base_attrs
+from .provenance import base_attrs, system_identity
 from .samples import SampleSet
 from .settings import MAX_STEPS
 
@@ -345,6 +345,7 @@ def _common_attrs(method: str, system, ladder: TemperatureLadder, budget: Evalua
     attrs.update({
         "method": method,
         "system": system.name,
+        **system_identity(system),
         "temperature": float(ladder.target),
         "units": system.units,
         "length_scale": float(system.length_scale),
@@ -899,6 +900,7 @@ def run_smc(system, temperatures, n_samples: int, budget: EvaluationBudget, seed
     attrs.update({
         "method": "smc",
         "system": system.name,
+        **system_identity(system),
         "temperature": float(ladder.target),
         "units": system.units,
         "length_scale": float(system.length_scale),

@@ -9,12 +9,12 @@ each rule's params depend on its own rung only.
 from __future__ import annotations
 
 import copy
-import math
+import functools
 import re
 from pathlib import Path
 from typing import Any
 
-from .errors import PitaInputError
+from .errors import PitaInputError, brief, finite_number
 from .settings import (BASELINE_METHODS, GPU_MODEL_PATTERN, MAX_CONFIG_SEED, MAX_TEMPERATURE, RUN_NAME_PATTERN,
                        RUNG_KEY_PATTERN, RUNG_SECTIONS, SECTIONS, export_formats, from_mapping)
 
@@ -33,11 +33,20 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+def rung_overrides(config: dict, rung: int) -> dict:
+    """Rung `rung`'s overrides: its key in `rungs` written as a string ("1") or, as YAML reads an
+    unquoted key, an integer (1); check_config refuses a rung given both ways."""
+    rungs = config.get("rungs") or {}
+    if not isinstance(rungs, dict):
+        return {}
+    found = [v for k, v in rungs.items() if not isinstance(k, bool) and str(k) == str(rung)]
+    return (found[0] if found else None) or {}
+
+
 def rung_settings(config: dict, rung: int, section: str) -> dict:
     """The settings of `section` for rung `rung`: the section, then that rung's overrides."""
     base = config.get(section, {}) or {}
-    override = (config.get("rungs", {}) or {}).get(str(rung), {}) or {}
-    return deep_merge(base, override.get(section, {}) or {})
+    return deep_merge(base, rung_overrides(config, rung).get(section, {}) or {})
 
 
 def resolved_settings(config: dict, rung: int, section: str, source: str = "config") -> Any:
@@ -56,8 +65,9 @@ def _fail(source: str, field: str, problem: str) -> None:
     raise PitaInputError(f"{source}: field '{field}': {problem}")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _key(key: Any) -> str:
+    """A mapping key as a field name: as written when printable, else its brief repr."""
+    return key if isinstance(key, str) and key.isprintable() and len(key) <= 60 else brief(key)
 
 
 def check_config(config: dict, source: str = "config.yaml") -> None:
@@ -76,16 +86,16 @@ def check_config(config: dict, source: str = "config.yaml") -> None:
         if key not in config:
             _fail(source, key, "required")
     run_name = config.get("run_name", "pita")
-    if not isinstance(run_name, str) or not re.match(RUN_NAME_PATTERN, run_name):
+    if not isinstance(run_name, str) or not re.fullmatch(RUN_NAME_PATTERN, run_name):
         _fail(source, "run_name", "must be letters, digits, '_', '.' or '-', not starting with a dot "
-                                  f"(outputs go to results/<run_name>/), got {run_name!r}")
+                                  f"(outputs go to results/<run_name>/), got {brief(run_name)}")
     temps = config.get("temperatures")
     if not isinstance(temps, list) or len(temps) < 2:
         _fail(source, "temperatures", "needs at least two temperatures (hot start and target)")
     for i, t in enumerate(temps):
-        if not _is_number(t) or not math.isfinite(t) or not 0 < t <= MAX_TEMPERATURE:
+        if not finite_number(t) or not 0 < t <= MAX_TEMPERATURE:
             _fail(source, f"temperatures[{i}]", f"must be a positive finite number up to {MAX_TEMPERATURE:g}, "
-                                                f"got {t!r}")
+                                                f"got {brief(t)}")
     for i in range(1, len(temps)):
         if temps[i] == temps[i - 1]:
             _fail(source, "temperatures", f"duplicate temperature {temps[i]} at positions {i - 1} and {i}")
@@ -101,8 +111,8 @@ def check_config(config: dict, source: str = "config.yaml") -> None:
     if device not in ("cpu", "cuda", "auto"):
         _fail(source, "device", f"must be one of cpu, cuda, auto, got {device!r}")
     gpu_model = config.get("gpu_model")
-    if gpu_model is not None and (not isinstance(gpu_model, str) or not re.match(GPU_MODEL_PATTERN, gpu_model)):
-        _fail(source, "gpu_model", f"must be a GPU model name (letters, digits, '_', '.') or null, got {gpu_model!r}")
+    if gpu_model is not None and (not isinstance(gpu_model, str) or not re.fullmatch(GPU_MODEL_PATTERN, gpu_model)):
+        _fail(source, "gpu_model", f"must be a GPU model name (letters, digits, '_', '.') or null, got {brief(gpu_model)}")
     _check_system(config.get("system"), source)
     n_rungs = len(temps)
     for section, cls in SECTIONS.items():
@@ -114,18 +124,28 @@ def check_config(config: dict, source: str = "config.yaml") -> None:
     if not methods or len(set(methods)) != len(methods):
         _fail(source, "baselines.methods", "must name at least one baseline, each at most once")
     _check_export(config.get("export") or {}, source)
-    rungs = config.get("rungs") or {}
+    rungs = config.get("rungs", {})
+    if rungs is None:
+        rungs = {}
     if not isinstance(rungs, dict):
         _fail(source, "rungs", "must be a mapping rung index -> section -> settings")
+    seen: set[str] = set()
     for key, sections in rungs.items():
-        if not re.match(RUNG_KEY_PATTERN, str(key)) or int(key) >= n_rungs:
-            _fail(source, f"rungs.{key}", f"is not a rung index of the ladder (0..{n_rungs - 1}, written without "
-                                          "leading zeros)")
+        if isinstance(key, bool) or not re.fullmatch(RUNG_KEY_PATTERN, str(key)) or int(key) >= n_rungs:
+            _fail(source, f"rungs.{_key(key)}", f"is not a rung index of the ladder (0..{n_rungs - 1}, written "
+                                                 "without leading zeros)")
+        if str(key) in seen:
+            _fail(source, f"rungs.{key}", "given twice (as 1 and as \"1\"): merge the two")
+        seen.add(str(key))
         if not isinstance(sections, dict):
             _fail(source, f"rungs.{key}", "must be a mapping section -> settings")
         for section, settings in sections.items():
             if section not in RUNG_SECTIONS:
                 _fail(source, f"rungs.{key}.{section}", f"unknown section; expected one of {', '.join(RUNG_SECTIONS)}")
+            for where in ("files", "cross_check"):
+                if section == "reference" and isinstance(settings, dict) and where in settings:
+                    _fail(source, f"rungs.{key}.reference.{where}", f"reference sets are keyed by temperature: "
+                                                                   f"give them as reference.{where} at the top level")
             runs_at = step_rungs(section, n_rungs)
             if int(key) not in runs_at:
                 _fail(source, f"rungs.{key}.{section}", f"would never apply: {section} runs at rungs "
@@ -133,6 +153,7 @@ def check_config(config: dict, source: str = "config.yaml") -> None:
             from_mapping(SECTIONS[section], settings, source, prefix=f"rungs.{key}.{section}.")
             resolved_settings(config, int(key), section, source)
     _check_planned_budget(config, n_rungs, source)
+    _check_warm_start(config, n_rungs, source)
     for key in ("files", "cross_check"):
         ref_files = (config.get("reference") or {}).get(key) or {}
         for temp, path in ref_files.items():
@@ -157,6 +178,28 @@ def _check_planned_budget(config: dict, n_rungs: int, source: str) -> None:
                                               "plan knows; use budget: spent (the baselines then wait for the run)")
 
 
+def _check_warm_start(config: dict, n_rungs: int, source: str) -> None:
+    """A warm-started rung keeps the previous rung's architecture (pita train --init refuses a
+    change): refuse an override that changes it here, before any job runs, not at rung k's training."""
+    from .models import DEFAULT_OPTIONS
+
+    arch = None
+    for k in step_rungs("train", n_rungs):
+        model = resolved_settings(config, k, "train", source).model
+        options = model.backbone_options or dict(DEFAULT_OPTIONS.get(model.backbone, {}))
+        here = {"backbone": model.backbone, "backbone_options": options, "beta_conditioning": model.beta_conditioning}
+        if arch is not None and rung_settings(config, k, "train").get("warm_start", True):
+            for key, value in here.items():
+                if key == "backbone_options" and not model.backbone_options:
+                    continue  # unset: the checkpoint's own options
+                if value != arch[key]:
+                    _fail(source, f"rungs.{k}.train.model.{key}", f"{brief(value)} differs from rung {k - 1}'s "
+                                                                  f"{brief(arch[key])}; a warm-started rung keeps the "
+                                                                  "architecture (or set train.warm_start: false)")
+            continue  # the checkpoint's architecture carries on
+        arch = here
+
+
 def _check_export(export: dict, source: str) -> None:
     """export.formats: known to `pita export`, writable here (.h5 needs PyTables), each once."""
     from .commands.export import FORMATS, output_format
@@ -176,6 +219,8 @@ def _check_export(export: dict, source: str) -> None:
 
 
 def _check_system(system: Any, source: str) -> None:
+    """The system: a known name, or a molecule spec whose PDB reads and whose force field applies
+    to it (the OpenMM system is built: about a second for a small molecule, and every job needs it)."""
     from .systems import ALIASES, MOLECULES, resolve_data_path
 
     if isinstance(system, str):
@@ -183,36 +228,98 @@ def _check_system(system: Any, source: str) -> None:
         if name in ("lj13", "lj55"):
             return
         if name not in MOLECULES:
-            _fail(source, "system", f"unknown system {system!r}; known: {', '.join(sorted(MOLECULES) + ['lj13', 'lj55'])}")
-        pdb = resolve_data_path(MOLECULES[name]["pdb"])
+            _fail(source, "system", f"unknown system {brief(system)}; known: "
+                                    f"{', '.join(sorted(MOLECULES) + ['lj13', 'lj55'])}")
+        pdb, ff = resolve_data_path(MOLECULES[name]["pdb"]), MOLECULES[name]["forcefield"]
     elif isinstance(system, dict) and "pdb" in system:
         for key, value in system.items():
             if key not in SYSTEM_SPEC_KEYS:
-                _fail(source, f"system.{key}", f"unknown key; a molecule spec has {', '.join(SYSTEM_SPEC_KEYS)}")
-        if not isinstance(system["pdb"], str):
-            _fail(source, "system.pdb", f"must be a file path, got {system['pdb']!r}")
-        ff = system.get("forcefield", [])
-        if not isinstance(ff, list) or not all(isinstance(f, str) for f in ff):
-            _fail(source, "system.forcefield", f"must be a list of force-field file names, got {ff!r}")
-        ls = system.get("length_scale", 1.0)
-        if not _is_number(ls) or not math.isfinite(ls) or ls <= 0:
-            _fail(source, "system.length_scale", f"must be a positive number, got {ls!r}")
+                _fail(source, f"system.{_key(key)}", f"unknown key; a molecule spec has {', '.join(SYSTEM_SPEC_KEYS)}")
+        if not isinstance(system["pdb"], str) or not system["pdb"].strip():
+            _fail(source, "system.pdb", f"must be a file path, got {brief(system['pdb'])}")
         pdb = resolve_data_path(system["pdb"])
+        if not Path(pdb).exists():
+            _fail(source, "system.pdb", f"PDB file not found: {pdb}")
+        _read_pdb(Path(pdb), source)
+        if "forcefield" not in system:
+            _fail(source, "system.forcefield", "required for a molecule given by its PDB (e.g. [amber14-all.xml, "
+                                               "implicit/obc1.xml])")
+        ff = system["forcefield"]
+        if not isinstance(ff, list) or not ff or not all(isinstance(f, str) and f.strip() for f in ff):
+            _fail(source, "system.forcefield", f"must be a non-empty list of force-field file names, got {brief(ff)}")
+        name = system.get("name")
+        if name is not None and not (isinstance(name, str) and name.strip() and name.isprintable()):
+            _fail(source, "system.name", f"must be a non-empty printable string, got {brief(name)}")
+        ls = system.get("length_scale", 1.0)
+        if not finite_number(ls) or ls <= 0:
+            _fail(source, "system.length_scale", f"must be a positive finite number, got {brief(ls)}")
     else:
-        _fail(source, "system", f"must be a system name or a mapping with 'pdb', got {system!r}")
+        _fail(source, "system", f"must be a system name or a mapping with 'pdb', got {brief(system)}")
     if not Path(pdb).exists():
         _fail(source, "system.pdb", f"PDB file not found: {pdb}")
-    _check_pdb(Path(pdb), source)
+    _check_pdb(Path(pdb), ff, source)
 
 
-def _check_pdb(path: Path, source: str) -> None:
-    """A PDB must parse and hold atoms: cheap enough to run before any job starts."""
-    from openmm.app import PDBFile
+def _read_pdb(path: Path, source: str) -> Any:
+    """The PDB parsed (openmm.app.PDBFile), or one line naming system.pdb."""
+    from .systems.molecule import read_pdb
 
     try:
-        pdb = PDBFile(str(path))
-        n = pdb.topology.getNumAtoms()
-    except Exception as exc:  # openmm raises assorted types for malformed files
-        _fail(source, "system.pdb", f"{path} is not a readable PDB file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
-    if n == 0:
-        _fail(source, "system.pdb", f"{path} contains no atoms")
+        return read_pdb(path)
+    except PitaInputError as exc:
+        _fail(source, "system.pdb", str(exc))
+
+
+@functools.lru_cache(maxsize=16)
+def _force_field_problem(path: str, mtime: float, forcefield: tuple[str, ...]) -> str | None:
+    """None if the force field applies to the PDB, else the problem (cached per file version:
+    building the system takes ~0.4 s and a workflow checks the same config many times)."""
+    from .systems.molecule import build_openmm_system, read_pdb
+
+    try:
+        build_openmm_system(read_pdb(path), Path(path), list(forcefield))
+    except PitaInputError as exc:
+        return str(exc)
+    return None
+
+
+def _check_pdb(path: Path, forcefield: list, source: str) -> None:
+    """A PDB must parse, hold atoms, and take the force field (OpenMM builds the system)."""
+    _read_pdb(path, source)
+    problem = _force_field_problem(str(path), path.stat().st_mtime, tuple(str(f) for f in forcefield))
+    if problem is not None:
+        _fail(source, "system.forcefield", problem)
+
+
+def check_unique_keys(paths) -> None:
+    """Refuse a YAML config in which a key appears twice in one mapping (PitaInputError naming the
+    file, line and key): YAML loaders keep the last one, so a second `anneal:` section would
+    silently replace the first, settings and all."""
+    import yaml
+
+    class _Strict(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            try:
+                if key in seen:
+                    raise PitaInputError(f"{path}: line {key_node.start_mark.line + 1}: key {brief(key)} given twice "
+                                         f"in one mapping (first on line {seen[key] + 1}); YAML would keep only the last")
+                seen[key] = key_node.start_mark.line
+            except TypeError:  # an unhashable key: the loader itself refuses it
+                pass
+        return loader.construct_mapping(node, deep=deep)
+
+    _Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    for path in paths:
+        try:
+            text = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PitaInputError(f"{path}: cannot read the config ({exc.__class__.__name__})") from None
+        try:
+            yaml.load(text, Loader=_Strict)
+        except yaml.YAMLError as exc:
+            raise PitaInputError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:200]})") from None

@@ -500,8 +500,8 @@ def evaluate(samples: SampleSet, reference: SampleSet, system: Any = None, out_d
         metrics_path = Path(metrics_path)
         if plots:
             pdir = Path(plots_dir) if plots_dir is not None else metrics_path.parent
-            pdir.mkdir(parents=True, exist_ok=True)
-            names = write_plots(data, pdir, temperature=samples.temperature, units=samples.attrs.get("units"))
+            names = _write_plots_atomically(data, pdir, temperature=samples.temperature,
+                                            units=samples.attrs.get("units"))
             # relative to metrics.json (the report resolves them from there)
             result["plots"] = [os.path.relpath(pdir / n, metrics_path.parent) for n in names]
         result["eval_wall_time_s"] = time.perf_counter() - t0
@@ -513,6 +513,30 @@ def evaluate(samples: SampleSet, reference: SampleSet, system: Any = None, out_d
 
 
 # ----------------------------------------------------------------------------------- plots
+def _write_plots_atomically(data: dict, pdir: Path, **kw: Any) -> list[str]:
+    """write_plots into a temporary folder inside `pdir`, then each file moved into place: a plot
+    that fails leaves none of the set behind (nor `pdir`, where this call made it)."""
+    import shutil
+    import tempfile
+
+    made = not pdir.exists()
+    pdir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".plots-", dir=pdir))
+    try:
+        names = write_plots(data, tmp, **kw)
+        for name in names:
+            os.replace(tmp / name, pdir / name)
+        return names
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if made:
+            shutil.rmtree(pdir, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+
 def _save(fig: Any, path: Path) -> None:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -683,7 +707,8 @@ def write_plots(data: dict, out_dir: str | Path, temperature: float | None = Non
         _save(fig, out_dir / PLOT_FILES["profiles"])
         written.append(PLOT_FILES["profiles"])
 
-    if "tica_s" in data:
+    # a 2-D free-energy surface needs two TICs (a molecule of two or three atoms has fewer)
+    if "tica_s" in data and np.ndim(data["tica_s"]) == 2 and np.shape(data["tica_s"])[1] >= 2:
         ps, pr = data["tica_s"], data["tica_r"]
         both = np.concatenate([ps, pr])
         lo, hi = np.percentile(both, [0.5, 99.5], axis=0)

@@ -52,7 +52,7 @@ import torch
 
 from .device import resolve_device  # noqa: F401  (re-exported: md.resolve_device)
 from .errors import PitaInputError
-from .provenance import base_attrs
+from .provenance import base_attrs, system_identity
 from .samples import SampleSet
 
 log = logging.getLogger(__name__)
@@ -624,6 +624,7 @@ def run_md(system, temperature: float, n_samples: int, *, engine: str = "auto", 
     attrs = base_attrs("md", config if config is not None else settings, seed)
     attrs.update({
         "system": system.name,
+        **system_identity(system),
         "temperature": temperature,
         "units": system.units,
         "length_scale": float(system.length_scale),

@@ -52,6 +52,13 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def system_identity(system: Any) -> dict:
+    """What, besides its name, identifies the system a set was made for: a molecule's force field
+    (SampleSet.check_system compares it when recorded)."""
+    forcefield = getattr(system, "forcefield", None)
+    return {} if forcefield is None else {"forcefield": [str(f) for f in forcefield]}
+
+
 def base_attrs(step: str, config: Any = None, seed: int | None = None) -> dict:
     """Attributes common to every output: producing step, version, digest, seed, time."""
     return {

@@ -202,6 +202,13 @@ class SampleSet:
         """
         name = str(system.name)
         self._check_attr(source, "system", name, option)
+        # a molecule's force field (recorded since 2026-12-06): the same name with other energies
+        # is another system (e.g. a spec with the shipped PDB and another force field)
+        forcefield = getattr(system, "forcefield", None)
+        recorded = self.attrs.get("forcefield")
+        if forcefield is not None and recorded is not None and list(recorded) != list(forcefield):
+            raise SampleSetError(f"{source}: attribute 'forcefield' is {recorded} but {option} {name!r} uses "
+                                 f"{list(forcefield)}")
         units = getattr(system, "units", None)
         if units is not None and self.attrs.get("units") != units:
             raise SampleSetError(f"{source}: attribute 'units' is {self.attrs.get('units')!r} but {option} "

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import PitaInputError
+from .errors import PitaInputError, brief, finite_number
 
 #: largest count of samples / particles / outputs a step accepts (a size bound before allocation)
 MAX_COUNT = 10_000_000
@@ -400,36 +400,36 @@ def _check_value(source: str, name: str, value: Any, hint: Any, meta: dict) -> A
         _fail(source, name, "must not be null")
     if typ is bool:
         if not isinstance(value, bool):
-            _fail(source, name, f"must be true or false, got {value!r}")
+            _fail(source, name, f"must be true or false, got {brief(value)}")
         return value
     if typ is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            _fail(source, name, f"must be an integer, got {value!r}")
+            _fail(source, name, f"must be an integer, got {brief(value)}")
     elif typ is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(source, name, f"must be a number, got {value!r}")
-        if not math.isfinite(value):
-            _fail(source, name, f"must be finite, got {value!r}")
+            _fail(source, name, f"must be a number, got {brief(value)}")
+        if not finite_number(value):
+            _fail(source, name, f"must be a finite number, got {brief(value)}")
         value = float(value)
     elif typ is str:
         if not isinstance(value, str):
-            _fail(source, name, f"must be a string, got {value!r}")
+            _fail(source, name, f"must be a string, got {brief(value)}")
     elif typ is dict:
         if not isinstance(value, dict):
-            _fail(source, name, f"must be a mapping, got {value!r}")
+            _fail(source, name, f"must be a mapping, got {brief(value)}")
         return dict(value)
     elif typ is list:
         if not isinstance(value, list):
-            _fail(source, name, f"must be a list, got {value!r}")
+            _fail(source, name, f"must be a list, got {brief(value)}")
         return list(value)
     choices = meta.get("choices")
     if choices is not None and value not in choices:
-        _fail(source, name, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+        _fail(source, name, f"must be one of {', '.join(map(str, choices))}, got {brief(value)}")
     for key, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
                           ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
         bound = meta.get(key)
         if bound is not None and not ok(value, bound):
-            _fail(source, name, f"must be {word} {bound:g}, got {value!r}")
+            _fail(source, name, f"must be {word} {bound:g}, got {brief(value)}")
     return value
 
 
@@ -489,6 +489,8 @@ def load_json_argument(text: str, option: str) -> Any:
         return json.loads(stripped)
     except json.JSONDecodeError as exc:
         raise PitaInputError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise PitaInputError(f"{source}: JSON nested too deeply to be a setting") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -135,7 +135,7 @@ def anneal(model: Any, system: Any, temperature: float, settings: AnnealSettings
     """FK-SMC from the model of rung k (temperature T_k) to `temperature`: the weighted set after
     the exact final correction, and the diagnostics (ESS trace, resampling, chirality, cost)."""
     from .fksmc import anneal as fk_anneal
-    from .provenance import base_attrs, file_digest
+    from .provenance import base_attrs, file_digest, system_identity
 
     T_k, T_next = float(model.temperature), float(temperature)
     if not T_next < T_k * (1 + 1e-9):
@@ -182,7 +182,8 @@ def anneal(model: Any, system: Any, temperature: float, settings: AnnealSettings
     attrs = base_attrs("anneal", provenance, seed)
     if rung is None:
         rung = int(rung_in) + 1 if rung_in is not None else -1
-    attrs.update(system=system.name, temperature=T_next, units=system.units, length_scale=L, rung=rung,
+    attrs.update(system=system.name, **system_identity(system), temperature=T_next, units=system.units,
+                 length_scale=L, rung=rung,
                  n_energy_evals=int(res.n_energy_evals), n_energy_evals_total=total,
                  source_temperature=T_k, gamma=gamma, sigma_min=float(res.settings["sigma_min"]),
                  ess=float(res.ess_final), ess_fraction=float(res.ess_final / len(res.log_weight)),
@@ -230,7 +231,7 @@ def relax(samples: SampleSet, system: Any, temperature: float, settings: RelaxSe
           ) -> tuple[SampleSet, dict]:
     """Resample a weighted set by its weights (bridging from the model's density when its ESS is
     tiny) and move every particle at `temperature` with the true forces: an unweighted set."""
-    from .provenance import base_attrs
+    from .provenance import base_attrs, system_identity
     from .relax import model_potential
     from .relax import relax as relax_samples
 
@@ -249,7 +250,8 @@ def relax(samples: SampleSet, system: Any, temperature: float, settings: RelaxSe
     provenance = dict(step="relax", settings=to_dict(settings), system=system.spec(), temperature=temperature,
                       input_digest=samples.attrs.get("config_digest"))
     attrs = base_attrs("relax", provenance, seed)
-    attrs.update(system=system.name, units=system.units, length_scale=float(samples.attrs["length_scale"]),
+    attrs.update(system=system.name, **system_identity(system), units=system.units,
+                 length_scale=float(samples.attrs["length_scale"]),
                  rung=rung if rung is not None else samples.attrs.get("rung", -1))
     samples = samples.subset(np.arange(len(samples)))
     for key in _ANNEAL_ONLY_ATTRS:

@@ -247,6 +247,29 @@ CASES = [
     Case("anneal-pdb-without-atoms", lambda p, o: _anneal(p, o, system=_pdb_spec(str(p["empty_pdb"]))),
          [_f("empty_pdb"), "no atoms"]),
     Case("md-system-json-malformed", lambda p, o: _md(p, o, system='{"pdb": '), ["--system", "not valid JSON"]),
+    # keys of a molecule spec are checked before anything runs (they used to give tracebacks or fail
+    # after the MD); a path into a folder that does not exist is not replaced by a shipped PDB
+    Case("md-spec-length-scale-text", lambda p, o: _md(p, o, system=_pdb_spec("alanine_dipeptide.pdb")[:-1]
+                                                       + ', "length_scale": "abc"}'),
+         ["system.length_scale", "positive finite number", "'abc'"]),
+    Case("md-spec-length-scale-overflow", lambda p, o: _md(p, o, system=_pdb_spec("alanine_dipeptide.pdb")[:-1]
+                                                           + ', "length_scale": 1e400}'),
+         ["system.length_scale", "positive finite number"]),
+    Case("md-spec-chunk-size-text", lambda p, o: _md(p, o, system=_pdb_spec("alanine_dipeptide.pdb")[:-1]
+                                                     + ', "chunk_size": "x"}'), ["system.chunk_size", "positive integer"]),
+    Case("md-spec-device", lambda p, o: _md(p, o, system=_pdb_spec("alanine_dipeptide.pdb")[:-1] + ', "device": "tpu"}'),
+         ["system.device", "not a torch device"]),
+    Case("md-spec-name-list", lambda p, o: _md(p, o, system=_pdb_spec("alanine_dipeptide.pdb")[:-1] + ', "name": [1]}'),
+         ["system.name", "non-empty printable string"]),
+    Case("md-spec-pdb-in-a-missing-folder", lambda p, o: _md(p, o, system=_pdb_spec("typo_dir/alanine_dipeptide.pdb")),
+         ["typo_dir/alanine_dipeptide.pdb", "PDB file not found"]),
+    Case("md-lj-length-scale-overflow", lambda p, o: _md(p, o, system='{"name": "lj13", "length_scale": ' + "1" * 400
+                                                         + "}"), ["system.length_scale", "positive finite number"]),
+    Case("train-config-json-huge-int", lambda p, o: _train(p, o, "--config-json", '{"lr": ' + "1" * 400 + "}"),
+         ["lr", "must be a finite number"]),
+    Case("train-config-json-nested-too-deep", lambda p, o: _train(p, o, "--config-json",
+                                                                   '{"a": ' + "[" * 100000 + "]" * 100000 + "}"),
+         ["--config-json", "nested too deeply"]),
     # --- counts --------------------------------------------------------------------------------
     Case("md-negative-n-samples", lambda p, o: _md(p, o, "--n-samples", "-5"), ["--n-samples", ">= 1", "-5"]),
     Case("md-zero-replicas", lambda p, o: _md(p, o, "--replicas", "0"), ["replicas", ">= 1"]),

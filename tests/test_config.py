@@ -106,7 +106,62 @@ SEMANTIC_CASES = [
      lambda c: c.setdefault("rungs", {}).setdefault("2", {}).update(relax={"bridge": "always"}), "baselines.budget",
      "rung 2's relaxation always runs the bridge"),
     ("budget mode unknown", lambda c: c["baselines"].update(budget="estimated"), "baselines.budget", "must be one of"),
+    # hostile configs found by review: each used to pass, be ignored, or give a traceback
+    ("rung given as 1 and as '1'", lambda c: c.update(rungs={1: {"anneal": {"n_steps": 3}},
+                                                             "1": {"anneal": {"n_steps": 4}}}), "rungs.1", "given twice"),
+    ("rung key with a newline", lambda c: c.update(rungs={"1\n": {"anneal": {"n_steps": 3}}}), "rungs.'1\\n'",
+     "not a rung index"),
+    ("rungs as a list", lambda c: c.update(rungs=[]), "rungs", "must be a mapping"),
+    ("run name with a newline", lambda c: c.update(run_name="aldp\n"), "run_name", "letters, digits"),
+    ("gpu model with a newline", lambda c: c.update(gpu_model="a100\n"), "gpu_model", "GPU model name"),
+    ("400-digit temperature", lambda c: c.update(temperatures=[10**400, 300.0]), "temperatures[0]", "finite"),
+    ("400-digit float setting", lambda c: c["anneal"].update(sigma_max=10**400), "anneal.sigma_max",
+     "must be a finite number"),
+    ("per-rung reference files", lambda c: c.update(rungs={"2": {"reference": {"files": {"555.52": "x.h5"}}}}),
+     "rungs.2.reference.files", "at the top level"),
+    ("per-rung cross-check", lambda c: c.update(rungs={"3": {"reference": {"cross_check": {"300.0": "x.h5"}}}}),
+     "rungs.3.reference.cross_check", "at the top level"),
+    ("warm start with another backbone", lambda c: c.update(rungs={"1": {"train": {"model": {"backbone": "mlp"}}}}),
+     "rungs.1.train.model.backbone", "keeps the architecture"),
+    ("warm start with other options", lambda c: c.update(
+        rungs={"2": {"train": {"model": {"backbone_options": {"hidden": 8}}}}}),
+     "rungs.2.train.model.backbone_options", "differs from rung 1's"),
+    ("pdb without a force field", lambda c: c.update(system={"pdb": "alanine_dipeptide.pdb"}), "system.forcefield",
+     "required"),
+    ("empty force field", lambda c: c.update(system={"pdb": "alanine_dipeptide.pdb", "forcefield": []}),
+     "system.forcefield", "non-empty list"),
+    ("force field file that does not exist", lambda c: c.update(
+        system={"pdb": "alanine_dipeptide.pdb", "forcefield": ["nonexistent.xml"]}), "system.forcefield",
+     "cannot load force field"),
+    ("force field that does not fit", lambda c: c.update(
+        system={"pdb": "alanine_dipeptide.pdb", "forcefield": ["tip3p.xml"]}), "system.forcefield",
+     "cannot be applied"),
+    ("system name not a string", lambda c: c.update(
+        system={"pdb": "alanine_dipeptide.pdb", "forcefield": ["amber99sbildn.xml"], "name": 5}), "system.name",
+     "non-empty printable string"),
+    ("typo in a pdb folder", lambda c: c.update(
+        system={"pdb": "typo_dir/alanine_dipeptide.pdb", "forcefield": ["amber99sbildn.xml"]}), "system.pdb",
+     "PDB file not found"),
 ]
+
+
+def test_rung_override_under_an_integer_key_applies():
+    """YAML reads `rungs: {1: ...}` with an integer key: it applies as "1" does (it was ignored)."""
+    from pita.config import rung_settings
+
+    cfg = default_config()
+    cfg["rungs"] = {1: {"anneal": {"n_steps": 3}}, "2": {"anneal": {"n_steps": 4}}}
+    check_config(cfg, source="my.yaml")
+    assert [rung_settings(cfg, k, "anneal")["n_steps"] for k in (1, 2, 3)] == [3, 4, cfg["anneal"]["n_steps"]]
+
+
+def test_warm_start_off_allows_another_architecture():
+    cfg = default_config()
+    cfg["rungs"] = {"1": {"train": {"model": {"backbone": "mlp"}, "warm_start": False}}}
+    with pytest.raises(PitaInputError, match="rungs.2.train.model.backbone': 'pairnet' differs from rung 1's 'mlp'"):
+        check_config(cfg, source="my.yaml")  # rung 2 would warm-start from rung 1's mlp
+    cfg["rungs"]["2"] = {"train": {"model": {"backbone": "mlp"}}}
+    check_config(cfg, source="my.yaml")
 
 
 def test_spent_budget_allows_a_rung_that_always_bridges():

@@ -435,3 +435,40 @@ def test_report_sets_each_anneal_above_its_relaxed_set(tmp_path):
                                                                   "smc_bridged"]
     write_report(paths[:2], tmp_path / "plain.html")
     assert "Before and after relaxation" not in (tmp_path / "plain.html").read_text()
+
+
+def _plot_data(n_tics: int) -> dict:
+    rng = np.random.default_rng(0)
+    return {"u_s": rng.normal(size=200), "u_r": rng.normal(size=200), "ws": None, "wr": None,
+            "tica_s": rng.normal(size=(200, n_tics)), "tica_r": rng.normal(size=(200, n_tics))}
+
+
+def test_plots_of_a_molecule_with_one_tic(tmp_path):
+    """Two atoms have one interatomic distance, so TICA has one component: no 2-D surface (it used
+    to raise IndexError after writing the energy plot), the other plots as usual."""
+    from pita.evaluate import PLOT_FILES, write_plots
+
+    assert write_plots(_plot_data(1), tmp_path) == [PLOT_FILES["energy"]]
+    assert PLOT_FILES["tica"] in write_plots(_plot_data(2), tmp_path / "two")
+
+
+def test_plots_are_all_or_nothing(tmp_path, monkeypatch):
+    """A plot that fails leaves no plot of the set behind, nor the folder made for them."""
+    from pita import evaluate as E
+
+    def broken(*a, **k):
+        raise RuntimeError("renderer broke")
+
+    monkeypatch.setattr(E, "_hist_weights", broken, raising=True)
+    pdir = tmp_path / "plots"
+    with pytest.raises(RuntimeError, match="renderer broke"):
+        E._write_plots_atomically(_plot_data(2), pdir)
+    assert not pdir.exists()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "other.txt").write_text("mine")
+    with pytest.raises(RuntimeError):
+        E._write_plots_atomically(_plot_data(2), tmp_path / "kept")
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["other.txt"]
+    monkeypatch.undo()
+    E._write_plots_atomically(_plot_data(2), pdir)
+    assert {p.name for p in pdir.iterdir()} == {E.PLOT_FILES["energy"], E.PLOT_FILES["tica"]}

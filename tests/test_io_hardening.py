@@ -264,6 +264,32 @@ ALDP_SYSTEM = SimpleNamespace(name="alanine_dipeptide", units="kJ/mol,nm", n_ato
                               length_scale=0.164)
 
 
+def test_same_name_other_force_field_is_another_system(tmp_path):
+    """A spec with the shipped PDB and another force field has the shipped molecule's name: its
+    energies are another system's, so a checkpoint or sample set recording the force field is refused
+    (one without the record, from before, is compared by name as before)."""
+    amber99 = SimpleNamespace(**vars(ALDP_SYSTEM), forcefield=["amber99sbildn.xml", "amber99_obc.xml"])
+    amber14 = SimpleNamespace(**vars(ALDP_SYSTEM), forcefield=["amber14-all.xml", "implicit/obc1.xml"])
+    model = _model()
+    model.config["system"] = {"name": "alanine_dipeptide", "forcefield": amber99.forcefield}
+    ckpt = save_checkpoint(tmp_path / "m.pt", model)
+    model = load_checkpoint(ckpt)
+    assert check_checkpoint_system(model, amber99, ckpt) is model
+    one_line_error(ckpt, lambda: check_checkpoint_system(model, amber14, ckpt),
+                   "checkpoint was trained with force field ['amber99sbildn.xml', 'amber99_obc.xml'] but --system "
+                   "'alanine_dipeptide' uses ['amber14-all.xml', 'implicit/obc1.xml']")
+    attrs = {"system": "alanine_dipeptide", "temperature": 300.0, "units": "kJ/mol,nm", "length_scale": 0.164,
+             "n_energy_evals": 1, "n_energy_evals_total": 1, "rung": 0}
+    x = np.zeros((3, 22, 3), dtype=np.float32)
+    recorded = SampleSet(x, np.zeros(3), {**attrs, "forcefield": amber99.forcefield}).write(tmp_path / "s.h5")
+    SampleSet.read(recorded).check_system("s.h5", amber99)
+    with pytest.raises(PitaInputError, match=r"attribute 'forcefield' is \['amber99sbildn.xml', 'amber99_obc.xml'\] "
+                                             r"but --system 'alanine_dipeptide' uses \['amber14-all.xml'"):
+        SampleSet.read(recorded).check_system("s.h5", amber14)
+    old = SampleSet(x, np.zeros(3), attrs).write(tmp_path / "old.h5")
+    SampleSet.read(old).check_system("old.h5", amber14)
+
+
 # ------------------------------------------------------------------------------- atomic writes
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])

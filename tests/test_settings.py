@@ -100,7 +100,7 @@ def test_command_line_wins_over_config_json_and_defaults_fill_the_rest():
     ({"n_particles": True}, "must be an integer"),
     ({"n_particles": 2.0}, "must be an integer"),
     ({"n_particles": 0}, "must be >= 1"),
-    ({"resample_threshold": float("nan")}, "must be finite"),
+    ({"resample_threshold": float("nan")}, "must be a finite number"),
     ({"divergence": "magic"}, "must be one of exact, hutchinson"),
     ({"sigma_min": 2.0, "sigma_max": 1.0}, "must be below sigma_max"),
     ({"level_ess": 0.9, "weights": "discrete"}, "field 'anneal.level_ess': refines the levels of weights 'ais'"),

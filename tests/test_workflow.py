@@ -306,6 +306,24 @@ def test_bad_config_fails_before_any_job(tmp_path, patch, fragment):
     assert not (tmp_path / "results").exists() and not list(tmp_path.glob("PWNED*"))
 
 
+@pytest.mark.parametrize("extra, fragment", [
+    # a second section replaces the first wholesale in YAML: refused, naming the line and key
+    ("anneal:\n  n_particles: 64\n", "key 'anneal' given twice in one mapping"),
+    ("rungs:\n  \"1\": {}\n  1: {}\n", "field 'rungs.1': given twice"),
+    ("gpu_model: \"a100\\n\"\n", "field 'gpu_model'"),
+])
+def test_config_file_with_a_key_twice_fails_before_any_job(tmp_path, extra, fragment):
+    text = TINY.read_text()
+    if extra.startswith("rungs"):
+        assert "\nrungs:" not in text  # tiny.yaml has no rungs section of its own
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text + extra)
+    out = snakemake(tmp_path, "--configfile", str(bad), "--cores", "1", "-n")
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and sum(fragment in line for line in text.splitlines()) == 1, text[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
 def _slurm_available() -> str | None:
     if shutil.which("sbatch") and subprocess.run(["sinfo", "-h"], capture_output=True).returncode == 0:
         return None

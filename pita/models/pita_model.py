@@ -297,6 +297,11 @@ def check_checkpoint_system(model: PitaModel, system: Any, path: str | os.PathLi
     recorded = checkpoint_system_name(model)
     if recorded is not None and recorded != name:
         raise PitaInputError(f"{src}: checkpoint is for system {recorded!r} but {option} is {name!r}")
+    recorded_ff = c.get("system", {}).get("forcefield") if isinstance(c.get("system"), dict) else None
+    forcefield = getattr(system, "forcefield", None)
+    if recorded_ff is not None and forcefield is not None and list(recorded_ff) != list(forcefield):
+        raise PitaInputError(f"{src}: checkpoint was trained with force field {list(recorded_ff)} but {option} "
+                             f"{name!r} uses {list(forcefield)}")
     units = getattr(system, "units", None)
     if units is not None and c.get("units") is not None and c["units"] != units:
         raise PitaInputError(f"{src}: checkpoint has units {c['units']!r} but {option} {name!r} uses {units!r}")

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import PitaInputError
+from ..errors import PitaInputError, brief, finite_number
 from .base import System
 
 #: data/ of the source tree (structures shipped with the repository)
@@ -40,15 +40,16 @@ NAMES = sorted(list(MOLECULES) + ["lj13", "lj55", "gmm"] + list(ALIASES))
 
 
 def resolve_data_path(path: str | os.PathLike) -> Path:
-    """A path as given if it exists, else relative to the repository's data/ folder."""
+    """A path as given if it exists, else relative to the repository's data/ folder (a bare
+    name, a path inside data/, or one written from the repository root as data/...). A path into
+    any other folder is never replaced by a shipped file of the same name: a typo must fail."""
     p = Path(path)
     if p.exists() or p.is_absolute():
         return p
-    q = DATA_DIR / p
-    if q.exists():
-        return q
-    q = DATA_DIR / p.name
-    return q if q.exists() else p
+    candidates = [DATA_DIR / p]
+    if len(p.parts) > 1 and p.parts[0] == "data":
+        candidates.append(DATA_DIR.joinpath(*p.parts[1:]))
+    return next((q for q in candidates if q.exists()), p)
 
 
 LJ_SPEC_KEYS = ("epsilon", "r_m", "oscillator_scale", "length_scale")
@@ -60,9 +61,8 @@ def _spec_keywords(spec: dict, allowed: tuple[str, ...]) -> dict:
     for key, value in kw.items():
         if key not in allowed:
             raise PitaInputError(f"system.{key}: unknown key; a {spec['name']} spec has name, {', '.join(allowed)}")
-        if key in LJ_SPEC_KEYS and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
-                                    or value == float("inf")):
-            raise PitaInputError(f"system.{key}: must be a positive number, got {value!r}")
+        if key in LJ_SPEC_KEYS and not (finite_number(value) and value > 0):
+            raise PitaInputError(f"system.{key}: must be a positive finite number, got {brief(value)}")
     return kw
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import KB_KJ_PER_MOL_K
-from ..errors import PitaInputError
+from ..errors import PitaInputError, brief, finite_number
 from .base import System
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,20 @@ class MolecularSystem(System):
             forcefield = [forcefield]
         if not forcefield:
             raise PitaInputError("system.forcefield: give at least one force-field XML file")
+        if not isinstance(forcefield, (list, tuple)) or not all(isinstance(f, str) and f for f in forcefield):
+            raise PitaInputError(f"system.forcefield: must be a list of force-field file names, got {brief(forcefield)}")
+        if name is not None and not (isinstance(name, str) and name.strip() and name.isprintable()):
+            raise PitaInputError(f"system.name: must be a non-empty printable string, got {brief(name)}")
+        if length_scale is not None and not (finite_number(length_scale) and length_scale > 0):
+            raise PitaInputError(f"system.length_scale: must be a positive finite number, got {brief(length_scale)}")
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                       or chunk_size < 1):
+            raise PitaInputError(f"system.chunk_size: must be a positive integer, got {brief(chunk_size)}")
+        if device is not None:
+            try:
+                torch.device(device)
+            except (RuntimeError, TypeError, ValueError):
+                raise PitaInputError(f"system.device: not a torch device: {brief(device)}") from None
         if backend not in BACKENDS:
             raise PitaInputError(f"system.backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
         if dtype is not None and dtype not in DTYPES:

@@ -6,13 +6,14 @@ from types import SimpleNamespace
 
 from snakemake.utils import validate
 
-from pita.config import check_config, rung_settings
+from pita.config import check_config, check_unique_keys, rung_settings
 from pita.errors import PitaInputError
 from pita.settings import ResourceSettings, from_mapping
 
 
 # one line naming the field for any problem, before the schema's own (longer) messages
 try:
+    check_unique_keys(workflow.configfiles)
     check_config(config, source=", ".join(str(f) for f in workflow.configfiles) or "config")
 except PitaInputError as exc:
     raise WorkflowError(str(exc))
