@@ -88,6 +88,7 @@ def load_metrics(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
             raise PitaInputError(f"{p}: not a readable JSON metrics file ({exc})") from None
         if not isinstance(m, dict):
             raise PitaInputError(f"{p}: expected a JSON object of metrics")
+        _check_metrics(m, p)
         m.setdefault("method", "pita")
         m["_path"] = str(p)
         cross = m.get("cross_check")
@@ -97,6 +98,30 @@ def load_metrics(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     if not out:
         raise PitaInputError("--metrics: no metrics files given")
     return out
+
+
+#: keys of a metrics file that are not numbers (everything else in KEY_COLUMNS is a number or null)
+_TEXT_KEYS = {"method", "system", "weighted"}
+
+
+def _check_metrics(m: dict, path: Path) -> None:
+    """What the report sorts, compares and formats must have its type: the rung an integer, the
+    temperature a positive number, a method name, and every metric of the summary a number or null."""
+    from .errors import brief, finite_number
+
+    if "temperature" not in m or not (finite_number(m["temperature"]) and m["temperature"] > 0):
+        raise PitaInputError(f"{path}: 'temperature' must be a positive number, got {brief(m.get('temperature'))}")
+    rung = m.get("rung")
+    if rung is not None and (isinstance(rung, bool) or not isinstance(rung, int)):
+        raise PitaInputError(f"{path}: 'rung' must be an integer, got {brief(rung)}")
+    if not isinstance(m.get("method", "pita"), str):
+        raise PitaInputError(f"{path}: 'method' must be a name, got {brief(m.get('method'))}")
+    for key in KEY_COLUMNS:
+        value = m.get(key)
+        if key in _TEXT_KEYS or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise PitaInputError(f"{path}: '{key}' must be a number or null, got {brief(value)}")
 
 
 def _scalar(v: Any) -> bool:

@@ -472,3 +472,19 @@ def test_plots_are_all_or_nothing(tmp_path, monkeypatch):
     monkeypatch.undo()
     E._write_plots_atomically(_plot_data(2), pdir)
     assert {p.name for p in pdir.iterdir()} == {E.PLOT_FILES["energy"], E.PLOT_FILES["tica"]}
+
+
+@pytest.mark.parametrize("metrics, fragment", [
+    ({}, "'temperature' must be a positive number, got None"),
+    ({"rung": "x", "temperature": 300.0}, "'rung' must be an integer, got 'x'"),
+    ({"temperature": "hot"}, "'temperature' must be a positive number, got 'hot'"),
+    ({"temperature": 300.0, "energy_w1": "bad"}, "'energy_w1' must be a number or null, got 'bad'"),
+    ({"temperature": 300.0, "method": ["pita"]}, "'method' must be a name, got ['pita']"),
+])
+def test_report_refuses_metrics_of_the_wrong_type(tmp_path, metrics, fragment):
+    bad = tmp_path / "m.json"
+    bad.write_text(json.dumps(metrics))
+    with pytest.raises(PitaInputError) as exc:
+        write_report([bad], tmp_path / "r.html", tmp_path / "s.csv")
+    assert str(exc.value) == f"{bad}: {fragment}"
+    assert not (tmp_path / "r.html").exists() and not (tmp_path / "s.csv").exists()
