@@ -21,7 +21,7 @@ from pathlib import Path
 
 SEED_OFFSET = {"anneal": 7000, "relax": 8000, "baseline": 9000}
 #: options whose values are output paths, redirected into the seed's folder
-OUTPUTS = ("--out", "--diagnostics", "--out-dir", "--metrics-out", "--plots-dir")
+OUTPUTS = ("--out", "--diagnostics", "--out-dir", "--metrics-out", "--plots-dir", "--pre-relaxation-out")
 
 
 def pipeline_commands(run_dir: Path, configfile: str | None = None) -> list[list[str]]:

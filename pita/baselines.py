@@ -703,6 +703,10 @@ def _kernels(kernels, n_rungs: int) -> list[SmcKernel]:
     return [k.check(f"relax settings of rung {i + 1}") for i, k in enumerate(kernels)]
 
 
+#: attributes of smc's output that describe its final relaxation (left out of the bridged set's record)
+_FINAL_RELAXATION_ATTRS = ("smc_extra_steps", "smc_n_energy_evals_rung", "smc_wall_time_s_rung", "smc_step_size")
+
+
 def run_smc(system, temperatures, n_samples: int, budget: EvaluationBudget, seed_set: SampleSet, *,
             kernels=None, ess_fraction: float = 0.5, max_levels: int = 50, max_particles: int | None = None,
             min_particles: int = SMC_MIN_PARTICLES, spend_leftover: bool = True, device=None, seed: int = 0,
@@ -831,6 +835,7 @@ def run_smc(system, temperatures, n_samples: int, budget: EvaluationBudget, seed
             raise RuntimeError(f"smc: rung {k} bridge spent {bridge_evals} evaluations, expected {N * (1 + m * n_levels)}")
         st = br.state
         bridged_at = seed_total + spent + bridge_evals
+        bridged_wall = time.perf_counter() - t0
         bridged = SampleSet(
             positions=st.x.detach().cpu().numpy().astype(np.float32),
             energy=st.U.detach().cpu().numpy().astype(np.float64),
@@ -949,8 +954,14 @@ def run_smc(system, temperatures, n_samples: int, budget: EvaluationBudget, seed
         "smc_bridge_ess": np.concatenate([np.asarray(v, dtype=np.float64) for v in rec["ess"]]),
     }
     if pre_relaxation is not None:
-        pre_attrs = {**attrs, "method": "smc_bridged", "n_energy_evals": int(rec["bridge_evals"][-1]),
-                     "n_energy_evals_total": int(bridged_at)}
+        # the run's record up to the end of the final bridge: the final relaxation never touched this set
+        pre_attrs = {key: value for key, value in attrs.items() if key not in _FINAL_RELAXATION_ATTRS}
+        pre_attrs.update({"method": "smc_bridged", "n_energy_evals": int(rec["bridge_evals"][-1]),
+                          "n_energy_evals_total": int(bridged_at),
+                          "n_energy_evals_relax": int(sum(rec["relax_evals"][:-1])),
+                          "smc_relax_accept": rec["relax_accept"][:-1], "smc_torsion_accept": rec["torsion_accept"][:-1],
+                          "smc_relax_steps": rec["relax_steps"][:-1], "smc_n_out": rec["n_out"][:-1],
+                          "wall_time_s": float(bridged_wall)})
         pre_relaxation.append(SampleSet(
             positions=_centre(np.asarray(bridged.positions, dtype=np.float64), system).astype(np.float32),
             energy=np.asarray(bridged.energy, dtype=np.float64), attrs=pre_attrs, forces=bridged.forces,

@@ -103,13 +103,13 @@ def check_config(config: dict, source: str = "config.yaml") -> None:
             _fail(source, "temperatures", f"must decrease from hot to cold, but {temps[i - 1]} is followed by {temps[i]}")
     seed = config.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_CONFIG_SEED:
-        _fail(source, "seed", f"must be an integer in [0, {MAX_CONFIG_SEED}], got {seed!r}")
+        _fail(source, "seed", f"must be an integer in [0, {MAX_CONFIG_SEED}], got {brief(seed)}")
     threads = config.get("threads", 1)
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024:
-        _fail(source, "threads", f"must be an integer in [1, 1024], got {threads!r}")
+        _fail(source, "threads", f"must be an integer in [1, 1024], got {brief(threads)}")
     device = config.get("device", "cpu")
     if device not in ("cpu", "cuda", "auto"):
-        _fail(source, "device", f"must be one of cpu, cuda, auto, got {device!r}")
+        _fail(source, "device", f"must be one of cpu, cuda, auto, got {brief(device)}")
     gpu_model = config.get("gpu_model")
     if gpu_model is not None and (not isinstance(gpu_model, str) or not re.fullmatch(GPU_MODEL_PATTERN, gpu_model)):
         _fail(source, "gpu_model", f"must be a GPU model name (letters, digits, '_', '.') or null, got {brief(gpu_model)}")
@@ -221,7 +221,7 @@ def _check_export(export: dict, source: str) -> None:
 def _check_system(system: Any, source: str) -> None:
     """The system: a known name, or a molecule spec whose PDB reads and whose force field applies
     to it (the OpenMM system is built: about a second for a small molecule, and every job needs it)."""
-    from .systems import ALIASES, MOLECULES, resolve_data_path
+    from .systems import ALIASES, MOLECULES, _exists, resolve_data_path
 
     if isinstance(system, str):
         name = ALIASES.get(system, system)
@@ -238,8 +238,8 @@ def _check_system(system: Any, source: str) -> None:
         if not isinstance(system["pdb"], str) or not system["pdb"].strip():
             _fail(source, "system.pdb", f"must be a file path, got {brief(system['pdb'])}")
         pdb = resolve_data_path(system["pdb"])
-        if not Path(pdb).exists():
-            _fail(source, "system.pdb", f"PDB file not found: {pdb}")
+        if not _exists(Path(pdb)):
+            _fail(source, "system.pdb", f"PDB file not found: {brief(str(pdb), 120)}")
         _read_pdb(Path(pdb), source)
         if "forcefield" not in system:
             _fail(source, "system.forcefield", "required for a molecule given by its PDB (e.g. [amber14-all.xml, "
@@ -255,8 +255,8 @@ def _check_system(system: Any, source: str) -> None:
             _fail(source, "system.length_scale", f"must be a positive finite number, got {brief(ls)}")
     else:
         _fail(source, "system", f"must be a system name or a mapping with 'pdb', got {brief(system)}")
-    if not Path(pdb).exists():
-        _fail(source, "system.pdb", f"PDB file not found: {pdb}")
+    if not _exists(Path(pdb)):
+        _fail(source, "system.pdb", f"PDB file not found: {brief(str(pdb), 120)}")
     _check_pdb(Path(pdb), ff, source)
 
 
@@ -303,6 +303,8 @@ def check_unique_keys(paths) -> None:
     def mapping(loader, node, deep=False):
         seen = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: merged keys may be overridden
+                continue
             key = loader.construct_object(key_node, deep=deep)
             try:
                 if key in seen:
@@ -321,5 +323,25 @@ def check_unique_keys(paths) -> None:
             raise PitaInputError(f"{path}: cannot read the config ({exc.__class__.__name__})") from None
         try:
             yaml.load(text, Loader=_Strict)
-        except yaml.YAMLError as exc:
-            raise PitaInputError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:200]})") from None
+        except yaml.YAMLError:
+            # not YAML (e.g. JSON indented with tabs): Snakemake read it as JSON, so check it as JSON
+            _check_unique_json_keys(path, text)
+
+
+def _check_unique_json_keys(path, text: str) -> None:
+    import json
+
+    def pairs(items):
+        keys = [k for k, _ in items]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise PitaInputError(f"{path}: key {brief(key)} given twice in one object; JSON readers keep only "
+                                     "the last")
+        return dict(items)
+
+    try:
+        json.loads(text, object_pairs_hook=pairs)
+    except PitaInputError:
+        raise
+    except (ValueError, RecursionError):
+        return  # neither YAML nor JSON to these readers: Snakemake, which loaded it, has its own say

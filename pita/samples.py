@@ -25,7 +25,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .errors import PitaInputError
+from .errors import PitaInputError, brief
 from .provenance import atomic_path
 from .weights import ess as _ess
 from .weights import normalized_weights
@@ -206,6 +206,9 @@ class SampleSet:
         # is another system (e.g. a spec with the shipped PDB and another force field)
         forcefield = getattr(system, "forcefield", None)
         recorded = self.attrs.get("forcefield")
+        if recorded is not None and not (isinstance(recorded, list) and all(isinstance(f, str) for f in recorded)):
+            raise SampleSetError(f"{source}: attribute 'forcefield' must be a list of force-field file names, got "
+                                 f"{brief(recorded)}")
         if forcefield is not None and recorded is not None and list(recorded) != list(forcefield):
             raise SampleSetError(f"{source}: attribute 'forcefield' is {recorded} but {option} {name!r} uses "
                                  f"{list(forcefield)}")

@@ -250,7 +250,8 @@ def build_model(config: dict, system, data: TrainingData, init: PitaModel | None
     # warm start: architecture, sd, L and (unless set explicitly) the schedule come from `init`
     user_model = (user_config or {}).get("model", {})
     for key in ("backbone", "backbone_options", "beta_conditioning"):
-        if key in user_model and user_model[key] is not None and user_model[key] != init.config[key]:
+        # unset, or empty options: the checkpoint's own (as a fresh model takes the backbone's defaults)
+        if key in user_model and user_model[key] not in (None, {}) and user_model[key] != init.config[key]:
             raise PitaInputError(f"config.model.{key}: {user_model[key]!r} differs from the --init checkpoint's "
                                  f"{init.config[key]!r}; a warm start keeps the architecture")
     if init.config["n_atoms"] != system.n_atoms or init.config["dim"] != data.x.shape[1]:

@@ -473,6 +473,11 @@ def test_smc_double_well_mode_masses_and_energy_are_exact():
         assert b["n_energy_evals"] == a["smc_particles"][1] * (1 + B.SmcKernel().bridge_mala_steps
                                                                * a["smc_bridge_levels"][1])
         assert a["n_energy_evals_total"] - b["n_energy_evals_total"] == 1500 * (1 + a["smc_relax_steps"][1])
+        # its record stops at the final bridge: the parts add up, and no final-relaxation figures
+        assert b["n_energy_evals_seed"] + b["n_energy_evals_bridge"] + b["n_energy_evals_relax"] \
+            == b["n_energy_evals_total"]
+        assert b["smc_relax_steps"] == a["smc_relax_steps"][:1] and "smc_extra_steps" not in b
+        assert 0 < b["wall_time_s"] < a["wall_time_s"]
         assert bridged.lineage() is not None and bridged.lineage().max() < a["smc_particles"][1]
         lefts_bridged.append(np.mean(bridged.positions[:, 0] < 0))
         # the ledger: the seed set's evaluations count, then everything the baseline spends

@@ -255,3 +255,25 @@ def test_bad_cross_check_is_one_line_naming_the_field(cross, fragment):
     with pytest.raises(PitaInputError) as exc:
         check_config(cfg, source="config.yaml")
     assert fragment in str(exc.value) and str(exc.value).startswith("config.yaml: ") and "\n" not in str(exc.value)
+
+
+def test_unique_keys_check_reads_merge_keys_and_json(tmp_path):
+    """Duplicate keys are refused in YAML and JSON; a YAML merge (`<<: *anchor`, then an override of
+    a merged key) and a JSON file indented with tabs (not YAML) are fine."""
+    import json
+
+    from pita.config import check_unique_keys
+
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("small: &small {runtime: 5, mem_mb: 1000}\nresources:\n  train:\n    <<: *small\n    runtime: 9\n")
+    tabs = tmp_path / "tabs.json"
+    tabs.write_text(json.dumps(default_config(), indent="\t"))
+    check_unique_keys([merged, tabs])
+    twice = tmp_path / "twice.json"
+    twice.write_text('{\n\t"seed": 1,\n\t"seed": 2\n}')
+    with pytest.raises(PitaInputError, match=r"twice.json: key 'seed' given twice in one object"):
+        check_unique_keys([twice])
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("anneal:\n  n_steps: 3\n  n_steps: 4\n")
+    with pytest.raises(PitaInputError, match=r"nested.yaml: line 3: key 'n_steps' given twice .*first on line 2"):
+        check_unique_keys([nested])

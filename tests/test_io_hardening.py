@@ -288,6 +288,10 @@ def test_same_name_other_force_field_is_another_system(tmp_path):
         SampleSet.read(recorded).check_system("s.h5", amber14)
     old = SampleSet(x, np.zeros(3), attrs).write(tmp_path / "old.h5")
     SampleSet.read(old).check_system("old.h5", amber14)
+    for bad in (1.5, "amber99sbildn.xml"):
+        odd = SampleSet(x, np.zeros(3), {**attrs, "forcefield": bad}).write(tmp_path / "odd.h5")
+        with pytest.raises(PitaInputError, match="attribute 'forcefield' must be a list of force-field file names"):
+            SampleSet.read(odd).check_system("odd.h5", amber99)
 
 
 # ------------------------------------------------------------------------------- atomic writes

@@ -44,12 +44,19 @@ def resolve_data_path(path: str | os.PathLike) -> Path:
     name, a path inside data/, or one written from the repository root as data/...). A path into
     any other folder is never replaced by a shipped file of the same name: a typo must fail."""
     p = Path(path)
-    if p.exists() or p.is_absolute():
+    if _exists(p) or p.is_absolute():
         return p
     candidates = [DATA_DIR / p]
     if len(p.parts) > 1 and p.parts[0] == "data":
         candidates.append(DATA_DIR.joinpath(*p.parts[1:]))
-    return next((q for q in candidates if q.exists()), p)
+    return next((q for q in candidates if _exists(q)), p)
+
+
+def _exists(p: Path) -> bool:
+    try:
+        return p.exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: no such file
+        return False
 
 
 LJ_SPEC_KEYS = ("epsilon", "r_m", "oscillator_scale", "length_scale")

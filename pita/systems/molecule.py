@@ -37,8 +37,12 @@ def read_pdb(path: str | Path):
     from openmm import app
 
     path = Path(path)
-    if not path.is_file():
-        raise PitaInputError(f"{path}: PDB file not found")
+    try:
+        found = path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        found = False
+    if not found:
+        raise PitaInputError(f"{brief(str(path), 120)}: PDB file not found")
     try:
         text = path.read_text(errors="replace")
     except OSError as err:
@@ -63,7 +67,8 @@ def build_openmm_system(pdb, pdb_path, forcefield: list[str]):
     try:
         ff = app.ForceField(*forcefield)
     except Exception as err:
-        raise PitaInputError(f"forcefield {forcefield}: cannot load force field files: {_one_line(err)}") from err
+        raise PitaInputError(f"forcefield {brief(forcefield, 200)}: cannot load force field files: "
+                             f"{_one_line(err)[:300]}") from err
     try:
         return ff.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False)
     except Exception as err:
