@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .errors import PitaInputError, brief, finite_number
+from .errors import PitaInputError, brief, clip, finite_number
 from .settings import (BASELINE_METHODS, GPU_MODEL_PATTERN, MAX_CONFIG_SEED, MAX_TEMPERATURE, RUN_NAME_PATTERN,
                        RUNG_KEY_PATTERN, RUNG_SECTIONS, SECTIONS, export_formats, from_mapping)
 
@@ -239,7 +239,7 @@ def _check_system(system: Any, source: str) -> None:
             _fail(source, "system.pdb", f"must be a file path, got {brief(system['pdb'])}")
         pdb = resolve_data_path(system["pdb"])
         if not _exists(Path(pdb)):
-            _fail(source, "system.pdb", f"PDB file not found: {brief(str(pdb), 120)}")
+            _fail(source, "system.pdb", f"PDB file not found: {clip(pdb)}")
         _read_pdb(Path(pdb), source)
         if "forcefield" not in system:
             _fail(source, "system.forcefield", "required for a molecule given by its PDB (e.g. [amber14-all.xml, "
@@ -256,7 +256,7 @@ def _check_system(system: Any, source: str) -> None:
     else:
         _fail(source, "system", f"must be a system name or a mapping with 'pdb', got {brief(system)}")
     if not _exists(Path(pdb)):
-        _fail(source, "system.pdb", f"PDB file not found: {brief(str(pdb), 120)}")
+        _fail(source, "system.pdb", f"PDB file not found: {clip(pdb)}")
     _check_pdb(Path(pdb), ff, source)
 
 

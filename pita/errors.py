@@ -28,3 +28,9 @@ def finite_number(value: object) -> bool:
         return math.isfinite(float(value))
     except OverflowError:
         return False
+
+
+def clip(text: str, limit: int = 120) -> str:
+    """`text` cut to `limit` characters (a path or name as written, without quotes)."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

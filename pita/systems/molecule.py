@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import KB_KJ_PER_MOL_K
-from ..errors import PitaInputError, brief, finite_number
+from ..errors import PitaInputError, brief, clip, finite_number
 from .base import System
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def read_pdb(path: str | Path):
     except (OSError, ValueError):  # a name too long for the file system, a NUL byte
         found = False
     if not found:
-        raise PitaInputError(f"{brief(str(path), 120)}: PDB file not found")
+        raise PitaInputError(f"{clip(str(path))}: PDB file not found")
     try:
         text = path.read_text(errors="replace")
     except OSError as err:
