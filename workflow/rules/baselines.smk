@@ -117,7 +117,7 @@ rule evaluate_smc_bridged:
     params:
         system=SYSTEM_ARG,
         settings=json.dumps({**rung_settings(config, K, "evaluate"), "plots": False}, sort_keys=True),
-        outdir=f"{RUN}/baselines/smc",
+        outdir=lambda w, output: os.path.dirname(output.metrics),
         seed=config["seed"] + 1000 * K + 5,
     log:
         f"{RUN}/logs/evaluate_baseline_smc_bridged.log",

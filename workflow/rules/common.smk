@@ -2,6 +2,7 @@
 # Every value that reaches a shell command is quoted with Snakemake's `:q` (shlex quoting);
 # settings travel as one JSON object per job (--config-json), never as hand-built flags.
 import json
+import os
 from types import SimpleNamespace
 
 from snakemake.utils import validate
