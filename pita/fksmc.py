@@ -509,6 +509,8 @@ def anneal(
                     stop_resample_sigma=float(stop_resample_sigma), drift=drift, score_source=score_source,
                     noise_scale=float(noise_scale), time_derivative=time_derivative, weights=weights,
                     mala_steps=int(mala_steps), leapfrog_steps=int(leapfrog_steps), level_ess=float(level_ess),
+                    # the kind of the per-level moves whose acceptance the mala_acceptance_* keys record
+                    move="hmc" if int(leapfrog_steps) > 1 else "mala",
                     batch_size=bs, seed=seed, dtype=str(dtype))
     if gamma_path == "temper_at_sigma_min":
         settings.update(temper_ess=float(temper_ess), temper_mala_steps=int(temper_mala_steps),

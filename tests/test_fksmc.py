@@ -531,6 +531,7 @@ def test_moves_leave_each_level_invariant(leapfrog_steps):
         var = (w[:, None] * r.x.numpy() ** 2).sum(0) / w.sum()
         ratios.append(var / ((model.s.numpy() ** 2 + 0.01**2) / gamma))
         assert r.settings["leapfrog_steps"] == leapfrog_steps
+        assert r.settings["move"] == ("hmc" if leapfrog_steps > 1 else "mala")  # what mala_acceptance_* measured
         assert 0.5 < r.settings["mala_acceptance_mean"] < 0.9
     ratios = np.asarray(ratios)
     assert abs(ratios.mean() - 1.0) < 0.04, ratios.round(3)
