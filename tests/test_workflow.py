@@ -227,10 +227,13 @@ def test_second_invocation_has_nothing_to_do(tiny_run):
     assert "Nothing to be done" in out.stdout + out.stderr
 
 
-def test_changed_rung_setting_plans_only_that_rung_and_downstream(tiny_run):
+@pytest.mark.parametrize("key", ["1", 1], ids=["quoted", "integer"])
+def test_changed_rung_setting_plans_only_that_rung_and_downstream(tiny_run, key):
+    """The same plan whether the rung is written "1" or, as YAML reads an unquoted key, 1 (an
+    integer key used to be accepted and ignored)."""
     work, args = tiny_run
     cfg = yaml.safe_load(TINY.read_text())
-    cfg["rungs"] = {"1": {"anneal": {"n_steps": cfg["anneal"]["n_steps"] + 1}}}
+    cfg["rungs"] = {key: {"anneal": {"n_steps": cfg["anneal"]["n_steps"] + 1}}}
     changed = work / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
     out = snakemake(work, "--configfile", str(changed), "--cores", "2", "-n")
