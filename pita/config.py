@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .errors import PitaInputError, brief, clip, finite_number
+from .errors import PitaInputError, brief, clip, finite_number, name_list
 from .settings import (BASELINE_METHODS, GPU_MODEL_PATTERN, MAX_CONFIG_SEED, MAX_TEMPERATURE, RUN_NAME_PATTERN,
                        RUNG_KEY_PATTERN, RUNG_SECTIONS, SECTIONS, export_formats, from_mapping)
 
@@ -124,9 +124,7 @@ def check_config(config: dict, source: str = "config.yaml") -> None:
     if not methods or len(set(methods)) != len(methods):
         _fail(source, "baselines.methods", "must name at least one baseline, each at most once")
     _check_export(config.get("export") or {}, source)
-    rungs = config.get("rungs", {})
-    if rungs is None:
-        rungs = {}
+    rungs = {} if config.get("rungs") is None else config["rungs"]
     if not isinstance(rungs, dict):
         _fail(source, "rungs", "must be a mapping rung index -> section -> settings")
     seen: set[str] = set()
@@ -142,10 +140,11 @@ def check_config(config: dict, source: str = "config.yaml") -> None:
         for section, settings in sections.items():
             if section not in RUNG_SECTIONS:
                 _fail(source, f"rungs.{key}.{section}", f"unknown section; expected one of {', '.join(RUNG_SECTIONS)}")
-            for where in ("files", "cross_check"):
-                if section == "reference" and isinstance(settings, dict) and where in settings:
-                    _fail(source, f"rungs.{key}.reference.{where}", f"reference sets are keyed by temperature: "
-                                                                   f"give them as reference.{where} at the top level")
+            if section == "reference" and isinstance(settings, dict):
+                for where in ("files", "cross_check"):
+                    if where in settings:
+                        _fail(source, f"rungs.{key}.reference.{where}", f"reference sets are keyed by temperature: "
+                                                                       f"give them as reference.{where} at the top level")
             runs_at = step_rungs(section, n_rungs)
             if int(key) not in runs_at:
                 _fail(source, f"rungs.{key}.{section}", f"would never apply: {section} runs at rungs "
@@ -238,36 +237,40 @@ def _check_system(system: Any, source: str) -> None:
         if not isinstance(system["pdb"], str) or not system["pdb"].strip():
             _fail(source, "system.pdb", f"must be a file path, got {brief(system['pdb'])}")
         pdb = resolve_data_path(system["pdb"])
-        if not _exists(Path(pdb)):
-            _fail(source, "system.pdb", f"PDB file not found: {clip(pdb)}")
-        _read_pdb(Path(pdb), source)
-        if "forcefield" not in system:
-            _fail(source, "system.forcefield", "required for a molecule given by its PDB (e.g. [amber14-all.xml, "
-                                               "implicit/obc1.xml])")
-        ff = system["forcefield"]
-        if not isinstance(ff, list) or not ff or not all(isinstance(f, str) and f.strip() for f in ff):
-            _fail(source, "system.forcefield", f"must be a non-empty list of force-field file names, got {brief(ff)}")
-        name = system.get("name")
-        if name is not None and not (isinstance(name, str) and name.strip() and name.isprintable()):
-            _fail(source, "system.name", f"must be a non-empty printable string, got {brief(name)}")
-        ls = system.get("length_scale", 1.0)
-        if not finite_number(ls) or ls <= 0:
-            _fail(source, "system.length_scale", f"must be a positive finite number, got {brief(ls)}")
     else:
         _fail(source, "system", f"must be a system name or a mapping with 'pdb', got {brief(system)}")
-    if not _exists(Path(pdb)):
+    # the PDB first (a spec's other keys mean nothing without it), then the spec, then the force field
+    path = Path(pdb)
+    if not _exists(path):
         _fail(source, "system.pdb", f"PDB file not found: {clip(pdb)}")
-    _check_pdb(Path(pdb), ff, source)
-
-
-def _read_pdb(path: Path, source: str) -> Any:
-    """The PDB parsed (openmm.app.PDBFile), or one line naming system.pdb."""
     from .systems.molecule import read_pdb
 
     try:
-        return read_pdb(path)
+        read_pdb(path)
     except PitaInputError as exc:
         _fail(source, "system.pdb", str(exc))
+    if isinstance(system, dict):
+        ff = _check_molecule_spec(system, source)
+    problem = _force_field_problem(str(path), path.stat().st_mtime, tuple(ff))
+    if problem is not None:
+        _fail(source, "system.forcefield", problem)
+
+
+def _check_molecule_spec(system: dict, source: str) -> list[str]:
+    """A molecule spec's force field (returned), name and length scale."""
+    if "forcefield" not in system:
+        _fail(source, "system.forcefield", "required for a molecule given by its PDB (e.g. [amber14-all.xml, "
+                                           "implicit/obc1.xml])")
+    ff = system["forcefield"]
+    if not name_list(ff):
+        _fail(source, "system.forcefield", f"must be a non-empty list of force-field file names, got {brief(ff)}")
+    name = system.get("name")
+    if name is not None and not (isinstance(name, str) and name.strip() and name.isprintable()):
+        _fail(source, "system.name", f"must be a non-empty printable string, got {brief(name)}")
+    ls = system.get("length_scale", 1.0)
+    if not finite_number(ls) or ls <= 0:
+        _fail(source, "system.length_scale", f"must be a positive finite number, got {brief(ls)}")
+    return ff
 
 
 @functools.lru_cache(maxsize=16)
@@ -281,14 +284,6 @@ def _force_field_problem(path: str, mtime: float, forcefield: tuple[str, ...]) -
     except PitaInputError as exc:
         return str(exc)
     return None
-
-
-def _check_pdb(path: Path, forcefield: list, source: str) -> None:
-    """A PDB must parse, hold atoms, and take the force field (OpenMM builds the system)."""
-    _read_pdb(path, source)
-    problem = _force_field_problem(str(path), path.stat().st_mtime, tuple(str(f) for f in forcefield))
-    if problem is not None:
-        _fail(source, "system.forcefield", problem)
 
 
 def check_unique_keys(paths) -> None:

@@ -17,7 +17,7 @@ def brief(value: object, limit: int = 60) -> str:
         text = repr(value)
     except (ValueError, RecursionError):  # int beyond sys.get_int_max_str_digits, deep nesting
         text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return clip(text, limit)
 
 
 def finite_number(value: object) -> bool:
@@ -34,3 +34,8 @@ def clip(text: str, limit: int = 120) -> str:
     """`text` cut to `limit` characters (a path or name as written, without quotes)."""
     text = str(text)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def name_list(value: object) -> bool:
+    """A non-empty list of non-empty strings (e.g. force-field file names)."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) and v.strip() for v in value)

@@ -528,13 +528,11 @@ def _write_plots_atomically(data: dict, pdir: Path, **kw: Any) -> list[str]:
             os.replace(tmp / name, pdir / name)
         return names
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
         if made:
             shutil.rmtree(pdir, ignore_errors=True)
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
 
 
 def _save(fig: Any, path: Path) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import __version__
-from .errors import PitaInputError
+from .errors import PitaInputError, brief, finite_number
 from .provenance import atomic_write_text, check_output_path, now_iso
 from .settings import BASELINE_METHODS
 
@@ -107,8 +107,6 @@ _TEXT_KEYS = {"method", "system", "weighted"}
 def _check_metrics(m: dict, path: Path) -> None:
     """What the report sorts, compares and formats must have its type: the rung an integer, the
     temperature a positive number, a method name, and every metric of the summary a number or null."""
-    from .errors import brief, finite_number
-
     if "temperature" not in m or not (finite_number(m["temperature"]) and m["temperature"] > 0):
         raise PitaInputError(f"{path}: 'temperature' must be a positive number, got {brief(m.get('temperature'))}")
     rung = m.get("rung")

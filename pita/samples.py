@@ -25,7 +25,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .errors import PitaInputError, brief
+from .errors import PitaInputError, brief, name_list
 from .provenance import atomic_path
 from .weights import ess as _ess
 from .weights import normalized_weights
@@ -206,7 +206,7 @@ class SampleSet:
         # is another system (e.g. a spec with the shipped PDB and another force field)
         forcefield = getattr(system, "forcefield", None)
         recorded = self.attrs.get("forcefield")
-        if recorded is not None and not (isinstance(recorded, list) and all(isinstance(f, str) for f in recorded)):
+        if recorded is not None and not name_list(recorded):
             raise SampleSetError(f"{source}: attribute 'forcefield' must be a list of force-field file names, got "
                                  f"{brief(recorded)}")
         if forcefield is not None and recorded is not None and list(recorded) != list(forcefield):

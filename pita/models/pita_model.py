@@ -34,7 +34,7 @@ from torch import nn
 
 from ..coords import remove_mean
 from ..diffusion import EDMSchedule
-from ..errors import PitaInputError, brief
+from ..errors import PitaInputError, brief, name_list
 from ..provenance import atomic_path
 from .backbones import DEFAULT_OPTIONS, make_backbone
 from .preconditioning import EnergyModel, ScoreModel
@@ -298,7 +298,7 @@ def check_checkpoint_system(model: PitaModel, system: Any, path: str | os.PathLi
     if recorded is not None and recorded != name:
         raise PitaInputError(f"{src}: checkpoint is for system {recorded!r} but {option} is {name!r}")
     recorded_ff = c.get("system", {}).get("forcefield") if isinstance(c.get("system"), dict) else None
-    if recorded_ff is not None and not (isinstance(recorded_ff, list) and all(isinstance(f, str) for f in recorded_ff)):
+    if recorded_ff is not None and not name_list(recorded_ff):
         raise PitaInputError(f"{src}: the checkpoint's system.forcefield must be a list of file names, got "
                              f"{brief(recorded_ff)}")
     forcefield = getattr(system, "forcefield", None)

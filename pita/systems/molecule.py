@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import KB_KJ_PER_MOL_K
-from ..errors import PitaInputError, brief, clip, finite_number
+from ..errors import PitaInputError, brief, clip, finite_number, name_list
 from .base import System
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class MolecularSystem(System):
             forcefield = [forcefield]
         if not forcefield:
             raise PitaInputError("system.forcefield: give at least one force-field XML file")
-        if not isinstance(forcefield, (list, tuple)) or not all(isinstance(f, str) and f for f in forcefield):
+        if not isinstance(forcefield, (list, tuple)) or not name_list(list(forcefield)):
             raise PitaInputError(f"system.forcefield: must be a list of force-field file names, got {brief(forcefield)}")
         if name is not None and not (isinstance(name, str) and name.strip() and name.isprintable()):
             raise PitaInputError(f"system.name: must be a non-empty printable string, got {brief(name)}")
