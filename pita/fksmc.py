@@ -223,6 +223,12 @@ def tempering_increment(gamma_from: float, gamma_to: float, energy: torch.Tensor
     return -(gamma_to - gamma_from) * energy
 
 
+def torsion_log_acceptance(gamma: float, energy: torch.Tensor, energy_proposed: torch.Tensor) -> torch.Tensor:
+    """log Metropolis ratio of a torsion move for exp(-gamma E(x, sigma)); the rotation proposal is
+    symmetric and volume-preserving, so no proposal term."""
+    return gamma * (energy.double() - energy_proposed.double())
+
+
 def time_term_autograd(gamma: float, dE_dsigma: torch.Tensor, sigma: float, delta: float) -> torch.Tensor:
     """Left-point version in tau = sigma^2: gamma (dE/dsigma)/(2 sigma_n) Delta_n."""
     return gamma * dE_dsigma * (delta / (2.0 * sigma))
@@ -396,6 +402,9 @@ def anneal(
     temper_mala_steps: int = 32,
     temper_max_levels: int = 100,
     level_ess: float = 0.0,
+    torsions: Any = None,
+    torsion_moves: int = 0,
+    torsion_sigma_max: float = math.inf,
     batch_size: int | None = None,
     system: Any = None,
     temperature: float | None = None,
@@ -431,6 +440,11 @@ def anneal(
         a grid step would drop the conditional ESS/N of the increments below level_ess, the level
         stops at the sigma where it equals level_ess (more levels, hence more moves, where the
         targets change fastest; at most 4 n_steps levels in all).
+    torsions, torsion_moves, torsion_sigma_max: `torsion_moves` Metropolis rotations per particle about
+        rotatable bonds (a `pita.torsions.TorsionMoves`, molecules) on every level whose sigma is at most
+        `torsion_sigma_max` (the moves of weights "ais" and of the tempering levels), after its MALA moves:
+        exact moves for the level's density exp(-gamma E(x, sigma)) (symmetric proposal; network passes
+        only), which carry particles between the basins that local moves cannot leave within a level.
     system, temperature: the target System and T_{k+1}; when given, the final exact correction
         log w = A - U/(k_B T) + gamma E(x~, sigma_min) is applied (chirality fixed first for
         molecules), with positions = denormalize(x~, length_scale).
@@ -469,6 +483,14 @@ def anneal(
         raise ValueError(f"level_ess must lie in [0, 1), got {level_ess}")
     if level_ess > 0 and weights != "ais":
         raise ValueError("level_ess refines the levels of weights='ais' only")
+    if torsion_moves < 0:
+        raise ValueError("torsion_moves must be >= 0")
+    if torsion_moves and weights != "ais" and gamma_path != "temper_at_sigma_min":
+        raise ValueError("torsion_moves need moves: weights='ais' or gamma_path='temper_at_sigma_min'")
+    if torsion_moves and torsions is None:
+        raise ValueError("torsion_moves need `torsions` (a molecule with rotatable bonds)")
+    if not torsion_sigma_max > 0:
+        raise ValueError(f"torsion_sigma_max must be positive, got {torsion_sigma_max}")
     max_levels = LEVEL_CAP_FACTOR * int(n_steps)
     sigma_min, sigma_max, rho = _schedule_params(model, sigma_min, sigma_max, rho)
     if mean_free is None:
@@ -511,7 +533,10 @@ def anneal(
                     mala_steps=int(mala_steps), leapfrog_steps=int(leapfrog_steps), level_ess=float(level_ess),
                     # the kind of the per-level moves whose acceptance the mala_acceptance_* keys record
                     move="hmc" if int(leapfrog_steps) > 1 else "mala",
+                    torsion_moves=int(torsion_moves),
                     batch_size=bs, seed=seed, dtype=str(dtype))
+    if torsion_moves:
+        settings.update(torsion_sigma_max=float(torsion_sigma_max))
     if gamma_path == "temper_at_sigma_min":
         settings.update(temper_ess=float(temper_ess), temper_mala_steps=int(temper_mala_steps),
                         temper_max_levels=int(temper_max_levels))
@@ -641,6 +666,34 @@ def anneal(
                      + 0.5 * ((p0.double() ** 2).sum(-1) - (p.double() ** 2).sum(-1)))
         return metropolis(x, f, y, fy, log_alpha)
 
+    def torsion_level(x: torch.Tensor, f: _Fields, sigma: float) -> tuple[torch.Tensor, _Fields, float]:
+        """torsion_moves Metropolis rotations per particle for q(x) ∝ exp(-gamma E(x, sigma)): the proposal
+        (a uniform bond, a uniform angle in +-max_angle, centroid kept) is symmetric, so the test is on
+        gamma E alone; forward passes per move, one gradient pass for the accepted states at the end."""
+        shape = (x.shape[0], -1, 3)
+        accepted = torch.zeros(x.shape[0], dtype=torch.bool, device=device)
+        energy, rates = f.E, []
+        for _ in range(torsion_moves):
+            y = torsions.propose(x.reshape(shape), generator)[0].reshape(x.shape)
+            energy_y = energy_only(y, sigma)
+            log_alpha = torsion_log_acceptance(gamma, energy, energy_y)
+            u = torch.rand(x.shape[0], generator=generator, dtype=torch.float64).to(device)
+            accept = (torch.log(u) < log_alpha) & torch.isfinite(log_alpha) & alive
+            x = torch.where(accept[:, None], y, x)
+            energy = torch.where(accept, energy_y, energy)
+            accepted |= accept
+            rates.append(float(accept.sum()) / max(int(alive.sum()), 1))
+        if accepted.any():
+            idx = accepted.nonzero().squeeze(1)
+            f_acc = fields(x[idx], sigma)
+            for k in _Fields.__slots__:
+                v, va = getattr(f, k), getattr(f_acc, k)
+                if v is not None:
+                    v = v.clone()
+                    v[idx] = va
+                    setattr(f, k, v)
+        return x, f, float(np.mean(rates))
+
     move, target_acceptance = (mala, MALA_TARGET_ACCEPTANCE) if leapfrog_steps == 1 else (hmc, HMC_TARGET_ACCEPTANCE)
 
     # -------- initialisation -------------------------------------------------------------
@@ -655,6 +708,7 @@ def anneal(
     n_bad = 0
     ess_trace, resample_steps, collapse_steps = [], [], []
     kappa, acceptance, kappas, n_stalled = MALA_INITIAL_KAPPA, [], [], 0
+    torsion_acceptance: list[tuple[float, float]] = []  # (sigma, acceptance) of each level with torsion moves
     sd_model = getattr(model, "sd", None)
     transport_var = float(sd_model) ** 2 if isinstance(sd_model, (int, float)) else 1.0
 
@@ -690,6 +744,9 @@ def anneal(
             if acc < MALA_STALL_ACCEPTANCE:  # from this level's past moves only
                 kappa = max(0.5 * kappa, 1e-4)
                 n_stalled += 1
+        if torsion_moves and sigma <= torsion_sigma_max:
+            x, f, torsion_rate = torsion_level(x, f, sigma)
+            torsion_acceptance.append((sigma, torsion_rate))
         if not rates:
             return x, f, None
         rate = float(np.mean(rates))
@@ -865,6 +922,10 @@ def anneal(
         res.settings["mala_acceptance_trace"] = [float(a) for a in acceptance + temper_acceptance]
         res.settings["mala_kappa_trace"] = [float(k) for k in kappas]
         res.settings["mala_stalled_moves"] = n_stalled
+    if torsion_acceptance:
+        res.settings["torsion_levels"] = len(torsion_acceptance)
+        res.settings["torsion_acceptance_mean"] = float(np.mean([a for _, a in torsion_acceptance]))
+        res.settings["torsion_acceptance_trace"] = [[float(s_), float(a)] for s_, a in torsion_acceptance]
     if system is not None:
         if temperature is None:
             raise ValueError("anneal: a system needs the target temperature")

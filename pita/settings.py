@@ -201,6 +201,12 @@ class AnnealSettings:
                                     "ESS/N of the level's increments below this, the level stops where it equals "
                                     "it (more levels and moves where the targets change fastest; at most "
                                     "4 n_steps levels); 0: the grid as is", ge=0, lt=1)
+    torsion_moves: int = setting(0, "Metropolis rotations about rotatable bonds per particle on each level of "
+                                    "weights ais (and each tempering level) whose sigma is at most "
+                                    "torsion_sigma_max, on the model's density (exact; molecules; network passes "
+                                    "only): they carry particles between basins within a level", ge=0, le=10_000)
+    torsion_sigma_max: float = setting(2.0, "torsion_moves act on the levels with sigma at most this "
+                                            "(normalised units; above it the molecule is noise)", gt=0, le=1e4)
     gamma_path: str = setting("constant", "where gamma acts: constant (the target exp(-gamma E(x, sigma)) at every "
                                           "sigma), or temper_at_sigma_min (the model's own diffusion, gamma 1, down to "
                                           "sigma_min, then resample-move tempering of exp(-gamma' E(x, sigma_min)) "
@@ -580,6 +586,11 @@ def check_consistent(settings: Any, source: str = "settings", prefix: str = "") 
             _fail(source, f"{prefix}leapfrog_steps", f"HMC moves need weights 'ais' or gamma_path "
                                                      f"'temper_at_sigma_min' (no moves with '{settings.weights}'; "
                                                      f"set it to 1)")
+        if (settings.torsion_moves > 0 and settings.weights != "ais"
+                and settings.gamma_path != "temper_at_sigma_min"):
+            _fail(source, f"{prefix}torsion_moves", f"torsion moves need weights 'ais' or gamma_path "
+                                                    f"'temper_at_sigma_min' (no moves with '{settings.weights}'; "
+                                                    f"set it to 0)")
         if settings.level_ess > 0 and settings.weights != "ais":
             _fail(source, f"{prefix}level_ess", f"refines the levels of weights 'ais' only, not "
                                                 f"'{settings.weights}' (set it to 0)")
