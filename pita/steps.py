@@ -154,20 +154,22 @@ def anneal(model: Any, system: Any, temperature: float, settings: AnnealSettings
                       system=system.spec(), temperature=T_next, source_temperature=T_k)
     log.info("anneal: T %g -> %g (gamma %.4f), %d particles x %d steps on %s", T_k, T_next, gamma,
              settings.n_particles, settings.n_steps, device)
-    torsions = None
-    if settings.torsion_moves:
+    torsions, torsion_moves = None, settings.torsion_moves
+    if torsion_moves:
         from .torsions import TorsionMoves
 
-        torsions = TorsionMoves.for_system(system)
+        # as in relax: a system without rotatable bonds (a cluster, a toy) makes none
+        torsions = TorsionMoves.for_system(system) if getattr(system, "mean_free", False) else None
         if torsions is None:
-            raise PitaInputError(f"anneal.torsion_moves: {system.name} has no rotatable bond")
+            log.warning("anneal: torsion moves asked for, but %s has no rotatable bond: none made", system.name)
+            torsion_moves = 0
     res = fk_anneal(model, gamma, settings.n_particles, settings.n_steps, divergence_method=settings.divergence,
                     n_probes=settings.probes, probe=settings.probe, resample_threshold=settings.resample_threshold,
                     stop_resample_sigma=settings.stop_resample_sigma, weights=settings.weights,
                     mala_steps=settings.mala_steps, leapfrog_steps=settings.leapfrog_steps,
                     gamma_path=settings.gamma_path, temper_ess=settings.temper_ess,
                     temper_mala_steps=settings.temper_mala_steps, temper_max_levels=settings.temper_max_levels,
-                    level_ess=settings.level_ess, torsions=torsions, torsion_moves=settings.torsion_moves,
+                    level_ess=settings.level_ess, torsions=torsions, torsion_moves=torsion_moves,
                     torsion_sigma_max=settings.torsion_sigma_max, drift=settings.drift,
                     noise_scale=settings.noise_scale, score_source=settings.score_source,
                     time_derivative=settings.time_derivative, batch_size=settings.batch_size, system=system,

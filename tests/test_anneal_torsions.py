@@ -107,3 +107,33 @@ def test_torsion_moves_are_recorded_and_checked():
     with pytest.raises(ValueError, match="torsion_moves need moves"):
         anneal(DihedralChain(), GAMMA, 10, 5, weights="discrete", torsions=TORSIONS, torsion_moves=1, seed=0,
                **SCHED)
+
+
+def test_pipeline_anneal_makes_torsion_moves_on_a_molecule_only(caplog, tmp_path):
+    """`pita.steps.anneal` builds the moves from the system's topology (alanine dipeptide: 7 rotatable
+    bonds) and records them; a cluster without bonds (LJ-13) makes none and says so, as relax does."""
+    from pita import KB_KJ_PER_MOL_K
+    from pita.models import PitaModel, save_checkpoint
+    from pita.settings import AnnealSettings
+    from pita.steps import anneal as anneal_step
+    from pita.systems import load
+
+    torch.manual_seed(0)
+    settings = AnnealSettings(n_particles=16, n_steps=6, weights="ais", mala_steps=1, torsion_moves=2,
+                              torsion_sigma_max=100.0)
+    for name, dim, n_atoms, made in (("alanine_dipeptide", 66, 22, True), ("lj13", 39, 13, False)):
+        system = load(name)
+        model = PitaModel({"dim": dim, "n_atoms": n_atoms, "temperature": 1200.0, "sd": 1.0, "sigma_min": 0.01,
+                           "sigma_max": 17.0, "length_scale": float(system.length_scale), "units": system.units,
+                           "kB": KB_KJ_PER_MOL_K, "system": {"name": name},
+                           "backbone_options": {"hidden": 16, "layers": 2, "embedding": 8}})
+        checkpoint = save_checkpoint(tmp_path / f"{name}.pt", model)
+        caplog.clear()
+        out, diagnostics = anneal_step(model, system, 600.0, settings, checkpoint=str(checkpoint), seed=0)
+        recorded = diagnostics["settings"]
+        if made:
+            assert recorded["torsion_moves"] == 2 and recorded["torsion_levels"] == 6
+            assert len(out.energy) == 16
+        else:
+            assert recorded["torsion_moves"] == 0 and "torsion_levels" not in recorded
+            assert "no rotatable bond" in caplog.text
