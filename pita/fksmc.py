@@ -442,7 +442,8 @@ def anneal(
         targets change fastest; at most 4 n_steps levels in all).
     torsions, torsion_moves, torsion_sigma_max: `torsion_moves` Metropolis rotations per particle about
         rotatable bonds (a `pita.torsions.TorsionMoves`, molecules) on every level whose sigma is at most
-        `torsion_sigma_max` (the moves of weights "ais" and of the tempering levels), after its MALA moves:
+        `torsion_sigma_max` (default: every level; the pipeline's setting defaults to 2) (the moves of
+        weights "ais" and of the tempering levels), after its MALA moves:
         exact moves for the level's density exp(-gamma E(x, sigma)) (symmetric proposal; network passes
         only), which carry particles between the basins that local moves cannot leave within a level.
     system, temperature: the target System and T_{k+1}; when given, the final exact correction
@@ -666,10 +667,15 @@ def anneal(
                      + 0.5 * ((p0.double() ** 2).sum(-1) - (p.double() ** 2).sum(-1)))
         return metropolis(x, f, y, fy, log_alpha)
 
+    # whether the moves after a level's torsion moves read grad E at the same x: on the tempering levels
+    # (x is kept between them); on the sigma path the next level evaluates its fields afresh at a x
+    torsion_needs_gradient = gamma_path == "temper_at_sigma_min"
+
     def torsion_level(x: torch.Tensor, f: _Fields, sigma: float) -> tuple[torch.Tensor, _Fields, float]:
         """torsion_moves Metropolis rotations per particle for q(x) ∝ exp(-gamma E(x, sigma)): the proposal
-        (a uniform bond, a uniform angle in +-max_angle, centroid kept) is symmetric, so the test is on
-        gamma E alone; forward passes per move, one gradient pass for the accepted states at the end."""
+        (a uniform bond, a uniform angle in +-180 deg, centroid kept) is symmetric and volume-preserving,
+        so the test is on gamma E alone; one forward pass per move, then one pass for the moved particles
+        (with the gradient only where later moves need it: torsion_needs_gradient)."""
         shape = (x.shape[0], -1, 3)
         accepted = torch.zeros(x.shape[0], dtype=torch.bool, device=device)
         energy, rates = f.E, []
@@ -678,20 +684,28 @@ def anneal(
             energy_y = energy_only(y, sigma)
             log_alpha = torsion_log_acceptance(gamma, energy, energy_y)
             u = torch.rand(x.shape[0], generator=generator, dtype=torch.float64).to(device)
-            accept = (torch.log(u) < log_alpha) & torch.isfinite(log_alpha) & alive
+            # a dropped particle (zeroed) has no bond axis: its proposal is NaN and never accepted
+            accept = (torch.log(u) < log_alpha) & torch.isfinite(log_alpha) & torch.isfinite(y).all(-1) & alive
             x = torch.where(accept[:, None], y, x)
             energy = torch.where(accept, energy_y, energy)
             accepted |= accept
             rates.append(float(accept.sum()) / max(int(alive.sum()), 1))
-        if accepted.any():
-            idx = accepted.nonzero().squeeze(1)
-            f_acc = fields(x[idx], sigma)
-            for k in _Fields.__slots__:
-                v, va = getattr(f, k), getattr(f_acc, k)
-                if v is not None:
-                    v = v.clone()
-                    v[idx] = va
-                    setattr(f, k, v)
+        if not accepted.any():
+            return x, f, float(np.mean(rates))
+        idx = accepted.nonzero().squeeze(1)
+        if not torsion_needs_gradient:
+            # the level ends here: the next one needs E at x only (its increment), so no gradient pass and no
+            # stale gradient kept; E of the moved particles is evaluated as a batch of them, as fields() would
+            E_moved = f.E.clone()
+            E_moved[idx] = energy_only(x[idx], sigma)
+            return x, _Fields(**{k: (E_moved if k == "E" else None) for k in _Fields.__slots__}), float(np.mean(rates))
+        f_acc = fields(x[idx], sigma)
+        for k in _Fields.__slots__:
+            v, va = getattr(f, k), getattr(f_acc, k)
+            if v is not None:
+                v = v.clone()
+                v[idx] = va
+                setattr(f, k, v)
         return x, f, float(np.mean(rates))
 
     move, target_acceptance = (mala, MALA_TARGET_ACCEPTANCE) if leapfrog_steps == 1 else (hmc, HMC_TARGET_ACCEPTANCE)
@@ -708,7 +722,7 @@ def anneal(
     n_bad = 0
     ess_trace, resample_steps, collapse_steps = [], [], []
     kappa, acceptance, kappas, n_stalled = MALA_INITIAL_KAPPA, [], [], 0
-    torsion_acceptance: list[tuple[float, float]] = []  # (sigma, acceptance) of each level with torsion moves
+    torsion_acceptance: list[tuple[float, float, float]] = []  # (sigma, gamma, acceptance) per level with torsion moves
     sd_model = getattr(model, "sd", None)
     transport_var = float(sd_model) ** 2 if isinstance(sd_model, (int, float)) else 1.0
 
@@ -746,7 +760,7 @@ def anneal(
                 n_stalled += 1
         if torsion_moves and sigma <= torsion_sigma_max:
             x, f, torsion_rate = torsion_level(x, f, sigma)
-            torsion_acceptance.append((sigma, torsion_rate))
+            torsion_acceptance.append((sigma, gamma, torsion_rate))
         if not rates:
             return x, f, None
         rate = float(np.mean(rates))
@@ -924,8 +938,9 @@ def anneal(
         res.settings["mala_stalled_moves"] = n_stalled
     if torsion_acceptance:
         res.settings["torsion_levels"] = len(torsion_acceptance)
-        res.settings["torsion_acceptance_mean"] = float(np.mean([a for _, a in torsion_acceptance]))
-        res.settings["torsion_acceptance_trace"] = [[float(s_), float(a)] for s_, a in torsion_acceptance]
+        res.settings["torsion_acceptance_mean"] = float(np.mean([a for _, _, a in torsion_acceptance]))
+        # [sigma, gamma, acceptance] per level: the tempering levels share sigma_min and differ in gamma
+        res.settings["torsion_acceptance_trace"] = [[float(s_), float(g), float(a)] for s_, g, a in torsion_acceptance]
     if system is not None:
         if temperature is None:
             raise ValueError("anneal: a system needs the target temperature")
