@@ -441,11 +441,11 @@ def anneal(
         stops at the sigma where it equals level_ess (more levels, hence more moves, where the
         targets change fastest; at most 4 n_steps levels in all).
     torsions, torsion_moves, torsion_sigma_max: `torsion_moves` Metropolis rotations per particle about
-        rotatable bonds (a `pita.torsions.TorsionMoves`, molecules) on every level whose sigma is at most
-        `torsion_sigma_max` (default: every level; the pipeline's setting defaults to 2) (the moves of
-        weights "ais" and of the tempering levels), after its MALA moves:
-        exact moves for the level's density exp(-gamma E(x, sigma)) (symmetric proposal; network passes
-        only), which carry particles between the basins that local moves cannot leave within a level.
+        rotatable bonds (a `pita.torsions.TorsionMoves`, molecules) after the MALA moves of every level
+        (weights "ais", tempering levels) whose sigma is at most `torsion_sigma_max` (here every level by
+        default; the pipeline's setting defaults to 2): exact moves for the level's density
+        exp(-gamma E(x, sigma)) (symmetric proposal; network passes only), which carry particles between
+        the basins that local moves cannot leave within a level.
     system, temperature: the target System and T_{k+1}; when given, the final exact correction
         log w = A - U/(k_B T) + gamma E(x~, sigma_min) is applied (chirality fixed first for
         molecules), with positions = denormalize(x~, length_scale).
@@ -695,7 +695,9 @@ def anneal(
         idx = accepted.nonzero().squeeze(1)
         if not torsion_needs_gradient:
             # the level ends here: the next one needs E at x only (its increment), so no gradient pass and no
-            # stale gradient kept; E of the moved particles is evaluated as a batch of them, as fields() would
+            # stale gradient kept. E of the moved particles is evaluated again as a batch of them, as fields()
+            # would: `energy` (from the proposals' full batch) differs in float32 rounding (log weights by
+            # ~1e-5), which would change the resampling of the runs recorded in docs/RESULTS.md
             E_moved = f.E.clone()
             E_moved[idx] = energy_only(x[idx], sigma)
             return x, _Fields(**{k: (E_moved if k == "E" else None) for k in _Fields.__slots__}), float(np.mean(rates))

@@ -581,16 +581,12 @@ def check_consistent(settings: Any, source: str = "settings", prefix: str = "") 
         lo, hi = settings.sigma_min, settings.sigma_max
         if lo is not None and hi is not None and not lo < hi:
             _fail(source, f"{prefix}sigma_min", f"must be below sigma_max ({hi:g}), got {lo:g}")
-        if (settings.leapfrog_steps > 1 and settings.weights != "ais"
-                and settings.gamma_path != "temper_at_sigma_min"):
-            _fail(source, f"{prefix}leapfrog_steps", f"HMC moves need weights 'ais' or gamma_path "
-                                                     f"'temper_at_sigma_min' (no moves with '{settings.weights}'; "
-                                                     f"set it to 1)")
-        if (settings.torsion_moves > 0 and settings.weights != "ais"
-                and settings.gamma_path != "temper_at_sigma_min"):
-            _fail(source, f"{prefix}torsion_moves", f"torsion moves need weights 'ais' or gamma_path "
-                                                    f"'temper_at_sigma_min' (no moves with '{settings.weights}'; "
-                                                    f"set it to 0)")
+        if settings.weights != "ais" and settings.gamma_path != "temper_at_sigma_min":
+            # settings of the moves on the model's density, which only these two make
+            for name, kind, off in (("leapfrog_steps", "HMC moves", 1), ("torsion_moves", "torsion moves", 0)):
+                if getattr(settings, name) != off:
+                    _fail(source, f"{prefix}{name}", f"{kind} need weights 'ais' or gamma_path 'temper_at_sigma_min' "
+                                                     f"(no moves with '{settings.weights}'; set it to {off})")
         if settings.level_ess > 0 and settings.weights != "ais":
             _fail(source, f"{prefix}level_ess", f"refines the levels of weights 'ais' only, not "
                                                 f"'{settings.weights}' (set it to 0)")

@@ -136,6 +136,7 @@ def anneal(model: Any, system: Any, temperature: float, settings: AnnealSettings
     the exact final correction, and the diagnostics (ESS trace, resampling, chirality, cost)."""
     from .fksmc import anneal as fk_anneal
     from .provenance import base_attrs, file_digest, system_identity
+    from .relax import torsion_cycles
 
     T_k, T_next = float(model.temperature), float(temperature)
     if not T_next < T_k * (1 + 1e-9):
@@ -154,15 +155,14 @@ def anneal(model: Any, system: Any, temperature: float, settings: AnnealSettings
                       system=system.spec(), temperature=T_next, source_temperature=T_k)
     log.info("anneal: T %g -> %g (gamma %.4f), %d particles x %d steps on %s", T_k, T_next, gamma,
              settings.n_particles, settings.n_steps, device)
-    torsions, torsion_moves = None, settings.torsion_moves
+    # as in relax: a system without rotatable bonds (a cluster, a toy) makes none
+    torsions, torsion_moves = None, torsion_cycles(system, settings.torsion_moves)
     if torsion_moves:
         from .torsions import TorsionMoves
 
-        # as in relax: a system without rotatable bonds (a cluster, a toy) makes none
-        torsions = TorsionMoves.for_system(system) if getattr(system, "mean_free", False) else None
-        if torsions is None:
-            log.warning("anneal: torsion moves asked for, but %s has no rotatable bond: none made", system.name)
-            torsion_moves = 0
+        torsions = TorsionMoves.for_system(system)
+    elif settings.torsion_moves:
+        log.warning("anneal: torsion moves asked for, but %s has no rotatable bond: none made", system.name)
     res = fk_anneal(model, gamma, settings.n_particles, settings.n_steps, divergence_method=settings.divergence,
                     n_probes=settings.probes, probe=settings.probe, resample_threshold=settings.resample_threshold,
                     stop_resample_sigma=settings.stop_resample_sigma, weights=settings.weights,
