@@ -365,6 +365,12 @@ def compute_metrics(samples: SampleSet, reference: SampleSet, system: Any = None
     out["energy_mean_ref"] = float(np.dot(M.normalize_weights(wr, len(u_r)), u_r))
     out["ess"] = M.kish_ess(samples.log_weight, len(samples))
     out["ess_fraction"] = out["ess"] / len(samples)
+    # the W1 an exact set of this effective size would show: lineages and time correlation shrink it
+    # below the Kish ESS; a separate random stream, so the other metrics do not depend on it
+    g_energy = max(_inefficiency(samples, None, n_blocks)[0], 1.0)
+    out["energy_n_effective"] = out["ess"] / g_energy
+    out["energy_w1_floor"] = M.energy_w1_floor(u_r, wr, out["energy_n_effective"],
+                                               np.random.default_rng([int(seed), 104729]))
 
     particles = samples.positions.ndim == 3
     if particles:

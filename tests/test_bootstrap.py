@@ -128,3 +128,35 @@ def test_lineage_se_matches_the_spread_over_repeated_runs():
     iid = _set(s.energy, seed=10)  # same values, no lineages recorded: the iid se
     mi, _ = compute_metrics(iid, r, None, bootstrap=200, bootstrap_ot_samples=100, seed=0)
     assert mi["energy_mean_se"] < truth / 5
+
+
+def test_energy_w1_floor_is_the_w1_of_exact_sets_of_that_size():
+    """The floor at n must be the mean W1 of independent exact n-sets against the reference (checked
+    against fresh draws from the reference's own distribution), and fall like 1/sqrt(n)."""
+    rng = np.random.default_rng(12)
+    u_ref = rng.normal(size=20000)
+    for n in (200, 2000):
+        fresh = np.mean([M.wasserstein_1d(rng.normal(size=n), u_ref) for _ in range(200)])
+        assert M.energy_w1_floor(u_ref, None, n, np.random.default_rng(0), draws=200) == pytest.approx(fresh, rel=0.1)
+    ratio = M.energy_w1_floor(u_ref, None, 200, rng) / M.energy_w1_floor(u_ref, None, 2000, rng)
+    assert ratio == pytest.approx(math.sqrt(10), rel=0.25)
+
+
+def test_energy_w1_floor_uses_the_sets_effective_size():
+    """An exact set sits near its floor and a biased one far above it; 2000 copies of 200 draws
+    (lineages) have the floor of 200 independent samples, not of 2000."""
+    rng = np.random.default_rng(13)
+    r = _set(rng.normal(size=20000), seed=14)
+    exact, _ = compute_metrics(_set(rng.normal(size=300), seed=15), r, None, seed=0)
+    assert exact["energy_n_effective"] == pytest.approx(300)
+    assert exact["energy_w1"] < 2.5 * exact["energy_w1_floor"]
+    biased, _ = compute_metrics(_set(rng.normal(0.5, 1.0, size=300), seed=15), r, None, seed=0)
+    assert biased["energy_w1"] > 4 * biased["energy_w1_floor"]
+    m, k = 200, 10
+    copies = _set(np.repeat(rng.normal(size=m), k) + rng.normal(scale=1e-3, size=m * k), seed=16,
+                  extra={"ancestor": np.repeat(np.arange(m), k)})
+    c, _ = compute_metrics(copies, r, None, seed=0)
+    assert c["ess"] == pytest.approx(m * k)
+    assert c["energy_n_effective"] == pytest.approx(m, rel=0.2)
+    floor_200 = M.energy_w1_floor(r.energy, None, m, np.random.default_rng(1), draws=200)
+    assert c["energy_w1_floor"] == pytest.approx(floor_200, rel=0.15)
