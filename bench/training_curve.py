@@ -14,7 +14,7 @@ that many output samples (its own seed; its energy evaluations are printed) and 
 on them. --train-set KEY=VALUE (a dotted key of the train section, a JSON value) changes one more
 training setting. One JSON line per (steps, seed): the held-out fidelity of the model (log-weight sd at the
 next temperature, energy R^2, bond RMS error of its own samples), the anneal's final ESS/N and
-lineage ESS, and the annealed set's energy W1, torus W2 and basin free energies with their se.
+lineage ESS, and the annealed set's energy W1 (and its floor), torus W2 and basin free energies with their se.
 """
 from __future__ import annotations
 
@@ -137,6 +137,7 @@ def main() -> None:
                "ess_final_fraction": diag["ess_final_fraction"], "lineage_ess": diag["ess_ancestors"]}
         for k in ("energy_w1", "torus_w2", "dF_alpha_R", "dF_alpha_L"):
             row[k], row[f"{k}_se"] = m.get(k), m.get(f"{k}_se")
+        row["energy_w1_floor"] = m.get("energy_w1_floor")
         return row
 
     dirs = [train_model(steps) for steps in args.steps]  # training first: one job each, in order
