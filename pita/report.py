@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 #: leading columns of summary.csv (those present in at least one metrics.json)
 KEY_COLUMNS = [
     "rung", "method", "system", "temperature", "n_samples", "weighted", "ess", "ess_fraction",
-    "energy_w1", "energy_w1_floor", "energy_n_effective", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2",
+    "energy_w1", "energy_w1_floor", "energy_n_effective", "energy_w2", "torus_w2", "rama_kl", "tica_w2",
+    "distance_w2",
     "dF_alpha_R", "dF_alpha_R_ref", "dF_alpha_R_ref_err", "dF_alpha_L", "dF_alpha_L_ref", "dF_alpha_L_ref_err",
     "dF_diff_max_abs", "rama_kl_max", "torus_w2_max_residue",
     "chirality_wrong_fraction", "n_energy_evals", "n_energy_evals_total", "n_energy_evals_budget",
@@ -47,8 +48,8 @@ SE_KEYS = ("energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance
            "p_C7eq", "p_alpha_R", "p_alpha_L")
 KEY_COLUMNS = [c for k in KEY_COLUMNS for c in ((k, f"{k}_se") if k in SE_KEYS else (k,))]
 #: columns of the headline and method-comparison tables in the HTML report
-HEADLINE = ["energy_w1", "energy_w1_floor", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2", "dF_alpha_R",
-            "dF_alpha_L", "dF_diff_max_abs", "ess", "chirality_wrong_fraction", "n_energy_evals_total",
+HEADLINE = ["energy_w1", "energy_w1_floor", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2",
+            "dF_alpha_R", "dF_alpha_L", "dF_diff_max_abs", "ess", "chirality_wrong_fraction", "n_energy_evals_total",
             "wall_time_s"]
 #: columns of the PITA-vs-baselines table at the target temperature
 #: (wall time: the method's whole cost from the benchmarks, pita.cost; not the last step's wall_time_s)
@@ -68,7 +69,8 @@ MODEL_COLUMNS = ["ess_path_fraction", "ess_final_fraction", "ess_reweight_previo
 #: smc_bridged: smc's final bridged set before its relaxation)
 METHOD_ORDER = {"pita": 0, "pita_annealed": 1, "md": 2, "replica_exchange": 3, "smc": 4, "smc_bridged": 5}
 #: columns of the before/after-relaxation table: what the anneal delivers, what the relaxation makes of it
-RELAXATION_COLUMNS = ["energy_w1", "energy_w1_floor", "torus_w2", "rama_kl", "dF_alpha_R", "dF_alpha_L", "ess", "n_energy_evals_total"]
+RELAXATION_COLUMNS = ["energy_w1", "energy_w1_floor", "torus_w2", "rama_kl", "dF_alpha_R", "dF_alpha_L", "ess",
+                      "n_energy_evals_total"]
 #: columns of the per-residue Ramachandran table of a rung (metrics.json's per_residue)
 RESIDUE_COLUMNS = ["rama_kl", "torus_w2", "p_C7eq", "p_alpha_R", "p_alpha_L", "dF_alpha_R", "dF_alpha_L"]
 #: non-scalar or bookkeeping keys left out of the CSV body

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                             samples_path=str(args.samples), reference_path=str(args.reference), method=args.method,
                             extra=extra, cross_check=cross, cross_check_path=args.cross_check,
                             plots_dir=args.plots_dir)
-    keys = [k for k in ("energy_w1", "energy_w1_floor", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2", "ess")
-            if result.get(k) is not None]
+    keys = [k for k in ("energy_w1", "energy_w1_floor", "energy_w2", "torus_w2", "rama_kl", "tica_w2",
+                        "distance_w2", "ess") if result.get(k) is not None]
     log.info("%s: %s", metrics_path, ", ".join(f"{k}={result[k]:.4g}" for k in keys))
     return 0
