@@ -1,7 +1,7 @@
 """How the final rung's annealed set depends on how the previous rung's model was trained: retrain
 that model for several step counts (optionally on a larger relaxed set), anneal the final rung
 from each with several seeds, and evaluate the weighted sets as rule `evaluate_annealed` does
-(docs/RESULTS.md, "Training length and data at rung 2").
+(docs/RESULTS.md, "What the annealed set's energy W1 measures").
 
     cd <the run's directory>   # where `snakemake` ran
     OMP_NUM_THREADS=1 python bench/training_curve.py --steps 250 500 1000 2000 --seeds 1 2 3 \\
@@ -133,7 +133,7 @@ def main() -> None:
         m = json.loads((s / "metrics.json").read_text())
         row = {"n_out": args.n_out, "train_set": args.train_set, "steps": int(d.name.split("steps")[-1]), "seed": seed,
                "log_weight_sd": fidelity["energy"]["log_weight_sd"], "r2": fidelity["energy"]["r2"],
-               "bond_rms_error_pm": fidelity["generated"]["bond_rms_error_pm"],
+               "bond_rms_error_pm": fidelity.get("generated", {}).get("bond_rms_error_pm"),
                "ess_final_fraction": diag["ess_final_fraction"], "lineage_ess": diag["ess_ancestors"]}
         for k in ("energy_w1", "torus_w2", "dF_alpha_R", "dF_alpha_L"):
             row[k], row[f"{k}_se"] = m.get(k), m.get(f"{k}_se")

@@ -369,9 +369,8 @@ def compute_metrics(samples: SampleSet, reference: SampleSet, system: Any = None
     # below the Kish ESS; a separate random stream, so the other metrics do not depend on it
     g_energy = max(_inefficiency(samples, None, n_blocks)[0], 1.0)
     out["energy_n_effective"] = out["ess"] / g_energy
-    out["energy_w1_floor"] = (M.energy_w1_floor(u_r, wr, out["energy_n_effective"],
-                                                np.random.default_rng([int(seed), 104729]))
-                              if math.isfinite(out["energy_n_effective"]) else None)
+    out["energy_w1_floor"] = M.energy_w1_floor(u_r, wr, out["energy_n_effective"],
+                                               np.random.default_rng([int(seed), 104729]))
 
     particles = samples.positions.ndim == 3
     if particles:
