@@ -53,7 +53,19 @@ def with_train_setting(argv: list[str], assignment: str) -> tuple[list[str], str
             node[k] = {}
         node = node[k]
     node[last] = json.loads(value)
-    return replace(argv, "--config-json", json.dumps(config)), f"{last}{value}_"
+    tag = "".join(ch if ch.isalnum() or ch in "._=-" else "_" for ch in f"{key}={value}")
+    return replace(argv, "--config-json", json.dumps(config)), f"{tag}_"
+
+
+def reuse(product: Path, argv: list[str], log: Path) -> bool:
+    """True when `product` exists and was made by exactly `argv` (the first line of its log); a
+    product made by another command is an error, not a silent reuse."""
+    if not product.exists():
+        return False
+    made_by = log.read_text().splitlines()[0] if log.exists() else ""
+    if made_by != shlex.join(argv):
+        raise SystemExit(f"{product}: made by another command (see {log}); choose another --out")
+    return True
 
 
 def run(argv: list[str], log: Path, cwd: Path) -> None:
@@ -91,9 +103,9 @@ def main() -> None:
         data = out / f"n_out{args.n_out}"
         data.mkdir(exist_ok=True)
         relaxed = data / "samples.h5"
-        if not relaxed.exists():
-            argv = with_config(relax, n_out=args.n_out)
-            argv = replace(replace(argv, "--out", str(relaxed)), "--diagnostics", str(data / "relax_diagnostics.json"))
+        argv = with_config(relax, n_out=args.n_out)
+        argv = replace(replace(argv, "--out", str(relaxed)), "--diagnostics", str(data / "relax_diagnostics.json"))
+        if not reuse(relaxed, argv, data / "relax.log"):
             run(argv, data / "relax.log", run_dir)
         evals = json.loads((data / "relax_diagnostics.json").read_text()).get("n_energy_evals")
         print(json.dumps({"relax_n_out": args.n_out, "n_energy_evals": evals}), flush=True)
@@ -105,44 +117,47 @@ def main() -> None:
         train, more = with_train_setting(train, assignment)
         tag += more
 
-    def train_model(steps: int) -> Path:
+    def train_model(steps: int) -> tuple[Path, int]:
         d = out / f"{tag}steps{steps}"
         d.mkdir(exist_ok=True)
         model = d / "model.pt"
-        if not model.exists():
-            argv = with_config(train, steps=steps)
-            for name, value in (("--out", model), ("--losses-csv", d / "losses.csv"),
-                                ("--diagnostics", d / "model_fidelity.json"), ("--work-dir", d / "work")):
-                argv = replace(argv, name, str(value))
+        argv = with_config(train, steps=steps)
+        for name, value in (("--out", model), ("--losses-csv", d / "losses.csv"),
+                            ("--diagnostics", d / "model_fidelity.json"), ("--work-dir", d / "work")):
+            argv = replace(argv, name, str(value))
+        if not reuse(model, argv, d / "train.log"):
             run(argv, d / "train.log", run_dir)
-        return d
+        return d, steps
 
-    def anneal_and_evaluate(d: Path, seed: int) -> dict:
+    def anneal_and_evaluate(d: Path, steps: int, seed: int) -> dict:
         s = d / f"seed{seed}"
         s.mkdir(exist_ok=True)
-        if not (s / "metrics.json").exists():
-            argv = replace(anneal, "--checkpoint", str(d / "model.pt"))
-            argv = replace(argv, "--seed", str(SEED_OFFSET["anneal"] + seed))
-            argv = replace(replace(argv, "--out", str(s / "weighted.h5")), "--diagnostics", str(s / "diagnostics.json"))
+        argv = replace(anneal, "--checkpoint", str(d / "model.pt"))
+        argv = replace(argv, "--seed", str(SEED_OFFSET["anneal"] + seed))
+        argv = replace(replace(argv, "--out", str(s / "weighted.h5")), "--diagnostics", str(s / "diagnostics.json"))
+        if not reuse(s / "weighted.h5", argv, s / "anneal.log"):
             run(argv, s / "anneal.log", run_dir)
+        metrics = s / "metrics.json"
+        # a metrics.json from before a metric existed (e.g. the energy W1 floor) is evaluated again
+        if not metrics.exists() or "energy_w1_floor" not in json.loads(metrics.read_text()):
             argv = replace(evaluate, "--samples", str(s / "weighted.h5"))
-            argv = replace(replace(argv, "--out-dir", str(s)), "--metrics-out", str(s / "metrics.json"))
+            argv = replace(replace(argv, "--out-dir", str(s)), "--metrics-out", str(metrics))
             run(argv, s / "evaluate.log", run_dir)
         fidelity = json.loads((d / "model_fidelity.json").read_text())["fidelity"]
         diag = json.loads((s / "diagnostics.json").read_text())
         m = json.loads((s / "metrics.json").read_text())
-        row = {"n_out": args.n_out, "train_set": args.train_set, "steps": int(d.name.split("steps")[-1]), "seed": seed,
+        row = {"n_out": args.n_out, "train_set": args.train_set, "steps": steps, "seed": seed,
                "log_weight_sd": fidelity["energy"]["log_weight_sd"], "r2": fidelity["energy"]["r2"],
                "bond_rms_error_pm": fidelity.get("generated", {}).get("bond_rms_error_pm"),
                "ess_final_fraction": diag["ess_final_fraction"], "lineage_ess": diag["ess_ancestors"]}
         for k in ("energy_w1", "torus_w2", "dF_alpha_R", "dF_alpha_L"):
             row[k], row[f"{k}_se"] = m.get(k), m.get(f"{k}_se")
-        row["energy_w1_floor"] = m.get("energy_w1_floor")
+        row["energy_w1_floor"], row["energy_w1_floor_q90"] = m["energy_w1_floor"], m.get("energy_w1_floor_q90")
         return row
 
     dirs = [train_model(steps) for steps in args.steps]  # training first: one job each, in order
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for row in pool.map(lambda job: anneal_and_evaluate(*job), [(d, s) for d in dirs for s in args.seeds]):
+        for row in pool.map(lambda job: anneal_and_evaluate(*job), [(d, n, s) for d, n in dirs for s in args.seeds]):
             print(json.dumps(row), flush=True)
 
 

@@ -138,20 +138,28 @@ def energy_wasserstein(u_samples: np.ndarray, u_reference: np.ndarray, w_samples
     }
 
 
-def energy_w1_floor(u_reference: np.ndarray, w_reference: np.ndarray | None, n_effective: float,
-                    rng: np.random.Generator, draws: int = 50) -> float | None:
-    """The energy W1 an exact sampler would show with `n_effective` independent samples: the mean,
-    over `draws` sets of that many frames drawn from the reference (by its weights), of their W1 to
-    the whole reference. A finite set's W1 is positive even when it is exact (about 0.5 kT for 200
-    draws of alanine dipeptide at 300 K), so a weighted set's W1 is read against this floor: near it,
-    the set is as good as its effective size allows; far above it, the energies are biased."""
+def energy_w1_floor_draws(u_reference: np.ndarray, w_reference: np.ndarray | None, n_effective: float,
+                          rng: np.random.Generator, draws: int = 50) -> np.ndarray | None:
+    """The energy W1 of `draws` exact sets of `n_effective` independent samples: each set drawn from
+    the reference (by its weights), each W1 to the whole reference. None when `n_effective` is not
+    finite."""
     if not math.isfinite(float(n_effective)):
         return None
     u = np.asarray(u_reference, dtype=np.float64).reshape(-1)
     m = int(min(max(round(float(n_effective)), 1), u.size))
     p = normalize_weights(w_reference, u.size)
-    return float(np.mean([wasserstein_1d(u[rng.choice(u.size, size=m, p=p)], u, None, w_reference)
-                          for _ in range(draws)]))
+    return np.array([wasserstein_1d(u[rng.choice(u.size, size=m, p=p)], u, None, w_reference)
+                     for _ in range(draws)])
+
+
+def energy_w1_floor(u_reference: np.ndarray, w_reference: np.ndarray | None, n_effective: float,
+                    rng: np.random.Generator, draws: int = 50) -> float | None:
+    """The energy W1 an exact sampler would show with `n_effective` independent samples: the mean of
+    `energy_w1_floor_draws`. A finite set's W1 is positive even when it is exact (about 0.5 kT for
+    200 draws of alanine dipeptide at 300 K), so a weighted set's W1 is read against this floor:
+    near it, the set is as good as its effective size allows; far above it, the energies are biased."""
+    w1 = energy_w1_floor_draws(u_reference, w_reference, n_effective, rng, draws)
+    return None if w1 is None else float(np.mean(w1))
 
 
 def pairwise_distances(positions: np.ndarray) -> np.ndarray:

@@ -161,3 +161,43 @@ def test_energy_w1_floor_uses_the_sets_effective_size():
     assert c["energy_n_effective"] == pytest.approx(m, rel=0.2)
     floor_200 = M.energy_w1_floor(r.energy, None, m, np.random.default_rng(1), draws=200)
     assert c["energy_w1_floor"] == pytest.approx(floor_200, rel=0.15)
+
+
+def test_energy_w1_floor_of_weighted_and_time_correlated_sets():
+    """The effective size is the weighted set's Kish ESS (not its length), a trajectory set's length
+    over its statistical inefficiency (AR(1), rho = 0.9: g = 19), and the reference's weights count:
+    a uniform reference weighted to a standard normal has the standard normal's floor."""
+    rng = np.random.default_rng(17)
+    r = _set(rng.normal(size=20000), seed=18)
+    floor_at = lambda n: M.energy_w1_floor(r.energy, None, n, np.random.default_rng(2), draws=200)  # noqa: E731
+    # importance weights of N(0, 6^2) draws towards N(0, 1): Kish ESS/N = sqrt(2 - 1/36)/6 = 0.23
+    x = rng.normal(scale=6.0, size=3000)
+    w_set = _set(x, seed=19, log_weight=-0.5 * x**2 + 0.5 * (x / 6.0) ** 2)
+    mw, _ = compute_metrics(w_set, r, None, seed=0)
+    assert mw["ess"] < 0.3 * len(w_set)
+    assert mw["energy_n_effective"] == pytest.approx(mw["ess"])
+    assert mw["energy_w1_floor"] == pytest.approx(floor_at(mw["ess"]), rel=0.15)
+    assert mw["energy_w1_floor"] > 1.5 * floor_at(len(w_set))
+    assert mw["energy_w1_floor"] <= mw["energy_w1_floor_q90"]
+    assert mw["energy_w1"] < mw["energy_w1_floor_q90"] * 1.5  # exact, so near its floor
+    # AR(1) trajectories: 8 of 5000 frames, g = (1 + rho) / (1 - rho) = 19
+    from scipy.signal import lfilter
+
+    rho, n_traj, length = 0.9, 8, 5000
+    noise = rng.normal(size=(n_traj, length)) * math.sqrt(1 - rho * rho)
+    noise[:, 0] = rng.normal(size=n_traj)
+    energy = lfilter([1.0], [1.0, -rho], noise, axis=1).reshape(-1)
+    traj = _set(energy, seed=20, trajectory=np.repeat(np.arange(n_traj, dtype=np.int32), length),
+                time_ps=np.tile(np.arange(length, dtype=np.float64), n_traj))
+    mt, _ = compute_metrics(traj, r, None, n_blocks=40, seed=0)
+    assert mt["energy_n_effective"] == pytest.approx(energy.size / 19.0, rel=0.35)
+    assert mt["energy_w1_floor"] == pytest.approx(floor_at(energy.size / 19.0), rel=0.25)
+    # a weighted reference: uniform on [-6, 6] weighted by the standard normal density
+    xu = rng.uniform(-6.0, 6.0, size=40000)
+    ru = _set(xu, seed=21, log_weight=-0.5 * xu**2)
+    weighted_ref = M.energy_w1_floor(ru.energy, ru.weights(), 300, np.random.default_rng(3), draws=200)
+    assert weighted_ref == pytest.approx(floor_at(300), rel=0.15)
+    unweighted_ref = M.energy_w1_floor(ru.energy, None, 300, np.random.default_rng(3), draws=200)
+    assert unweighted_ref > 1.5 * weighted_ref  # dropping the weights would be seen
+    mr, _ = compute_metrics(_set(rng.normal(size=300), seed=22), ru, None, seed=0)
+    assert mr["energy_w1_floor"] == pytest.approx(floor_at(300), rel=0.2)
