@@ -1,5 +1,7 @@
 #!/bin/bash
-# ALDP 1200 -> 755.95 -> 555.52 -> 300 K at GPU scale: the workflow's commands chained (docs/RESULTS.md).
+# ALDP 1200 -> 755.95 -> 555.52 -> 300 K at GPU scale: the MLP-era workflow's commands chained, kept to
+# reproduce the 2026-11-23 figures (docs/RESULTS.md). For today's pipeline use bench/device_plan.py,
+# which writes the workflow's own commands for any config.
 # Usage: OUT=results/gpu_aldp bash bench/gpu_aldp.sh   (then pita evaluate the rung_3.h5 it writes)
 export PYTHONUNBUFFERED=1
 # on an offline GPU machine, wheels of openmm and mdtraj (python 3.12) carried in .whl/

@@ -1,0 +1,74 @@
+"""bench/device_plan.py: the workflow's commands as one script for a machine without Snakemake."""
+from __future__ import annotations
+
+import importlib.util
+import shlex
+from pathlib import Path
+
+import pytest
+
+from pita.cost import read_benchmark
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def plan():
+    spec = importlib.util.spec_from_file_location("device_plan", REPO / "bench" / "device_plan.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_plan_runs_every_job_after_the_jobs_that_make_its_inputs(plan):
+    """The tiny config's dry run: every pita command, each benchmark file named, and no job reads a
+    file (an argument under results/) that only a later job writes."""
+    jobs = plan.planned_jobs(["--configfile", "workflow/configs/tiny.yaml"], REPO)
+    rules = [rule for rule, _, _ in jobs]
+    assert {"md_seed", "train", "anneal", "relax", "evaluate", "report"} <= set(rules)
+    assert all(bench and bench.endswith(".tsv") for rule, bench, _ in jobs if rule != "export")
+
+    def written(cmd: str) -> set[str]:
+        argv = shlex.split(cmd)
+        return {a for j, a in enumerate(argv) if argv[j - 1] in ("--out", "--metrics-out") and a.startswith("results/")}
+
+    outputs = [written(cmd) for _, _, cmd in jobs]
+    assert sum(map(len, outputs)) >= len(jobs) - 2
+    for i, (rule, _, cmd) in enumerate(jobs):
+        argv = shlex.split(cmd)
+        reads = {a for j, a in enumerate(argv) if a.startswith("results/") and argv[j - 1] in
+                 ("--samples", "--samples-in", "--checkpoint", "--reference", "--seed-set", "--budget-from")}
+        later = set().union(*outputs[i + 1:]) if i + 1 < len(outputs) else set()
+        assert not (reads & later), f"job {i} ({rule}) reads {reads & later} before it is made"
+    line = plan.script_line(*next(job for job in jobs if job[0] == "md_seed"))
+    assert line.startswith("mkdir -p results/tiny/logs; step --rule md_seed --benchmark results/tiny/benchmarks/md_seed.tsv -- sh -c ")
+    assert "python3 -m pita.cli md " in shlex.split(line)[-1]
+    with pytest.raises(ValueError, match="not a pita command"):
+        plan.script_line("x", None, "rm -rf /")
+
+
+def test_step_writes_a_benchmark_file_the_report_reads(plan, tmp_path):
+    bench, log = tmp_path / "b" / "train_0.tsv", tmp_path / "steps.log"
+    assert plan.run_step(["sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"], "train",
+                         str(bench), str(log)) == 0
+    measured = read_benchmark(bench)
+    assert measured["s"] > 0 and measured["cpu_time"] >= 0
+    failed = tmp_path / "b" / "anneal_1.tsv"
+    assert plan.run_step(["sh", "-c", "exit 3"], "anneal", str(failed), str(log)) == 3
+    assert not failed.exists()  # a failed job leaves no benchmark behind
+    assert log.read_text().splitlines()[-1].endswith("rc 3")
+
+
+def test_device_check_overlay_plans_one_gpu_scale_rung(plan):
+    """The shipped device check, layered on aldp-paper.yaml: rung 0 -> 1 only (MD seed, the 755.95 K
+    reference, train, anneal, relax, both evaluations), with the larger network at 6000 steps and
+    10,000 particles."""
+    targets = ["results/device-check/rung_1/metrics.json", "results/device-check/rung_1/annealed_metrics.json"]
+    jobs = plan.planned_jobs(targets + ["--configfile", "workflow/configs/aldp-paper.yaml",
+                                        "workflow/configs/overlays/device-check.yaml"], REPO)
+    assert sorted(rule for rule, _, _ in jobs) == sorted(
+        ["md_seed", "reference_md", "train", "anneal", "relax", "evaluate", "evaluate_annealed"])
+    train = next(cmd for rule, _, cmd in jobs if rule == "train")
+    anneal = next(cmd for rule, _, cmd in jobs if rule == "anneal")
+    assert '"hidden": 512' in train and '"steps": 6000' in train and "--device cuda" in train
+    assert '"n_particles": 10000' in anneal and "--temperature 755.95" in anneal
