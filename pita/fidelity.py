@@ -193,9 +193,14 @@ def model_fidelity(model: Any, system: Any, held_out: Any, *, next_temperature: 
 
 
 def summary_scalars(diagnostics: dict) -> dict:
-    """Flat `model_*` / `ess_*` numbers for metrics.json and the report, from a model_fidelity.json
-    ({"fidelity": ...}) or an anneal_diagnostics.json (has "ess_final")."""
+    """Flat `model_*` / `ess_*` / `relax_*` numbers for metrics.json and the report, from a
+    model_fidelity.json ({"fidelity": ...}), an anneal_diagnostics.json (has "ess_final") or a
+    relax_diagnostics.json (has "ess_in": the MALA and torsion-move acceptance of the relaxation)."""
     out: dict[str, Any] = {}
+    if "ess_in" in diagnostics and diagnostics.get("accept_rate") is not None:
+        out["relax_accept"] = float(diagnostics["accept_rate"])
+        if diagnostics.get("torsion_moves") and diagnostics.get("torsion_accept_rate") is not None:
+            out["relax_torsion_accept"] = float(diagnostics["torsion_accept_rate"])
     if "ess_final" in diagnostics:
         n = max(int(diagnostics.get("n_particles_out") or 1), 1)
         out["ess_final_fraction"] = float(diagnostics["ess_final"]) / n

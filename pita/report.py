@@ -41,7 +41,7 @@ KEY_COLUMNS = [
     "chirality_wrong_fraction", "n_energy_evals", "n_energy_evals_total", "n_energy_evals_budget",
     "swap_acceptance_mean", "wall_time_s", "eval_wall_time_s",
     "ess_path_fraction", "ess_final_fraction", "ess_reweight_previous_fraction", "n_ancestors", "ess_ancestors",
-    "model_log_weight_sd", "model_energy_r2", "model_bond_rms_error_pm",
+    "model_log_weight_sd", "model_energy_r2", "model_bond_rms_error_pm", "relax_accept", "relax_torsion_accept",
 ]
 #: metrics shown as value ± se (metrics.json's <key>_se, pita.evaluate.bootstrap_errors)
 SE_KEYS = ("energy_w1", "energy_w2", "torus_w2", "rama_kl", "tica_w2", "distance_w2", "dF_alpha_R", "dF_alpha_L",
@@ -70,7 +70,7 @@ MODEL_COLUMNS = ["ess_path_fraction", "ess_final_fraction", "ess_reweight_previo
 METHOD_ORDER = {"pita": 0, "pita_annealed": 1, "md": 2, "replica_exchange": 3, "smc": 4, "smc_bridged": 5}
 #: columns of the before/after-relaxation table: what the anneal delivers, what the relaxation makes of it
 RELAXATION_COLUMNS = ["energy_w1", "energy_w1_floor", "torus_w2", "rama_kl", "dF_alpha_R", "dF_alpha_L", "ess",
-                      "n_energy_evals_total"]
+                      "n_energy_evals_total", "relax_accept", "relax_torsion_accept"]
 #: columns of the per-residue Ramachandran table of a rung (metrics.json's per_residue)
 RESIDUE_COLUMNS = ["rama_kl", "torus_w2", "p_C7eq", "p_alpha_R", "p_alpha_L", "dF_alpha_R", "dF_alpha_L"]
 #: non-scalar or bookkeeping keys left out of the CSV body

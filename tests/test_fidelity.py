@@ -78,6 +78,11 @@ def test_summary_scalars_flattens_both_files():
     assert out["n_ancestors"] == 2 and out["ess_ancestors"] == 1.4
     assert out["model_score_energy_gap_lt_0.1"] == 0.1 and out["model_score_energy_gap_gt_1"] == 0.4
     assert out["model_bond_rms_error_pm"] == 12.0 and out["model_generated_wrong_chirality"] == 0.5
+    assert not any(k.startswith("relax_") for k in out)
+    relax = {"ess_in": 192.0, "accept_rate": 0.57, "torsion_moves": 1600, "torsion_accept_rate": 0.34}
+    assert summary_scalars(relax) == {"relax_accept": 0.57, "relax_torsion_accept": 0.34}
+    # MALA only: no torsion acceptance to report
+    assert summary_scalars({**relax, "torsion_moves": 0}) == {"relax_accept": 0.57}
 
 
 def test_report_shows_the_model_table_and_ess_figure(tmp_path):

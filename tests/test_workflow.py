@@ -102,6 +102,9 @@ def test_tiny_completes_after_kill_and_resumes_training(tiny_run):
         diag = json.loads((run / f"rung_{r['rung']}" / "relax_diagnostics.json").read_text())
         bridged |= diag["bridge"]
         assert diag["n_energy_evals"] == r["relax"] or diag["bridge"], (diag["n_energy_evals"], r)
+        # the relaxation's acceptance reaches the rung's metrics (and from there the report)
+        rung_metrics = json.loads((run / f"rung_{r['rung']}" / "metrics.json").read_text())
+        assert rung_metrics["relax_accept"] == pytest.approx(diag["accept_rate"])
     assert (final.attrs["n_energy_evals_total"] <= budget) or bridged
     for method in ("md", "replica_exchange"):
         base = SampleSet.read(run / "baselines" / method / "samples.h5", temperature=555.52, n_atoms=22)

@@ -35,8 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="method tag for the report (pita, md, replica_exchange, ...) (default: the samples' "
                         "'method' attribute, else pita)")
     p.add_argument("--diagnostics", nargs="+", default=[], metavar="JSON",
-                   help="anneal_diagnostics.json / model_fidelity.json of the step that made the samples: their "
-                        "ESS and model-fidelity numbers are added to the metrics")
+                   help="anneal_diagnostics.json / model_fidelity.json / relax_diagnostics.json of the steps that "
+                        "made the samples: their ESS, model-fidelity and acceptance numbers are added to the metrics")
     p.add_argument("--cross-check", default=None, metavar="H5",
                    help="a second reference set at the same temperature: the headline metrics, basin populations "
                         "and free energies against it go under cross_check in metrics.json")

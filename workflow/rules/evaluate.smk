@@ -3,9 +3,11 @@ rule evaluate:
     input:
         samples=f"{RUN}/rung_{{rung}}/samples.h5",
         reference=f"{RUN}/reference/rung_{{rung}}.h5",
-        # how the rung's samples were made: the anneal's ESS and the fidelity of the model behind it
+        # how the rung's samples were made: the anneal's ESS, the fidelity of the model behind it and
+        # the relaxation's acceptance (MALA, torsion moves)
         diagnostics=lambda w: [f"{RUN}/rung_{w.rung}/anneal_diagnostics.json",
-                               f"{RUN}/rung_{int(w.rung) - 1}/model_fidelity.json"] if int(w.rung) > 0 else [],
+                               f"{RUN}/rung_{int(w.rung) - 1}/model_fidelity.json",
+                               f"{RUN}/rung_{w.rung}/relax_diagnostics.json"] if int(w.rung) > 0 else [],
         # a second reference at T_k (reference.cross_check), evaluated beside the first
         cross_check=lambda w: reference_file(int(w.rung), "cross_check") or [],
     output:
