@@ -14,7 +14,8 @@ baselines and the reference MD, say); a kept job whose input no kept job makes m
 The script stops at the first failing command. Each job runs under `device_plan.py step`, which
 times it and writes the job's Snakemake-style benchmark file (wall `s`, `cpu_time` of the job's
 processes), so the report's cost table reads as after a Snakemake run; every metrics.json,
-diagnostics file, log and the report go into one archive under $OUT at the end.
+diagnostics file, log and the report go into one archive under $OUT when the script exits, also
+after a failed job.
 """
 from __future__ import annotations
 
@@ -31,29 +32,32 @@ HEADER = """#!/bin/bash
 # Written by bench/device_plan.py from `snakemake -n -p --forceall {args}`; do not edit, regenerate.
 set -euo pipefail
 export PYTHONUNBUFFERED=1
-# wheels of the packages the machine lacks (openmm, mdtraj, POT), carried in .whl/ (bench/README)
+OUT=${{OUT:-results/device_plan}}; mkdir -p "$OUT"
+LOG=$OUT/steps.log; : > "$LOG"
+# the figures and logs come back also when a job fails: archived on any exit
+archive() {{
+  find {results} \\( -name metrics.json -o -name '*diagnostics.json' -o -name '*.csv' -o -name '*.tsv' \\
+    -o -name '*.log' -o -name report.html \\) -print0 2>/dev/null | tar czf "$OUT/figures.tgz" --null -T - || true
+  echo "figures in $OUT/figures.tgz" | tee -a "$LOG"
+}}
+trap archive EXIT
+# wheels of the packages the machine lacks (openmm, mdtraj, POT, deeptime), carried in .whl/
+# (bench/device_wheels.sh)
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:${{PYTHONPATH:-}}
 fi
 export PYTHONPATH=$PWD:${{PYTHONPATH:-}}
-OUT=${{OUT:-results/device_plan}}; mkdir -p "$OUT"
-LOG=$OUT/steps.log; : > "$LOG"
 step() {{ python3 bench/device_plan.py step --log "$LOG" "$@"; }}
 """
 
-FOOTER = """
-find {results} \\( -name metrics.json -o -name '*diagnostics.json' -o -name '*.csv' -o -name '*.tsv' \\
-  -o -name '*.log' -o -name report.html \\) -print0 | tar czf "$OUT/figures.tgz" --null -T -
-echo "figures in $OUT/figures.tgz" | tee -a "$LOG"
-"""
 #: the columns of a Snakemake benchmark file; what this runner does not measure is NA
 BENCHMARK_COLUMNS = ("s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in", "io_out", "mean_load",
                      "cpu_time")
 
 
-def planned_jobs(snakemake_args: list[str], cwd: Path) -> list[tuple[str, str]]:
-    """(rule, shell command) of every job of the dry run, in its order."""
+def planned_jobs(snakemake_args: list[str], cwd: Path) -> list[tuple[str, str | None, str]]:
+    """(rule, benchmark file, shell command) of every job of the dry run, in its order."""
     dry = subprocess.run(["snakemake", "-n", "-p", "--forceall", "--nolock", *snakemake_args], cwd=cwd,
                          capture_output=True, text=True)
     if dry.returncode != 0:
@@ -79,6 +83,14 @@ def script_line(rule: str, benchmark: str | None, command: str) -> str:
     bench = f"--benchmark {shlex.quote(benchmark)} " if benchmark else ""
     return (f"{mkdir}step --rule {shlex.quote(rule)} {bench}-- "
             f"sh -c {shlex.quote('python3 -m pita.cli' + command[len('pita'):])}")
+
+
+def script_text(snakemake_args: list[str], jobs: list[tuple[str, str | None, str]], results: str) -> str:
+    """The whole script: header (wheels, archive on exit, the step runner), then one line per job."""
+    # the arguments go into a comment: a newline in them must not start a command line
+    args = shlex.join(snakemake_args).replace("\n", "\\n").replace("\r", "\\r")
+    return (HEADER.format(args=args, results=shlex.quote(results))
+            + "\n".join(script_line(*job) for job in jobs) + "\n")
 
 
 def run_step(argv: list[str], rule: str, benchmark: str | None, log: str) -> int:
@@ -130,9 +142,7 @@ def main() -> None:
         if unknown:
             sys.exit(f"--rules: no job of rule(s) {', '.join(sorted(unknown))} in the plan")
         jobs = [job for job in jobs if job[0] in args.rules]
-    text = HEADER.format(args=shlex.join(snakemake_args))
-    text += "\n".join(script_line(*job) for job in jobs) + "\n"
-    text += FOOTER.format(results=shlex.quote(args.results))
+    text = script_text(snakemake_args, jobs, args.results)
     out = Path(args.out)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)

@@ -62,7 +62,7 @@ def reuse(product: Path, argv: list[str], log: Path) -> bool:
     product made by another command is an error, not a silent reuse."""
     if not product.exists():
         return False
-    made_by = log.read_text().splitlines()[0] if log.exists() else ""
+    made_by = (log.read_text().splitlines() or [""])[0] if log.exists() else ""
     if made_by != shlex.join(argv):
         raise SystemExit(f"{product}: made by another command (see {log}); choose another --out")
     return True
@@ -138,8 +138,8 @@ def main() -> None:
         if not reuse(s / "weighted.h5", argv, s / "anneal.log"):
             run(argv, s / "anneal.log", run_dir)
         metrics = s / "metrics.json"
-        # a metrics.json from before a metric existed (e.g. the energy W1 floor) is evaluated again
-        if not metrics.exists() or "energy_w1_floor" not in json.loads(metrics.read_text()):
+        # a metrics.json from before a metric existed (the energy W1 floor and its q90) is evaluated again
+        if not metrics.exists() or "energy_w1_floor_q90" not in json.loads(metrics.read_text()):
             argv = replace(evaluate, "--samples", str(s / "weighted.h5"))
             argv = replace(replace(argv, "--out-dir", str(s)), "--metrics-out", str(metrics))
             run(argv, s / "evaluate.log", run_dir)
@@ -152,7 +152,7 @@ def main() -> None:
                "ess_final_fraction": diag["ess_final_fraction"], "lineage_ess": diag["ess_ancestors"]}
         for k in ("energy_w1", "torus_w2", "dF_alpha_R", "dF_alpha_L"):
             row[k], row[f"{k}_se"] = m.get(k), m.get(f"{k}_se")
-        row["energy_w1_floor"], row["energy_w1_floor_q90"] = m["energy_w1_floor"], m.get("energy_w1_floor_q90")
+        row["energy_w1_floor"], row["energy_w1_floor_q90"] = m["energy_w1_floor"], m["energy_w1_floor_q90"]
         return row
 
     dirs = [train_model(steps) for steps in args.steps]  # training first: one job each, in order

@@ -197,8 +197,9 @@ def summary_scalars(diagnostics: dict) -> dict:
     model_fidelity.json ({"fidelity": ...}), an anneal_diagnostics.json (has "ess_final") or a
     relax_diagnostics.json (has "ess_in": the MALA and torsion-move acceptance of the relaxation)."""
     out: dict[str, Any] = {}
-    if "ess_in" in diagnostics and diagnostics.get("accept_rate") is not None:
-        out["relax_accept"] = float(diagnostics["accept_rate"])
+    if "ess_in" in diagnostics:  # a relaxation (Langevin records no acceptance, torsion moves do)
+        if diagnostics.get("accept_rate") is not None:
+            out["relax_accept"] = float(diagnostics["accept_rate"])
         if diagnostics.get("torsion_moves") and diagnostics.get("torsion_accept_rate") is not None:
             out["relax_torsion_accept"] = float(diagnostics["torsion_accept_rate"])
     if "ess_final" in diagnostics:

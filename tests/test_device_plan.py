@@ -72,3 +72,30 @@ def test_device_check_overlay_plans_one_gpu_scale_rung(plan):
     anneal = next(cmd for rule, _, cmd in jobs if rule == "anneal")
     assert '"hidden": 512' in train and '"steps": 6000' in train and "--device cuda" in train
     assert '"n_particles": 10000' in anneal and "--temperature 755.95" in anneal
+
+
+def test_script_stops_at_a_failed_job_and_still_archives(plan, tmp_path):
+    """A generated script: a job with quotes, $() and spaces in its JSON runs as one argument; a
+    failing job stops the script (no later job runs, no benchmark for it), and the archive and the
+    steps log come back anyway. A newline in the header's arguments stays inside the comment."""
+    import subprocess
+
+    marker = tmp_path / "should_not_exist"
+    jobs = [("ok", "results/b/ok.tsv", "pita --version > results/logs/ok.log 2>&1"),
+            ("quoted", "results/b/quoted.tsv",
+             "pita budget --anneal-json '{\"a\": \"$(touch " + str(marker) + ") it''s\"}' > results/logs/q.log 2>&1"),
+            ("after", "results/b/after.tsv", "pita --version > results/logs/after.log 2>&1")]
+    text = plan.script_text(["--config", "x=1\ntouch " + str(marker)], jobs, "results")
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "device_plan.py").write_text((REPO / "bench" / "device_plan.py").read_text())
+    (tmp_path / "plan.sh").write_text(text)
+    env = {**__import__("os").environ, "OUT": str(tmp_path / "out"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(["bash", "plan.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0  # `pita budget` rejects the arguments: the script stops there
+    assert not marker.exists()  # neither the header's newline nor the JSON's $() ran
+    assert (tmp_path / "results" / "b" / "ok.tsv").exists()
+    assert not (tmp_path / "results" / "b" / "quoted.tsv").exists()
+    assert not (tmp_path / "results" / "logs" / "after.log").exists()
+    assert (tmp_path / "out" / "figures.tgz").exists()
+    steps = (tmp_path / "out" / "steps.log").read_text()
+    assert "ok\t" in steps and "quoted\t" in steps and "after" not in steps.split("figures")[0]

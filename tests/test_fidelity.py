@@ -83,6 +83,9 @@ def test_summary_scalars_flattens_both_files():
     assert summary_scalars(relax) == {"relax_accept": 0.57, "relax_torsion_accept": 0.34}
     # MALA only: no torsion acceptance to report
     assert summary_scalars({**relax, "torsion_moves": 0}) == {"relax_accept": 0.57}
+    # Langevin with torsion moves: no MALA acceptance, the torsion acceptance still reported
+    assert summary_scalars({"ess_in": 192.0, "torsion_moves": 4, "torsion_accept_rate": 0.3}) == {
+        "relax_torsion_accept": 0.3}
 
 
 def test_report_shows_the_model_table_and_ess_figure(tmp_path):
