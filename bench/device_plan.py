@@ -20,7 +20,6 @@ after a failed job.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import shlex
 import subprocess
@@ -100,14 +99,12 @@ def run_step(argv: list[str], rule: str, benchmark: str | None, log: str) -> int
     wall = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # this runner's only child is the job
     if rc == 0 and benchmark:
+        from pita.provenance import atomic_write_text
+
         values = {"s": f"{wall:.4f}", "h:m:s": time.strftime("%H:%M:%S", time.gmtime(wall)),
                   "cpu_time": f"{usage.ru_utime + usage.ru_stime:.2f}"}
         row = "\t".join(values.get(c, "NA") for c in BENCHMARK_COLUMNS)
-        path = Path(benchmark)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_text("\t".join(BENCHMARK_COLUMNS) + "\n" + row + "\n")
-        tmp.replace(path)
+        atomic_write_text(benchmark, "\t".join(BENCHMARK_COLUMNS) + "\n" + row + "\n")
     with open(log, "a") as f:
         f.write(f"{rule}\t{wall:.1f} s\trc {rc}\n")
     print(f"{rule}: {wall:.1f} s, rc {rc}", flush=True)
@@ -142,11 +139,10 @@ def main() -> None:
         if unknown:
             sys.exit(f"--rules: no job of rule(s) {', '.join(sorted(unknown))} in the plan")
         jobs = [job for job in jobs if job[0] in args.rules]
-    text = script_text(snakemake_args, jobs, args.results)
+    from pita.provenance import atomic_write_text
+
     out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    atomic_write_text(out, script_text(snakemake_args, jobs, args.results))
     print(f"wrote {out}: {len(jobs)} jobs ({', '.join(sorted({job[0] for job in jobs}))})")
 
 

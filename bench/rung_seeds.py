@@ -25,14 +25,13 @@ OUTPUTS = ("--out", "--diagnostics", "--out-dir", "--metrics-out", "--plots-dir"
 
 
 def pipeline_commands(run_dir: Path, configfile: str | None = None) -> list[list[str]]:
-    extra = ["--configfile", configfile] if configfile else []
-    dry = subprocess.run(["snakemake", "-n", "-p", "--nolock", "--forceall", *extra], cwd=run_dir,
-                         capture_output=True, text=True, check=True).stdout
+    """The run's `pita` commands (from its dry run, `device_plan.planned_jobs`), without their log redirection."""
+    from device_plan import planned_jobs  # bench/, beside this script
+
     cmds = []
-    for line in dry.splitlines():
-        if line.startswith("Shell command: pita "):
-            argv = shlex.split(line[len("Shell command: "):])
-            cmds.append(argv[:argv.index(">")] if ">" in argv else argv)
+    for _, _, command in planned_jobs(["--configfile", configfile] if configfile else [], run_dir):
+        argv = shlex.split(command)
+        cmds.append(argv[:argv.index(">")] if ">" in argv else argv)
     return cmds
 
 

@@ -372,8 +372,8 @@ def compute_metrics(samples: SampleSet, reference: SampleSet, system: Any = None
     floor_draws = M.energy_w1_floor_draws(u_r, wr, out["energy_n_effective"],
                                           np.random.default_rng([int(seed), 104729]))
     # mean and 90th percentile: a set at its floor lies below the q90 nine times in ten
-    out["energy_w1_floor"] = None if floor_draws is None else float(np.mean(floor_draws))
-    out["energy_w1_floor_q90"] = None if floor_draws is None else float(np.quantile(floor_draws, 0.9))
+    out["energy_w1_floor"], out["energy_w1_floor_q90"] = (None, None) if floor_draws is None else (
+        float(np.mean(floor_draws)), float(np.quantile(floor_draws, 0.9)))
 
     particles = samples.positions.ndim == 3
     if particles:

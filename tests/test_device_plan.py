@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -78,8 +80,6 @@ def test_script_stops_at_a_failed_job_and_still_archives(plan, tmp_path):
     """A generated script: a job with quotes, $() and spaces in its JSON runs as one argument; a
     failing job stops the script (no later job runs, no benchmark for it), and the archive and the
     steps log come back anyway. A newline in the header's arguments stays inside the comment."""
-    import subprocess
-
     marker = tmp_path / "should_not_exist"
     jobs = [("ok", "results/b/ok.tsv", "pita --version > results/logs/ok.log 2>&1"),
             ("quoted", "results/b/quoted.tsv",
@@ -89,7 +89,7 @@ def test_script_stops_at_a_failed_job_and_still_archives(plan, tmp_path):
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "device_plan.py").write_text((REPO / "bench" / "device_plan.py").read_text())
     (tmp_path / "plan.sh").write_text(text)
-    env = {**__import__("os").environ, "OUT": str(tmp_path / "out"), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHONPATH": str(REPO)}
     proc = subprocess.run(["bash", "plan.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode != 0  # `pita budget` rejects the arguments: the script stops there
     assert not marker.exists()  # neither the header's newline nor the JSON's $() ran
