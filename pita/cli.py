@@ -17,7 +17,7 @@ import sys
 
 from .errors import PitaInputError
 
-SUBCOMMANDS = ["md", "reference", "train", "anneal", "relax", "evaluate", "report", "export", "baseline", "budget"]
+SUBCOMMANDS = ["md", "reference", "train", "anneal", "relax", "evaluate", "report", "export", "baseline", "budget", "umbrella"]
 
 
 class OneLineParser(argparse.ArgumentParser):

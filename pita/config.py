@@ -141,7 +141,7 @@ def check_config(config: dict, source: str = "config.yaml") -> None:
             if section not in RUNG_SECTIONS:
                 _fail(source, f"rungs.{key}.{section}", f"unknown section; expected one of {', '.join(RUNG_SECTIONS)}")
             if section == "reference" and isinstance(settings, dict):
-                for where in ("files", "cross_check"):
+                for where in ("files", "cross_check", "basin_free_energies"):
                     if where in settings:
                         _fail(source, f"rungs.{key}.reference.{where}", f"reference sets are keyed by temperature: "
                                                                        f"give them as reference.{where} at the top level")
@@ -153,7 +153,7 @@ def check_config(config: dict, source: str = "config.yaml") -> None:
             resolved_settings(config, int(key), section, source)
     _check_planned_budget(config, n_rungs, source)
     _check_warm_start(config, n_rungs, source)
-    for key in ("files", "cross_check"):
+    for key in ("files", "cross_check", "basin_free_energies"):
         ref_files = (config.get("reference") or {}).get(key) or {}
         for temp, path in ref_files.items():
             try:

@@ -474,6 +474,7 @@ def evaluate(samples: SampleSet, reference: SampleSet, system: Any = None, out_d
              metrics_path: str | Path | None = None, plots: bool = True, seed: int = 0,
              samples_path: str | None = None, reference_path: str | None = None, method: str | None = None,
              extra: dict | None = None, cross_check: SampleSet | None = None, cross_check_path: str | None = None,
+             basin_reference: dict | None = None, basin_reference_path: str | None = None,
              plots_dir: str | Path | None = None, **metric_options: Any) -> dict[str, Any]:
     """Compare `samples` with `reference` (same temperature) and write metrics.json + plots.
 
@@ -484,6 +485,8 @@ def evaluate(samples: SampleSet, reference: SampleSet, system: Any = None, out_d
     `extra`: further scalars for metrics.json (the ESS and model fidelity of the steps behind the set).
     `cross_check`: a second reference at the same temperature; the headline metrics, basin
     populations and free energies against it (no bootstrap, no plots) go under `cross_check`.
+    `basin_reference`: basin free energies known more precisely than any reference set gives them
+    (`pita umbrella --combine`); the samples' differences from them go under `basin_reference`.
     Raises PitaInputError (naming the file) when the temperatures or shapes differ.
     """
     t0 = time.perf_counter()
@@ -500,6 +503,10 @@ def evaluate(samples: SampleSet, reference: SampleSet, system: Any = None, out_d
         cc, _ = compute_metrics(samples, cross_check, system, seed=seed, samples_path=sp, reference_path=cp, **options)
         result["cross_check"] = {"reference": cp, "n_reference": len(cross_check),
                                  **{k: v for k, v in cc.items() if k in CROSS_CHECK_KEYS or k.startswith(("p_", "dF_"))}}
+    if basin_reference is not None:
+        result["basin_reference"] = compare_basin_reference(result, basin_reference,
+                                                            basin_reference_path or "<basin reference>",
+                                                            samples.temperature, samples.attrs.get("system"))
     result["seed"] = int(seed)
     result["evaluated"] = now_iso()
 
@@ -519,6 +526,50 @@ def evaluate(samples: SampleSet, reference: SampleSet, system: Any = None, out_d
     else:
         result["eval_wall_time_s"] = time.perf_counter() - t0
     return _jsonable(result)
+
+
+def compare_basin_reference(values: dict, basins: dict, path: str, temperature: float,
+                            system_name: str | None) -> dict:
+    """A sample set's basin free energies (in `values`, as compute_metrics gives them) against a
+    precise basin reference (`pita umbrella --combine` output): per basin the reference value and
+    error, the difference (samples - reference), its standard error (the samples' bootstrap se and
+    the reference's, in quadrature) and the difference in units of that se."""
+    def fail(field: str, problem: str):
+        raise PitaInputError(f"{path}: {field}: {problem}")
+
+    if not isinstance(basins.get("basins"), dict):
+        fail("basins", "missing; not a `pita umbrella --combine` file")
+    t_ref = basins.get("temperature")
+    if not isinstance(t_ref, (int, float)) or abs(float(t_ref) - float(temperature)) > 1e-6 * max(1.0, temperature):
+        fail("temperature", f"{t_ref!r} K, but the samples are at {temperature:g} K")
+    if system_name is not None and basins.get("system") != system_name:
+        fail("system", f"{basins.get('system')!r}, but the samples are of {system_name!r}")
+    per_residue = values.get("per_residue") or {}
+    label = basins.get("residue_label")
+    if label is None and len(per_residue) == 1:
+        label = next(iter(per_residue))
+    if label not in per_residue:
+        fail("residue_label", f"{label!r} is not a residue of the samples ({', '.join(per_residue) or 'none'})")
+    sample = per_residue[label]
+    out: dict[str, Any] = {"file": path, "method": basins.get("method"), "residue": label}
+    worst = []
+    for name in M.BASIN_NAMES[1:]:
+        ref = basins["basins"].get(name)
+        if not isinstance(ref, dict) or not all(isinstance(ref.get(k), (int, float)) for k in ("dF", "se")):
+            fail(f"basins.{name}", "needs numbers dF and se")
+        dF = sample.get(f"dF_{name}")
+        se = sample.get(f"dF_{name}_se", values.get(f"dF_{name}_se") if len(per_residue) == 1 else None)
+        diff = None if dF is None or not math.isfinite(dF) else float(dF) - float(ref["dF"])
+        diff_se = None if diff is None or se is None else math.hypot(float(se), float(ref["se"]))
+        out[f"dF_{name}"] = dF
+        out[f"dF_{name}_ref"] = float(ref["dF"])
+        out[f"dF_{name}_ref_se"] = float(ref["se"])
+        out[f"dF_{name}_diff"] = diff
+        out[f"dF_{name}_diff_se"] = diff_se
+        out[f"dF_{name}_z"] = None if diff is None or not diff_se else diff / diff_se
+        worst.append(abs(diff) if diff is not None else math.inf)
+    out["dF_diff_max_abs"] = max(worst)
+    return out
 
 
 # ----------------------------------------------------------------------------------- plots

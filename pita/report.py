@@ -93,9 +93,9 @@ def load_metrics(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
         _check_metrics(m, p)
         m.setdefault("method", "pita")
         m["_path"] = str(p)
-        cross = m.get("cross_check")
-        if isinstance(cross, dict):  # summary.csv: the cross-check's scalars as cross_check_<key>
-            m.update({f"cross_check_{k}": v for k, v in cross.items() if _scalar(v)})
+        for block in ("cross_check", "basin_reference"):  # summary.csv: a block's scalars as <block>_<key>
+            if isinstance(m.get(block), dict):
+                m.update({f"{block}_{k}": v for k, v in m[block].items() if _scalar(v)})
         out.append(m)
     if not out:
         raise PitaInputError("--metrics: no metrics files given")
@@ -392,6 +392,31 @@ def _cross_check_html(rows: Sequence[dict]) -> str:
             + _table(parts, ["cross-check reference"] + cols, lead=("method", "rung", "temperature")))
 
 
+def _basin_reference_html(rows: Sequence[dict]) -> str:
+    """Every set's basin free energies against reference.basin_free_energies (umbrella sampling + MBAR)."""
+    with_br = [m for m in rows if isinstance(m.get("basin_reference"), dict)]
+    if not with_br:
+        return ""
+    parts = []
+    for m in sorted(with_br, key=lambda m: (METHOD_ORDER.get(str(m.get("method")), 9), str(m.get("rung")))):
+        br = m["basin_reference"]
+        row = {"method": m.get("method"), "rung": m.get("rung"), "temperature": m.get("temperature")}
+        for b in ("alpha_R", "alpha_L"):
+            row[f"dF_{b}"] = br.get(f"dF_{b}")
+            row[f"dF_{b}_ref"] = br.get(f"dF_{b}_ref")
+            row[f"dF_{b}_ref_err"] = br.get(f"dF_{b}_ref_se")
+            row[f"dF_{b}_diff"] = br.get(f"dF_{b}_diff")
+            row[f"dF_{b}_diff_se"] = br.get(f"dF_{b}_diff_se")
+            row[f"z_{b}"] = br.get(f"dF_{b}_z")
+        parts.append(row)
+    cols = ["dF_alpha_R", "dF_alpha_R_diff", "z_alpha_R", "dF_alpha_L", "dF_alpha_L_diff", "z_alpha_L"]
+    return ("<h2>Basin free energies against the precise basin reference</h2><p class='note'>"
+            "<code>reference.basin_free_energies</code>: umbrella sampling on the (phi, psi) grid unbiased with MBAR "
+            "(<code>pita umbrella</code>), whose errors are several times smaller than a reference set's. "
+            "diff = samples − reference ± both errors in quadrature; z = diff / that error.</p>"
+            + _table(parts, cols, lead=("method", "rung", "temperature")))
+
+
 def _residue_table(m: dict) -> str:
     """Per-residue Ramachandran metrics (one row per residue; p_* with the reference's in brackets)."""
     per = m.get("per_residue")
@@ -537,6 +562,7 @@ def render_html(rows: Sequence[dict], title: str = "PITA evaluation report", cos
     if cost:
         parts.append(_cost_html(cost))
     parts.append(_cross_check_html(rows))
+    parts.append(_basin_reference_html(rows))
     if figures:
         parts.append("<div class='plots'>" + "".join(_figure_html(p, c) for p, c in figures) + "</div>")
     model_rows = [m for m in pita_rows if any(m.get(c) is not None for c in MODEL_COLUMNS)]

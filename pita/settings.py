@@ -91,6 +91,10 @@ class ReferenceSettings(MDSettings):
     cross_check: dict = setting(None, "temperature -> a second reference set the same samples are also evaluated "
                                       "against (metrics.json's cross_check; a table in the report)",
                                 factory=dict, cli=False)
+    basin_free_energies: dict = setting(None, "temperature -> basin free energies known to a small error "
+                                              "(`pita umbrella --combine` JSON) every set at that temperature is "
+                                              "compared with (metrics.json's basin_reference; a table in the report)",
+                                        factory=dict, cli=False)
 
 
 #: the networks pita.models builds (pairnet: the invariant energy over interatomic distances)
@@ -650,9 +654,10 @@ def json_schema() -> dict:
     defs["reference"]["properties"]["files"] = {
         "type": "object", "default": {}, "additionalProperties": {"type": "string"},
         "description": _fields(ReferenceSettings)["files"].metadata["help"]}
-    defs["reference"]["properties"]["cross_check"] = {
-        "type": "object", "default": {}, "additionalProperties": {"type": "string"},
-        "description": _fields(ReferenceSettings)["cross_check"].metadata["help"]}
+    for key in ("cross_check", "basin_free_energies"):
+        defs["reference"]["properties"][key] = {
+            "type": "object", "default": {}, "additionalProperties": {"type": "string"},
+            "description": _fields(ReferenceSettings)[key].metadata["help"]}
     defs["baselines"]["properties"]["methods"] = {
         "type": "array", "items": {"type": "string", "enum": list(BASELINE_METHODS)}, "minItems": 1,
         "uniqueItems": True, "default": list(BASELINE_METHODS),

@@ -315,10 +315,12 @@ def evaluate(samples: SampleSet, reference_set: SampleSet, system: Any, settings
              out_dir: str | Path, *, metrics_path: str | Path | None = None, seed: int = 0,
              samples_path: str = "<samples>", reference_path: str = "<reference>", method: str | None = None,
              extra: dict | None = None, cross_check: SampleSet | None = None,
-             cross_check_path: str | None = None, plots_dir: str | Path | None = None) -> dict:
+             cross_check_path: str | None = None, basin_reference: dict | None = None,
+             basin_reference_path: str | None = None, plots_dir: str | Path | None = None) -> dict:
     """Metrics of `samples` against `reference_set` at the same temperature (+ plots in out_dir);
     `extra` (the ESS and model-fidelity numbers of the steps that made the samples) is added;
-    `cross_check`: a second reference, its metrics under `cross_check`."""
+    `cross_check`: a second reference, its metrics under `cross_check`; `basin_reference`: precise
+    basin free energies (`pita umbrella --combine`), the differences under `basin_reference`."""
     from .evaluate import evaluate as evaluate_sets
 
     return evaluate_sets(samples, reference_set, system, out_dir, metrics_path=metrics_path, plots=settings.plots,
@@ -327,7 +329,8 @@ def evaluate(samples: SampleSet, reference_set: SampleSet, system: Any, settings
                          tica_lag_frames=settings.tica_lag_frames, tica_lag_ps=settings.tica_lag_ps,
                          n_blocks=settings.blocks, bootstrap=settings.bootstrap_replicates,
                          bootstrap_ot_samples=settings.bootstrap_ot_samples, extra=extra, cross_check=cross_check,
-                         cross_check_path=cross_check_path, plots_dir=plots_dir)
+                         cross_check_path=cross_check_path, basin_reference=basin_reference,
+                         basin_reference_path=basin_reference_path, plots_dir=plots_dir)
 
 
 # ---------------------------------------------------------------------------------------------

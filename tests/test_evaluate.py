@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import json
 import types
 
@@ -488,3 +489,52 @@ def test_report_refuses_metrics_of_the_wrong_type(tmp_path, metrics, fragment):
         write_report([bad], tmp_path / "r.html", tmp_path / "s.csv")
     assert str(exc.value) == f"{bad}: {fragment}"
     assert not (tmp_path / "r.html").exists() and not (tmp_path / "s.csv").exists()
+
+
+def _basin_json(path, **over):
+    data = {"method": "umbrella sampling along phi + MBAR", "system": "alanine_dipeptide", "temperature": 300.0,
+            "residue": 0, "residue_label": "ALA2",
+            "basins": {"C7eq": {"p": 0.58, "dF": 0.0, "se": 0.0},
+                       "alpha_R": {"p": 0.40, "dF": 0.35, "se": 0.04},
+                       "alpha_L": {"p": 0.02, "dF": 3.3, "se": 0.05}}}
+    data.update(over)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_cli_evaluate_against_a_basin_reference(aldp, tmp_path):
+    """--basin-reference: each basin's difference from the precise values, its se in quadrature, the
+    report's table and summary.csv columns; a reference at another temperature, of another system or
+    residue is refused (exit 2, no metrics written)."""
+    pytest.importorskip("pita.systems.molecule")
+    from pita.cli import main
+
+    _, ref, other, _ = aldp
+    ref.write(tmp_path / "ref.h5")
+    other.write(tmp_path / "s.h5")
+    good = _basin_json(tmp_path / "basins.json")
+    base = ["evaluate", "--samples", str(tmp_path / "s.h5"), "--reference", str(tmp_path / "ref.h5"),
+            "--system", "alanine_dipeptide", "--no-plots", "--max-samples", "300", "--bootstrap-replicates", "20"]
+    assert main(base + ["--out", str(tmp_path / "ev"), "--basin-reference", str(good)]) == 0
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    br = m["basin_reference"]
+    assert br["residue"] == "ALA2" and br["file"] == str(good)
+    assert br["dF_alpha_R"] == pytest.approx(m["dF_alpha_R"])
+    assert br["dF_alpha_R_diff"] == pytest.approx(m["dF_alpha_R"] - 0.35)
+    assert br["dF_alpha_R_diff_se"] == pytest.approx(math.hypot(m["dF_alpha_R_se"], 0.04))
+    assert br["dF_alpha_R_z"] == pytest.approx(br["dF_alpha_R_diff"] / br["dF_alpha_R_diff_se"])
+    # 400 frames of 300 K MD rarely reach alpha_L: an empty basin has no difference, and counts as the worst
+    if m["dF_alpha_L"] is None:
+        assert br["dF_alpha_L_diff"] is None and br["dF_diff_max_abs"] is None
+    from pita.report import write_report
+
+    html_path, csv_path = tmp_path / "r.html", tmp_path / "s.csv"
+    write_report([tmp_path / "ev" / "metrics.json"], html_path, csv_path)
+    assert "precise basin reference" in html_path.read_text()
+    assert "basin_reference_dF_alpha_R_diff" in csv_path.read_text().splitlines()[0]
+    for i, over in enumerate(({"temperature": 310.0}, {"system": "alanine_tripeptide"},
+                              {"residue_label": "ALA3"}, {"basins": {"alpha_R": {"dF": 1.0}}})):
+        bad = _basin_json(tmp_path / f"bad{i}.json", **over)
+        out = tmp_path / f"bad_ev{i}"
+        assert main(base + ["--out", str(out), "--basin-reference", str(bad)]) == 2, over
+        assert not (out / "metrics.json").exists()

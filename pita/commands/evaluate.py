@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cross-check", default=None, metavar="H5",
                    help="a second reference set at the same temperature: the headline metrics, basin populations "
                         "and free energies against it go under cross_check in metrics.json")
+    p.add_argument("--basin-reference", default=None, metavar="JSON",
+                   help="basin free energies at this temperature known to a small error (`pita umbrella --combine`): "
+                        "the samples' differences from them go under basin_reference in metrics.json")
     add_settings(p, EvaluateSettings)
 
 
@@ -79,12 +82,18 @@ def run(args: argparse.Namespace) -> int:
     if args.cross_check is not None:
         cross = SampleSet.read(args.cross_check, load_forces=False)
         cross.check_system(args.cross_check, system)
+    basin_reference = None
+    if args.basin_reference is not None:
+        from ..report import read_json_object
+
+        basin_reference = read_json_object(args.basin_reference, "basin reference JSON")
     extra = {}
     for path in args.diagnostics:
         extra.update(read_diagnostics(path))
     result = steps.evaluate(samples, reference, system, settings, out, metrics_path=metrics_path, seed=args.seed,
                             samples_path=str(args.samples), reference_path=str(args.reference), method=args.method,
                             extra=extra, cross_check=cross, cross_check_path=args.cross_check,
+                            basin_reference=basin_reference, basin_reference_path=args.basin_reference,
                             plots_dir=args.plots_dir)
     keys = [k for k in ("energy_w1", "energy_w1_floor", "energy_w2", "torus_w2", "rama_kl", "tica_w2",
                         "distance_w2", "ess") if result.get(k) is not None]

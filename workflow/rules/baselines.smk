@@ -80,6 +80,7 @@ rule evaluate_baseline:
         samples=f"{RUN}/baselines/{{method}}/samples.h5",
         reference=f"{RUN}/reference/rung_{K}.h5",
         cross_check=reference_file(K, "cross_check") or [],
+        basin_reference=reference_file(K, "basin_free_energies") or [],
     output:
         metrics=f"{RUN}/baselines/{{method}}/metrics.json",
         plots=report(directory(f"{RUN}/baselines/{{method}}/plots"), patterns=["{name}.png"], category="Baselines",
@@ -90,6 +91,7 @@ rule evaluate_baseline:
         outdir=lambda w: f"{RUN}/baselines/{w.method}",
         seed=config["seed"] + 1000 * K + 5,
         cross_check=cross_check_args,
+        basin_reference=basin_reference_args,
     log:
         f"{RUN}/logs/evaluate_baseline_{{method}}.log",
     benchmark:
@@ -101,7 +103,7 @@ rule evaluate_baseline:
         "../../envs/pita.yaml"
     shell:
         "pita evaluate --samples {input.samples:q} --reference {input.reference:q} --system {params.system:q}"
-        " --method {wildcards.method} --config-json {params.settings:q} {params.cross_check:q} --seed {params.seed}"
+        " --method {wildcards.method} --config-json {params.settings:q} {params.cross_check:q} {params.basin_reference:q} --seed {params.seed}"
         " --out-dir {params.outdir:q} --metrics-out {output.metrics:q} --plots-dir {output.plots:q} > {log:q} 2>&1"
 
 
@@ -112,6 +114,7 @@ rule evaluate_smc_bridged:
     input:
         samples=f"{RUN}/baselines/smc/bridged.h5",
         reference=f"{RUN}/reference/rung_{K}.h5",
+        basin_reference=reference_file(K, "basin_free_energies") or [],
     output:
         metrics=f"{RUN}/baselines/smc/bridged_metrics.json",
     params:
@@ -119,6 +122,7 @@ rule evaluate_smc_bridged:
         settings=json.dumps({**rung_settings(config, K, "evaluate"), "plots": False}, sort_keys=True),
         outdir=lambda w, output: os.path.dirname(output.metrics),
         seed=config["seed"] + 1000 * K + 5,
+        basin_reference=basin_reference_args,
     log:
         f"{RUN}/logs/evaluate_baseline_smc_bridged.log",
     benchmark:
@@ -130,5 +134,5 @@ rule evaluate_smc_bridged:
         "../../envs/pita.yaml"
     shell:
         "pita evaluate --samples {input.samples:q} --reference {input.reference:q} --system {params.system:q}"
-        " --method smc_bridged --config-json {params.settings:q} --seed {params.seed}"
+        " --method smc_bridged --config-json {params.settings:q} {params.basin_reference:q} --seed {params.seed}"
         " --out-dir {params.outdir:q} --metrics-out {output.metrics:q} > {log:q} 2>&1"

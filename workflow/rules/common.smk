@@ -54,6 +54,11 @@ def cross_check_args(w, input):
     return ["--cross-check", input.cross_check] if input.cross_check else []
 
 
+def basin_reference_args(w, input):
+    """--basin-reference PATH when reference.basin_free_energies names one at this rung's T."""
+    return ["--basin-reference", input.basin_reference] if input.basin_reference else []
+
+
 def temperature(w):
     return TEMPS[rung_of(w)]
 
@@ -127,7 +132,8 @@ def previous_checkpoint(w):
 
 def reference_file(k, key="files"):
     """A configured reference set for T_k, if any (reference.files maps temperature -> path;
-    key="cross_check": the second reference the rung is also evaluated against)."""
+    key="cross_check": the second reference the rung is also evaluated against; key="basin_free_energies":
+    the precise basin free energies its sets are compared with)."""
     files = (config.get("reference") or {}).get(key) or {}
     for temp, path in files.items():
         if abs(float(temp) - TEMPS[k]) < 1e-9:

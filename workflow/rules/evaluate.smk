@@ -10,6 +10,8 @@ rule evaluate:
                                f"{RUN}/rung_{w.rung}/relax_diagnostics.json"] if int(w.rung) > 0 else [],
         # a second reference at T_k (reference.cross_check), evaluated beside the first
         cross_check=lambda w: reference_file(int(w.rung), "cross_check") or [],
+        # precise basin free energies at T_k (reference.basin_free_energies), compared beside the reference's
+        basin_reference=lambda w: reference_file(int(w.rung), "basin_free_energies") or [],
     output:
         metrics=f"{RUN}/rung_{{rung}}/metrics.json",
         # energy, distances, Ramachandran (one per residue), TICA, 1-D free-energy profiles
@@ -22,6 +24,7 @@ rule evaluate:
         diagnostics=lambda w, input: ["--diagnostics", *input.diagnostics] if input.diagnostics else [],
         seed=job_seed(5),
         cross_check=cross_check_args,
+        basin_reference=basin_reference_args,
     log:
         f"{RUN}/logs/evaluate_{{rung}}.log",
     benchmark:
@@ -33,7 +36,7 @@ rule evaluate:
         "../../envs/pita.yaml"
     shell:
         "pita evaluate --samples {input.samples:q} --reference {input.reference:q} --system {params.system:q}"
-        " --config-json {params.settings:q} {params.diagnostics:q} {params.cross_check:q} --seed {params.seed} --out-dir {params.outdir:q}"
+        " --config-json {params.settings:q} {params.diagnostics:q} {params.cross_check:q} {params.basin_reference:q} --seed {params.seed} --out-dir {params.outdir:q}"
         " --metrics-out {output.metrics:q} --plots-dir {output.plots:q} > {log:q} 2>&1"
 
 
@@ -45,6 +48,7 @@ rule evaluate_annealed:
     input:
         samples=f"{RUN}/rung_{{later}}/weighted.h5",
         reference=f"{RUN}/reference/rung_{{later}}.h5",
+        basin_reference=lambda w: reference_file(int(w.later), "basin_free_energies") or [],
     output:
         metrics=f"{RUN}/rung_{{later}}/annealed_metrics.json",
     params:
@@ -53,6 +57,7 @@ rule evaluate_annealed:
                                       sort_keys=True),
         outdir=lambda w: f"{RUN}/rung_{w.later}",
         seed=job_seed(5),
+        basin_reference=basin_reference_args,
     log:
         f"{RUN}/logs/evaluate_annealed_{{later}}.log",
     benchmark:
@@ -64,5 +69,5 @@ rule evaluate_annealed:
         "../../envs/pita.yaml"
     shell:
         "pita evaluate --samples {input.samples:q} --reference {input.reference:q} --system {params.system:q}"
-        " --method pita_annealed --config-json {params.settings:q} --seed {params.seed}"
+        " --method pita_annealed --config-json {params.settings:q} {params.basin_reference:q} --seed {params.seed}"
         " --out-dir {params.outdir:q} --metrics-out {output.metrics:q} > {log:q} 2>&1"

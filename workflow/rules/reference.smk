@@ -9,8 +9,8 @@ rule reference_md:
         system=SYSTEM_ARG,
         temperature=temperature,
         given=lambda w, input: ["--given", input.given] if input.given else [],
-        # cross_check is read by evaluate: changing it must not rerun reference MD
-        settings=settings_json("reference", drop=("cross_check",)),
+        # cross_check and basin_free_energies are read by evaluate: changing them must not rerun reference MD
+        settings=settings_json("reference", drop=("cross_check", "basin_free_energies")),
         seed=job_seed(7),
         device=job_device(reference_uses_gpu),
     log:
