@@ -237,6 +237,21 @@ def euclidean_w2(x_samples: np.ndarray, x_reference: np.ndarray, w_samples: np.n
 
 
 # ------------------------------------------------------------------------- dihedral angles
+def backbone_dihedral_atoms(topology: Any) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
+    """The atoms of (phi, psi) per residue that has both, with the residue labels (e.g. "ALA2"),
+    in the order backbone_dihedrals reports them."""
+    import mdtraj as md
+
+    traj = md.Trajectory(np.zeros((1, topology.n_atoms, 3), dtype=np.float32), topology)
+    phi_idx, _ = md.compute_phi(traj)
+    psi_idx, _ = md.compute_psi(traj)
+    # phi = C(i-1) N CA C: residue of atom 2; psi = N CA C N(i+1): residue of atom 1
+    phi_res = {topology.atom(int(q[2])).residue.index: q for q in phi_idx}
+    psi_res = {topology.atom(int(q[1])).residue.index: q for q in psi_idx}
+    residues = sorted(set(phi_res) & set(psi_res))
+    return [(phi_res[r], psi_res[r]) for r in residues], [str(topology.residue(r)) for r in residues]
+
+
 def backbone_dihedrals(positions: np.ndarray, topology: Any) -> tuple[np.ndarray, list[str]]:
     """(phi, psi) per residue from the topology with mdtraj.
 
@@ -245,17 +260,13 @@ def backbone_dihedrals(positions: np.ndarray, topology: Any) -> tuple[np.ndarray
     """
     import mdtraj as md
 
+    atoms, labels = backbone_dihedral_atoms(topology)
     traj = md.Trajectory(np.asarray(positions, dtype=np.float32), topology)
-    phi_idx, phi = md.compute_phi(traj)
-    psi_idx, psi = md.compute_psi(traj)
-    # phi = C(i-1) N CA C: residue of atom 2; psi = N CA C N(i+1): residue of atom 1
-    phi_res = {topology.atom(int(q[2])).residue.index: k for k, q in enumerate(phi_idx)}
-    psi_res = {topology.atom(int(q[1])).residue.index: k for k, q in enumerate(psi_idx)}
-    residues = sorted(set(phi_res) & set(psi_res))
-    if not residues:
+    if not atoms:
         return np.zeros((traj.n_frames, 0, 2)), []
-    out = np.stack([np.stack([phi[:, phi_res[r]], psi[:, psi_res[r]]], axis=-1) for r in residues], axis=1)
-    labels = [str(topology.residue(r)) for r in residues]
+    quads = np.array([q for pair in atoms for q in pair])
+    angles = md.compute_dihedrals(traj, quads)
+    out = angles.reshape(traj.n_frames, len(atoms), 2)
     return wrap_angle(out), labels
 
 

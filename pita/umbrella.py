@@ -308,24 +308,19 @@ class MBARBasins:
         return 0.5 * (edges[1:] + edges[:-1]), f
 
 
-def backbone_indices(topology, residue: int = 0) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def backbone_indices(topology, residue: int = 0) -> tuple[tuple[int, ...], tuple[int, ...], str]:
     """Atoms of the phi and psi dihedrals of the `residue`-th residue that has both (the order of
-    pita.metrics.backbone_dihedrals)."""
-    import mdtraj as md
+    pita.metrics.backbone_dihedrals), and its label."""
+    from .metrics import backbone_dihedral_atoms
 
-    traj = md.Trajectory(np.zeros((1, topology.n_atoms, 3), dtype=np.float32), topology)
-    phi_idx, _ = md.compute_phi(traj)
-    psi_idx, _ = md.compute_psi(traj)
-    phi_res = {topology.atom(int(q[2])).residue.index: q for q in phi_idx}
-    psi_res = {topology.atom(int(q[1])).residue.index: q for q in psi_idx}
-    residues = sorted(set(phi_res) & set(psi_res))
-    if not residues:
+    atoms, labels = backbone_dihedral_atoms(topology)
+    if not atoms:
         raise PitaInputError("system: no residue with both phi and psi; umbrella sampling along phi needs one")
-    if residue >= len(residues):
-        raise PitaInputError(f"residue: {residue} is out of range; the system has {len(residues)} residue(s) "
+    if residue >= len(atoms):
+        raise PitaInputError(f"residue: {residue} is out of range; the system has {len(atoms)} residue(s) "
                              "with phi and psi")
-    r = residues[residue]
-    return tuple(int(i) for i in phi_res[r]), tuple(int(i) for i in psi_res[r])
+    phi, psi = atoms[residue]
+    return tuple(int(i) for i in phi), tuple(int(i) for i in psi), labels[residue]
 
 
 def sample_backbone_windows(system, temperature: float, settings: UmbrellaSettings, *, seed: int = 0,
@@ -334,7 +329,7 @@ def sample_backbone_windows(system, temperature: float, settings: UmbrellaSettin
     frame keeps all residues' (phi, psi)."""
     from .metrics import backbone_dihedrals
 
-    phi, psi = backbone_indices(system.topology, settings.residue)
+    phi, psi, label = backbone_indices(system.topology, settings.residue)
     if settings.psi_windows > 1:
         dihedrals, ks = [phi, psi], [settings.force_constant, settings.psi_force_constant]
         centres = grid_centres([settings.windows, settings.psi_windows])
@@ -346,7 +341,7 @@ def sample_backbone_windows(system, temperature: float, settings: UmbrellaSettin
                          observe=lambda pos: backbone_dihedrals(pos, system.topology)[0])
     out.info["dihedral_atoms"] = [list(d) for d in dihedrals]
     out.info["residue"] = int(settings.residue)
-    out.info["residue_label"] = backbone_dihedrals(system.reference_positions[None], system.topology)[1][settings.residue]
+    out.info["residue_label"] = label
     return out
 
 
