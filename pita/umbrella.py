@@ -261,6 +261,9 @@ class MBARBasins:
                                      f"and {s.temperature:g} K) cannot be combined")
         self.kT = first.kT
         self.n_states = int(n_states)
+        # windows with the same restraint in different repeats are one MBAR state (the same
+        # Hamiltonian): the state count, not the repeat count, sets the size of u_kn
+        states_of: dict[tuple, int] = {}
         centres, kforce, theta, labels, g_all = [], [], [], [], []
         for s in samples:
             for k in range(s.centres.shape[0]):
@@ -269,19 +272,27 @@ class MBARBasins:
                 g = max([_inefficiency(bias)] + [_inefficiency(lab == b) for b in range(self.n_states)])
                 keep = np.unique(np.round(np.arange(0, s.theta.shape[1], g)).astype(int))
                 keep = keep[keep < s.theta.shape[1]]
-                centres.append(s.centres[k])
-                kforce.append(s.force_constants)
-                theta.append(s.theta[k, keep])
-                labels.append(lab[keep])
+                key = tuple(np.round(s.centres[k], 12)) + tuple(np.round(s.force_constants, 12))
+                if key not in states_of:
+                    states_of[key] = len(centres)
+                    centres.append(s.centres[k])
+                    kforce.append(s.force_constants)
+                    theta.append([])
+                    labels.append([])
+                j = states_of[key]
+                theta[j].append(s.theta[k, keep])
+                labels[j].append(lab[keep])
                 g_all.append(g)
         self.centres = np.array(centres)
         self.force_constants = np.array(kforce)
         self.inefficiency = np.array(g_all)
-        self.N_k = np.array([t.shape[0] for t in theta])
-        self.theta = np.concatenate(theta)
-        self.labels = np.concatenate(labels)
-        d = wrapped_difference(self.theta[None, :, :], self.centres[:, None, :])
-        u_kn = 0.5 * np.sum(self.force_constants[:, None, :] * d * d, axis=-1) / self.kT
+        self.N_k = np.array([sum(t.shape[0] for t in ts) for ts in theta])
+        self.theta = np.concatenate([t for ts in theta for t in ts])
+        self.labels = np.concatenate([lab for ls in labels for lab in ls])
+        u_kn = np.zeros((self.centres.shape[0], self.theta.shape[0]))
+        for dim in range(self.theta.shape[1]):  # one dimension at a time: no (K, N, D) temporary
+            d = wrapped_difference(self.theta[None, :, dim], self.centres[:, dim, None])
+            u_kn += (0.5 / self.kT) * self.force_constants[:, dim, None] * d * d
         self.mbar = MBAR(u_kn, self.N_k, solver_protocol="robust")
         # unbiased log-weights: w_n ∝ 1 / sum_k N_k exp(f_k - u_kn)
         a = np.log(self.N_k)[:, None] + self.mbar.f_k[:, None] - u_kn

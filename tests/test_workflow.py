@@ -279,6 +279,30 @@ def test_tiny_plan_has_the_baselines_when_enabled(tmp_path, enabled, budget):
     assert jobs.get("report") == 1 and jobs.get("evaluate") == 3 and jobs.get("evaluate_annealed") == 2, jobs
 
 
+def test_basin_reference_reaches_every_evaluation_at_its_temperature(tmp_path):
+    """reference.basin_free_energies at the final T: the rung's evaluations (relaxed and annealed)
+    and the baselines' get --basin-reference; the rungs at other temperatures do not."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["baselines"].update(enabled=True, budget="planned")
+    basins = tmp_path / "basins 555.json"  # a space: the path reaches the shell quoted
+    basins.write_text("{}")
+    cfg.setdefault("reference", {})["basin_free_energies"] = {555.52: str(basins)}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "--configfile", str(path), "--cores", "1", "-n", "-p", timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    commands = [c for c in out.stdout.split("\n\n") if "pita evaluate" in c]
+    flagged = [c for c in commands if f"--basin-reference {shlex.quote(str(basins))}" in c]
+    # rung 2 relaxed + annealed, three baselines, smc's bridged set; not rungs 0 and 1
+    assert len(flagged) == 6, (len(commands), len(flagged))
+    assert not [c for c in flagged if re.search(r"--samples \S*rung_[01]/", c)]
+    # a missing file is refused before any job, naming the key
+    cfg["reference"]["basin_free_energies"] = {555.52: str(tmp_path / "missing.json")}
+    path.write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "--configfile", str(path), "--cores", "1", "-n", timeout=300)
+    assert out.returncode != 0 and "reference.basin_free_energies.555.52" in out.stdout + out.stderr
+
+
 def test_lint_is_clean():
     out = subprocess.run([*SNAKEMAKE, "--lint", "--configfile", str(TINY)], capture_output=True, text=True,
                          cwd=ROOT, timeout=300)
