@@ -60,6 +60,9 @@ class UmbrellaSettings:
     residue: int = setting(0, "which residue's (phi, psi) is restrained (index among the residues with both)",
                            ge=0, le=10_000)
     minimize_steps: int = setting(500, "minimiser iterations on the starting structure", ge=0, le=1_000_000)
+    sweep: str = setting("forward", "order the windows are visited in: the snake from phi = -180 up (forward) or "
+                                    "the same path backwards (a repeat each way shows any lag behind the restraints)",
+                         choices=("forward", "backward"))
     platform: str = setting("Reference", "OpenMM platform", choices=("Reference", "CPU", "CUDA", "OpenCL"))
 
 
@@ -347,6 +350,8 @@ def sample_backbone_windows(system, temperature: float, settings: UmbrellaSettin
     else:
         dihedrals, ks = [phi], [settings.force_constant]
         centres = grid_centres([settings.windows])
+    if settings.sweep == "backward":
+        centres = centres[::-1].copy()
     out = sample_windows(system.openmm_system, system.reference_positions, dihedrals, ks, centres, temperature,
                          system.kB * temperature, settings, seed=seed, progress=progress,
                          observe=lambda pos: backbone_dihedrals(pos, system.topology)[0])

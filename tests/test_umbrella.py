@@ -164,6 +164,17 @@ def test_combine_cli_and_bad_inputs(tmp_path, monkeypatch):
     assert set(res["basins"]) == {"C7eq", "alpha_R", "alpha_L"} and res["repeats"] == 1
     assert abs(sum(b["p"] for b in res["basins"].values()) - 1) < 1e-9
     assert res["inputs"][0]["seed"] == 1 and res["n_energy_evals"] == w.n_energy_evals
+    assert res["residue_label"] == "ALA2"
+    # the backward sweep visits the same windows in reverse; repeats of both combine as one set of states
+    back = tmp_path / "w2.h5"
+    assert main(["umbrella", "--system", "alanine_dipeptide", "--temperature", "300", "--seed", "2",
+                 "--windows", "4", "--psi-windows", "2", "--frames-per-window", "10", "--stride-steps", "20",
+                 "--equilibration-steps", "100", "--minimize-steps", "50", "--sweep", "backward",
+                 "--out", str(back)]) == 0
+    wb, _ = read_windows(back)
+    assert np.array_equal(wb.centres, w.centres[::-1])
+    both = MBARBasins([w, wb], lambda o: basins_of(o), 3)
+    assert both.centres.shape[0] == 8 and both.N_k.sum() == both.theta.shape[0]
 
     bad = tmp_path / "bad.json"
     for args in (["umbrella", "--combine", str(tmp_path / "missing.h5"), "--out", str(bad)],
@@ -175,6 +186,12 @@ def test_combine_cli_and_bad_inputs(tmp_path, monkeypatch):
                   "--out", str(tmp_path / "x.h5")]):
         assert main(args) == 2, args
     assert not bad.exists() and not (tmp_path / "x.h5").exists() and not (tmp_path / "bad.h5").exists()
+
+
+def basins_of(observables):
+    from pita.metrics import basin_labels
+
+    return basin_labels(np.asarray(observables)[:, 0])
 
 
 def test_repeats_at_other_temperatures_are_refused(tmp_path):
