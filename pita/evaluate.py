@@ -528,12 +528,9 @@ def evaluate(samples: SampleSet, reference: SampleSet, system: Any = None, out_d
     return _jsonable(result)
 
 
-def compare_basin_reference(values: dict, basins: dict, path: str, temperature: float,
-                            system_name: str | None) -> dict:
-    """A sample set's basin free energies (in `values`, as compute_metrics gives them) against a
-    precise basin reference (`pita umbrella --combine` output): per basin the reference value and
-    error, the difference (samples - reference), its standard error (the samples' bootstrap se and
-    the reference's, in quadrature) and the difference in units of that se."""
+def check_basin_reference(basins: dict, path: str, temperature: float, system_name: str | None) -> None:
+    """Refuse (one line naming the file and field) a basin reference that does not fit the samples:
+    another temperature or system, or basins without finite dF and se."""
     def fail(field: str, problem: str):
         raise PitaInputError(f"{path}: {field}: {problem}")
 
@@ -544,19 +541,35 @@ def compare_basin_reference(values: dict, basins: dict, path: str, temperature: 
         fail("temperature", f"{t_ref!r} K, but the samples are at {temperature:g} K")
     if system_name is not None and basins.get("system") != system_name:
         fail("system", f"{basins.get('system')!r}, but the samples are of {system_name!r}")
+    for name in M.BASIN_NAMES[1:]:
+        ref = basins["basins"].get(name)
+        ok = isinstance(ref, dict) and all(isinstance(ref.get(k), (int, float)) and not isinstance(ref.get(k), bool)
+                                           and math.isfinite(ref[k]) for k in ("dF", "se"))
+        if not ok or ref["se"] < 0:
+            fail(f"basins.{name}", "needs finite numbers dF and se >= 0")
+
+
+def compare_basin_reference(values: dict, basins: dict, path: str, temperature: float,
+                            system_name: str | None) -> dict:
+    """A sample set's basin free energies (in `values`, as compute_metrics gives them) against a
+    precise basin reference (`pita umbrella --combine` output): per basin the reference value and
+    error, the difference (samples - reference), its standard error (the samples' bootstrap se and
+    the reference's, in quadrature) and the difference in units of that se (None where the basin is
+    empty in the samples or its se is unknown or infinite)."""
+    check_basin_reference(basins, path, temperature, system_name)
     per_residue = values.get("per_residue") or {}
+    labels = list(per_residue)
     label = basins.get("residue_label")
-    if label is None and len(per_residue) == 1:
-        label = next(iter(per_residue))
+    if label is None and isinstance(basins.get("residue"), int) and 0 <= basins["residue"] < len(labels):
+        label = labels[basins["residue"]]
     if label not in per_residue:
-        fail("residue_label", f"{label!r} is not a residue of the samples ({', '.join(per_residue) or 'none'})")
+        raise PitaInputError(f"{path}: residue_label: {label!r} is not a residue of the samples "
+                             f"({', '.join(labels) or 'none'})")
     sample = per_residue[label]
     out: dict[str, Any] = {"file": path, "method": basins.get("method"), "residue": label}
     worst = []
     for name in M.BASIN_NAMES[1:]:
-        ref = basins["basins"].get(name)
-        if not isinstance(ref, dict) or not all(isinstance(ref.get(k), (int, float)) for k in ("dF", "se")):
-            fail(f"basins.{name}", "needs numbers dF and se")
+        ref = basins["basins"][name]
         dF = sample.get(f"dF_{name}")
         se = sample.get(f"dF_{name}_se", values.get(f"dF_{name}_se") if len(per_residue) == 1 else None)
         diff = None if dF is None or not math.isfinite(dF) else float(dF) - float(ref["dF"])
@@ -566,7 +579,8 @@ def compare_basin_reference(values: dict, basins: dict, path: str, temperature: 
         out[f"dF_{name}_ref_se"] = float(ref["se"])
         out[f"dF_{name}_diff"] = diff
         out[f"dF_{name}_diff_se"] = diff_se
-        out[f"dF_{name}_z"] = None if diff is None or not diff_se else diff / diff_se
+        finite_se = diff_se is not None and math.isfinite(diff_se) and diff_se > 0
+        out[f"dF_{name}_z"] = diff / diff_se if diff is not None and finite_se else None
         worst.append(abs(diff) if diff is not None else math.inf)
     out["dF_diff_max_abs"] = max(worst)
     return out

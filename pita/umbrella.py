@@ -1,23 +1,24 @@
-"""Umbrella sampling along a dihedral, unbiased with MBAR: basin free energies with a known error.
+"""Umbrella sampling on a grid of dihedrals, unbiased with MBAR: basin free energies with a known error.
 
-Why: on alanine dipeptide at 300 K the alpha_L basin (phi > 0) holds ~2 % of the mass and plain MD
-crosses into it a few times in 40 ns, so a reference set's alpha_L free energy carries an error of
-~0.1 kT, as large as the differences between samplers it is meant to judge. Restraining phi to a
-ladder of windows makes every phi value (the barriers included) well sampled; MBAR then removes the
-restraints exactly and returns the unbiased phi marginal and every basin's free energy.
+Why: on alanine dipeptide at 300 K the alpha_L basin (phi > 0) holds ~2 % of the mass, 40 ns of
+plain MD never enter it, and a replica-exchange set of 10,000 frames knows its free energy to ~0.1
+kT, as large as the differences between samplers it is meant to judge. Restraining (phi, psi) to a
+grid of windows makes every region (the barriers included) well sampled; MBAR then removes the
+restraints exactly and returns every basin's free energy. Both angles are restrained because psi
+is slow too: with phi alone restrained, psi rarely changes inside a window and repeats disagree.
 
-The method (window k restrains the dihedral theta to centre c_k with a harmonic bias on the wrapped
-difference):
+The method (window k restrains the D dihedrals theta_d to the grid point c_k with harmonic biases on
+the wrapped differences):
 
-    b_k(theta) = k_u / 2 * d(theta, c_k)^2,      d = wrapped difference in (-pi, pi]
-    u_kn       = b_k(theta_n) / kT                (reduced bias of frame n in window k)
+    b_k(theta) = sum_d k_d / 2 * d(theta_d, c_kd)^2,   d = wrapped difference in [-pi, pi)
+    u_kn       = b_k(theta_n) / kT                      (reduced bias of frame n in window k)
 
 MBAR solves f_k = -ln sum_n exp(-u_kn) / sum_j N_j exp(f_j - u_jn) for the windows' free energies;
 the unbiased weight of frame n is w_n ∝ 1 / sum_j N_j exp(f_j - u_jn), and a basin's free energy
 relative to C7eq is -ln(sum_{n in b} w_n / sum_{n in C7eq} w_n). pymbar computes f_k and the
 uncertainties (from the asymptotic covariance of MBAR, on samples thinned to be uncorrelated by each
 window's statistical inefficiency); independent repeats give the spread the asymptotic error cannot
-see (slow degrees of freedom other than theta, e.g. psi).
+see (slow degrees of freedom the restraints do not hold).
 
 Windows are sampled one after another, each starting where the previous one ended, with OpenMM's
 LangevinMiddle integrator on the system's own force field plus a CustomTorsionForce for the bias.
@@ -187,8 +188,8 @@ def sample_windows(openmm_system, positions: np.ndarray, dihedrals, force_consta
     t0 = time.perf_counter()
     n_evals = 0
     restrain(centres[0])
-    if settings.minimize_steps > 0:
-        n_evals += _minimize_openmm(ctx, n_atoms, settings.minimize_steps, 10.0)
+    n_min = _minimize_openmm(ctx, n_atoms, settings.minimize_steps, 10.0) if settings.minimize_steps > 0 else 0
+    n_evals += n_min
     ctx.setVelocitiesToTemperature(temperature * u.kelvin, int(seeds[1]))
     steps_per_window = settings.equilibration_steps + F * settings.stride_steps
     chunk = max(1, min(settings.stride_steps, 1000))
@@ -223,6 +224,7 @@ def sample_windows(openmm_system, positions: np.ndarray, dihedrals, force_consta
                          temperature=float(temperature), kT=float(kT), theta=theta, observables=observables,
                          energy=energy, n_energy_evals=int(n_evals), wall_s=float(wall),
                          info={"platform": plat.getName(), "timestep_fs": settings.timestep_fs,
+                               "n_energy_evals_minimization": int(n_min), "sweep": settings.sweep,
                                "friction_per_ps": settings.friction_per_ps, "stride_steps": settings.stride_steps,
                                "equilibration_steps": settings.equilibration_steps, "seed": int(seed)})
 
@@ -310,8 +312,14 @@ class MBARBasins:
         """Delta F of every state relative to state 0 (kT), and its MBAR standard error."""
         big = 1e10  # a frame outside the state: weight exp(-1e10) = 0
         u_ln = np.where(self.labels[None, :] == np.arange(self.n_states)[:, None], 0.0, big)
+        occupied = np.array([np.any(self.labels == b) for b in range(self.n_states)])
+        if not occupied[0]:  # nothing to be relative to
+            return np.full(self.n_states, np.nan), np.full(self.n_states, np.nan)
         res = self.mbar.compute_perturbed_free_energies(u_ln)
-        return np.asarray(res["Delta_f"])[0], np.asarray(res["dDelta_f"])[0]
+        dF, se = np.asarray(res["Delta_f"])[0].copy(), np.asarray(res["dDelta_f"])[0].copy()
+        # a state no frame visited has no finite free energy (the penalty would make it ~1e10)
+        dF[~occupied], se[~occupied] = np.inf, np.nan
+        return dF, se
 
     def profile(self, bins: int = 72, dim: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """F(theta_dim) in kT on `bins` equal bins of [-pi, pi) (min 0; inf where nothing was sampled)."""
@@ -365,6 +373,8 @@ def sample_backbone_windows(system, temperature: float, settings: UmbrellaSettin
 # files: the windows of one repeat (HDF5), the basin free energies of all repeats (JSON)
 # ---------------------------------------------------------------------------------------------
 WINDOWS_FORMAT = "pita-umbrella-windows-1"
+WINDOW_DATASETS = ("centres", "force_constants", "theta", "observables", "energy")
+WINDOW_ATTRS = ("system", "temperature", "kT", "n_energy_evals", "wall_s", "info", "system_identity")
 
 
 def write_windows(path, windows: WindowSamples, system, settings: UmbrellaSettings, seed: int) -> None:
@@ -409,9 +419,18 @@ def read_windows(path) -> tuple[WindowSamples, dict]:
             attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
             if attrs.get("format") != WINDOWS_FORMAT:
                 raise PitaInputError(f"{path}: format: not a `pita umbrella` window file")
-            data = {k: np.asarray(f[k]) for k in ("centres", "force_constants", "theta", "observables", "energy")}
+            missing = [k for k in WINDOW_DATASETS if k not in f]
+            if missing:
+                raise PitaInputError(f"{path}: {missing[0]}: dataset missing")
+            data = {k: np.asarray(f[k]) for k in WINDOW_DATASETS}
     except OSError as err:
         raise PitaInputError(f"{path}: not a readable HDF5 file ({err})") from None
+    missing = [k for k in WINDOW_ATTRS if k not in attrs]
+    if missing:
+        raise PitaInputError(f"{path}: {missing[0]}: attribute missing")
+    if data["centres"].ndim != 2:
+        raise PitaInputError(f"{path}: centres: expected (windows, restrained angles), got shape "
+                             f"{list(data['centres'].shape)}")
     K, D = data["centres"].shape
     if data["theta"].shape[0::2] != (K, D) or data["force_constants"].shape != (D,) \
             or data["energy"].shape != data["theta"].shape[:2] or data["observables"].shape[:2] != data["theta"].shape[:2]:
@@ -419,11 +438,16 @@ def read_windows(path) -> tuple[WindowSamples, dict]:
     for key in ("theta", "energy", "observables"):
         if not np.all(np.isfinite(data[key])):
             raise PitaInputError(f"{path}: {key}: contains non-finite values")
-    windows = WindowSamples(centres=data["centres"], force_constants=data["force_constants"],
-                            temperature=float(attrs["temperature"]), kT=float(attrs["kT"]), theta=data["theta"],
-                            observables=data["observables"], energy=data["energy"],
-                            n_energy_evals=int(attrs["n_energy_evals"]), wall_s=float(attrs["wall_s"]),
-                            info=json.loads(attrs["info"]))
+    try:
+        windows = WindowSamples(centres=data["centres"], force_constants=data["force_constants"],
+                                temperature=float(attrs["temperature"]), kT=float(attrs["kT"]), theta=data["theta"],
+                                observables=data["observables"], energy=data["energy"],
+                                n_energy_evals=int(attrs["n_energy_evals"]), wall_s=float(attrs["wall_s"]),
+                                info=json.loads(attrs["info"]))
+    except (TypeError, ValueError) as err:  # json.JSONDecodeError is a ValueError
+        raise PitaInputError(f"{path}: attributes: not a `pita umbrella` window file ({err})") from None
+    if not isinstance(windows.info, dict):
+        raise PitaInputError(f"{path}: info: expected a JSON object")
     return windows, attrs
 
 
@@ -444,6 +468,9 @@ def basin_reference(runs: list[tuple[WindowSamples, dict]], paths: list[str], ou
                                  f"{first['temperature']} K")
         if w.info.get("residue") != runs[0][0].info.get("residue"):
             raise PitaInputError(f"{path}: residue: restrains another residue's phi than {paths[0]}")
+        if w.centres.shape[1] != runs[0][0].centres.shape[1] or w.observables.shape[2:] != runs[0][0].observables.shape[2:]:
+            raise PitaInputError(f"{path}: centres: restrains {w.centres.shape[1]} angle(s), {paths[0]} "
+                                 f"{runs[0][0].centres.shape[1]}: repeats must use the same restraints")
     residue = int(runs[0][0].info.get("residue", 0))
 
     def states(obs):
@@ -459,7 +486,8 @@ def basin_reference(runs: list[tuple[WindowSamples, dict]], paths: list[str], ou
     p = np.array([w[together.labels == b].sum() for b in range(n)])
     centres, profile = together.profile(dim=0)
     result = {
-        "method": "umbrella sampling along phi + MBAR",
+        "method": "umbrella sampling on the (phi, psi) grid + MBAR" if runs[0][0].centres.shape[1] == 2
+                  else "umbrella sampling along phi + MBAR",
         "system": first["system"], "temperature": float(first["temperature"]), "residue": residue,
         "residue_label": next((w.info["residue_label"] for w, _ in runs if w.info.get("residue_label")), None),
         "basins": {name: {"p": float(p[b]), "dF": float(dF[b]), "se": float(se[b]), "mbar_se": float(mbar_se[b]),

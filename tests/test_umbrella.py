@@ -200,3 +200,52 @@ def test_repeats_at_other_temperatures_are_refused(tmp_path):
     b = WindowSamples(**{**a.__dict__, "temperature": 310.0, "kT": KB * 310.0})
     with pytest.raises(PitaInputError, match="temperatures"):
         MBARBasins([a, b], lambda o: np.zeros(len(o), dtype=int), 1)
+
+
+def test_unvisited_state_has_no_finite_free_energy():
+    """A state no frame visits gets dF = inf (not the 1e10 of the restriction penalty)."""
+    rng = np.random.default_rng(0)
+    theta = rng.normal(0, 0.1, size=(2, 50, 1))
+    centres = np.array([[-0.1], [0.1]])
+    w = WindowSamples(centres=centres, force_constants=np.array([100.0]), temperature=T, kT=KT,
+                      theta=theta + centres[:, None, :], observables=theta + centres[:, None, :],
+                      energy=np.zeros((2, 50)))
+    dF, se = MBARBasins([w], lambda o: (np.asarray(o)[:, 0] >= 0).astype(int), 3).free_energies()
+    assert np.isfinite(dF[1]) and dF[2] == np.inf and np.isnan(se[2])
+
+
+def test_combine_refuses_mismatched_or_broken_window_files(tmp_path):
+    import h5py
+
+    from pita.cli import main
+
+    common = ["--system", "alanine_dipeptide", "--temperature", "300", "--windows", "4", "--frames-per-window", "10",
+              "--stride-steps", "10", "--equilibration-steps", "10", "--minimize-steps", "20"]
+    one, two = tmp_path / "phi_only.h5", tmp_path / "grid.h5"
+    assert main(["umbrella", *common, "--psi-windows", "1", "--out", str(one)]) == 0
+    assert main(["umbrella", *common, "--psi-windows", "2", "--out", str(two)]) == 0
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(two.read_bytes())
+    with h5py.File(broken, "a") as f:
+        del f["centres"]
+    out = tmp_path / "b.json"
+    for args in (["--combine", str(one), str(two)], ["--combine", str(broken)],
+                 ["--combine", str(two), "--windows", "8"], ["--combine", str(two), "--temperature", "300"]):
+        assert main(["umbrella", *args, "--out", str(out)]) == 2, args
+    assert not out.exists()
+
+
+def test_basin_comparison_has_no_z_without_a_finite_error():
+    from pita.evaluate import compare_basin_reference
+
+    ref = {"system": "alanine_dipeptide", "temperature": 300.0, "residue": 0,
+           "basins": {"alpha_R": {"dF": 0.35, "se": 0.04}, "alpha_L": {"dF": 3.1, "se": 0.06}}}
+    values = {"per_residue": {"ALA2": {"dF_alpha_R": 0.5, "dF_alpha_R_se": math.inf,
+                                       "dF_alpha_L": None, "dF_alpha_L_se": None}}}
+    out = compare_basin_reference(values, ref, "ref.json", 300.0, "alanine_dipeptide")
+    assert out["residue"] == "ALA2"  # no residue_label: the index names it
+    assert out["dF_alpha_R_diff"] == pytest.approx(0.15) and out["dF_alpha_R_z"] is None
+    assert out["dF_alpha_L_diff"] is None and out["dF_alpha_L_z"] is None
+    bad = {**ref, "basins": {"alpha_R": {"dF": math.nan, "se": 0.04}, "alpha_L": {"dF": 3.1, "se": 0.06}}}
+    with pytest.raises(PitaInputError, match="basins.alpha_R"):
+        compare_basin_reference(values, bad, "ref.json", 300.0, "alanine_dipeptide")

@@ -84,9 +84,12 @@ def run(args: argparse.Namespace) -> int:
         cross.check_system(args.cross_check, system)
     basin_reference = None
     if args.basin_reference is not None:
+        from ..evaluate import check_basin_reference
         from ..report import read_json_object
 
         basin_reference = read_json_object(args.basin_reference, "basin reference JSON")
+        # before the metrics are computed: a reference that does not fit costs nothing
+        check_basin_reference(basin_reference, args.basin_reference, samples.temperature, system.name)
     extra = {}
     for path in args.diagnostics:
         extra.update(read_diagnostics(path))

@@ -1,7 +1,7 @@
-"""`pita umbrella`: basin free energies at one temperature from umbrella sampling along phi + MBAR.
+"""`pita umbrella`: basin free energies at one temperature from umbrella sampling + MBAR.
 
     pita umbrella --system alanine_dipeptide --temperature 300 --seed 1 --out windows_1.h5 \
-                  [--windows 48 --force-constant 200 ... or --config-json JSON_OR_FILE]
+                  [--windows 36 --psi-windows 12 --force-constant 200 ... or --config-json JSON_OR_FILE]
     pita umbrella --combine windows_1.h5 windows_2.h5 ... --out aldp_300K_basins.json
 
 The first form samples the restrained windows (OpenMM) and writes them; the second unbiases one or
@@ -13,10 +13,11 @@ own estimates (sd / sqrt(repeats)). The reported `se` is the larger. `pita evalu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from . import add_progress, add_seed, add_system, positive_float
 
-HELP = "basin free energies from umbrella sampling along phi with MBAR (a precise basin reference)"
+HELP = "basin free energies from umbrella sampling on the (phi, psi) grid with MBAR (a precise basin reference)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,8 +44,13 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_path(args.out, "--out")
     if args.combine:
-        if args.system is not None:
-            raise PitaInputError("--system: not used with --combine (the window files name their system)")
+        if args.system is not None or args.temperature is not None:
+            raise PitaInputError("--system/--temperature: not used with --combine (the window files name their "
+                                 "system and temperature)")
+        given = [f.name for f in dataclasses.fields(UmbrellaSettings) if getattr(args, f.name, None) is not None]
+        if given or args.config_json:
+            raise PitaInputError(f"--{(given[0] if given else 'config_json').replace('_', '-')}: sampling settings "
+                                 "are not used with --combine (the window files record theirs)")
         if not str(args.out).lower().endswith(".json"):
             raise PitaInputError(f"--out: with --combine the output is a .json file, got {args.out!r}")
         runs = [read_windows(path) for path in args.combine]
