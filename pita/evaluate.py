@@ -485,8 +485,8 @@ def evaluate(samples: SampleSet, reference: SampleSet, system: Any = None, out_d
     `extra`: further scalars for metrics.json (the ESS and model fidelity of the steps behind the set).
     `cross_check`: a second reference at the same temperature; the headline metrics, basin
     populations and free energies against it (no bootstrap, no plots) go under `cross_check`.
-    `basin_reference`: basin free energies known more precisely than any reference set gives them
-    (`pita umbrella --combine`); the samples' differences from them go under `basin_reference`.
+    `basin_reference`: basin free energies from an independent method (`pita umbrella --combine`);
+    the samples' differences from them go under `basin_reference`.
     Raises PitaInputError (naming the file) when the temperatures or shapes differ.
     """
     t0 = time.perf_counter()
@@ -552,7 +552,7 @@ def check_basin_reference(basins: dict, path: str, temperature: float, system_na
 def compare_basin_reference(values: dict, basins: dict, path: str, temperature: float,
                             system_name: str | None) -> dict:
     """A sample set's basin free energies (in `values`, as compute_metrics gives them) against a
-    precise basin reference (`pita umbrella --combine` output): per basin the reference value and
+    basin reference (`pita umbrella --combine` output): per basin the reference value and
     error, the difference (samples - reference), its standard error (the samples' bootstrap se and
     the reference's, in quadrature) and the difference in units of that se (None where the basin is
     empty in the samples or its se is unknown or infinite)."""

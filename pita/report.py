@@ -410,9 +410,9 @@ def _basin_reference_html(rows: Sequence[dict]) -> str:
             row[f"z_{b}"] = br.get(f"dF_{b}_z")
         parts.append(row)
     cols = ["dF_alpha_R", "dF_alpha_R_diff", "z_alpha_R", "dF_alpha_L", "dF_alpha_L_diff", "z_alpha_L"]
-    return ("<h2>Basin free energies against the precise basin reference</h2><p class='note'>"
+    return ("<h2>Basin free energies against the umbrella-sampling reference</h2><p class='note'>"
             "<code>reference.basin_free_energies</code>: umbrella sampling on the (phi, psi) grid unbiased with MBAR "
-            "(<code>pita umbrella</code>), whose errors are several times smaller than a reference set's. "
+            "(<code>pita umbrella</code>), a second estimate by a method independent of the reference set's. "
             "diff = samples − reference ± both errors in quadrature; z = diff / that error.</p>"
             + _table(parts, cols, lead=("method", "rung", "temperature")))
 

@@ -319,7 +319,7 @@ def evaluate(samples: SampleSet, reference_set: SampleSet, system: Any, settings
              basin_reference_path: str | None = None, plots_dir: str | Path | None = None) -> dict:
     """Metrics of `samples` against `reference_set` at the same temperature (+ plots in out_dir);
     `extra` (the ESS and model-fidelity numbers of the steps that made the samples) is added;
-    `cross_check`: a second reference, its metrics under `cross_check`; `basin_reference`: precise
+    `cross_check`: a second reference, its metrics under `cross_check`; `basin_reference`:
     basin free energies (`pita umbrella --combine`), the differences under `basin_reference`."""
     from .evaluate import evaluate as evaluate_sets
 

@@ -530,7 +530,7 @@ def test_cli_evaluate_against_a_basin_reference(aldp, tmp_path):
 
     html_path, csv_path = tmp_path / "r.html", tmp_path / "s.csv"
     write_report([tmp_path / "ev" / "metrics.json"], html_path, csv_path)
-    assert "precise basin reference" in html_path.read_text()
+    assert "umbrella-sampling reference" in html_path.read_text()
     assert "basin_reference_dF_alpha_R_diff" in csv_path.read_text().splitlines()[0]
     for i, over in enumerate(({"temperature": 310.0}, {"system": "alanine_tripeptide"},
                               {"residue_label": "ALA3"}, {"basins": {"alpha_R": {"dF": 1.0}}})):

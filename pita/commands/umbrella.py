@@ -17,7 +17,7 @@ import dataclasses
 
 from . import add_progress, add_seed, add_system, positive_float
 
-HELP = "basin free energies from umbrella sampling on the (phi, psi) grid with MBAR (a precise basin reference)"
+HELP = "basin free energies from umbrella sampling on the (phi, psi) grid with MBAR (a basin reference)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
