@@ -467,6 +467,9 @@ def test_gpu_scale_config_through_the_slurm_profile_asks_for_what_each_job_uses(
         (fake_bin / tool).write_text(f"#!/bin/sh\necho {tool} >> '{log}'\nexit 1\n")
         (fake_bin / tool).chmod(0o755)
     cfg = yaml.safe_load(PAPER.read_text())
+    # the config's data paths are relative to the repository; this run's working directory is tmp_path
+    for temp, path in (cfg["reference"].get("basin_free_energies") or {}).items():
+        cfg["reference"]["basin_free_energies"][temp] = str(ROOT / path)
     extra: list[str] = []
     if case == "gpu_model":
         extra = ["--config", "gpu_model=a100"]
