@@ -102,12 +102,16 @@ def grid_centres(counts) -> np.ndarray:
 
 
 def reduced_bias(theta: np.ndarray, centres: np.ndarray, force_constants, kT: float) -> np.ndarray:
-    """u_kn: the bias of every frame (theta (N, D)) in every window (centres (K, D)), in kT: (K, N)."""
+    """u_kn: the bias of every frame (theta (N, D)) in every window (centres (K, D)), in kT: (K, N).
+    `force_constants`: (D,) for all windows or (K, D) per window."""
     theta = np.asarray(theta, dtype=np.float64).reshape(len(theta), -1)
     centres = np.asarray(centres, dtype=np.float64).reshape(len(centres), -1)
-    k = np.broadcast_to(np.asarray(force_constants, dtype=np.float64), (centres.shape[1],))
-    d = wrapped_difference(theta[None, :, :], centres[:, None, :])
-    return 0.5 * np.sum(k * d * d, axis=-1) / kT
+    k = np.broadcast_to(np.asarray(force_constants, dtype=np.float64), centres.shape)
+    u = np.zeros((centres.shape[0], theta.shape[0]))
+    for dim in range(theta.shape[1]):  # one dimension at a time: no (K, N, D) temporary
+        d = wrapped_difference(theta[None, :, dim], centres[:, dim, None])
+        u += (0.5 / kT) * k[:, dim, None] * d * d
+    return u
 
 
 def _restraint_force(dihedrals, force_constants):
@@ -152,7 +156,7 @@ def sample_windows(openmm_system, positions: np.ndarray, dihedrals, force_consta
     import openmm
     import openmm.unit as u
 
-    from .md import _minimize_openmm, _openmm_platform, _tqdm
+    from .md import _advance, _minimize_openmm, _openmm_platform, _tqdm
 
     centres = np.asarray(centres, dtype=np.float64).reshape(len(centres), -1)
     D = centres.shape[1]
@@ -196,13 +200,10 @@ def sample_windows(openmm_system, positions: np.ndarray, dihedrals, force_consta
     with _tqdm(K * steps_per_window, f"umbrella: {K} windows", progress) as bar:
         for k in range(K):
             restrain(centres[k])
-            for done in range(0, settings.equilibration_steps, chunk):
-                integ.step(min(chunk, settings.equilibration_steps - done))
-            bar.update(settings.equilibration_steps)
+            _advance(integ.step, settings.equilibration_steps, chunk, bar)
             pos = np.empty((F, n_atoms, 3))
             for f in range(F):
-                integ.step(settings.stride_steps)
-                bar.update(settings.stride_steps)
+                _advance(integ.step, settings.stride_steps, chunk, bar)
                 st = ctx.getState(getPositions=True, getEnergy=True, groups=unbiased)
                 pos[f] = st.getPositions(asNumpy=True).value_in_unit(u.nanometer)
                 energy[k, f] = st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
@@ -264,6 +265,8 @@ class MBARBasins:
             if abs(s.temperature - first.temperature) > 1e-9 or abs(s.kT - first.kT) > 1e-12:
                 raise PitaInputError(f"umbrella: repeats at different temperatures ({first.temperature:g} K "
                                      f"and {s.temperature:g} K) cannot be combined")
+        from scipy.special import logsumexp
+
         self.kT = first.kT
         self.n_states = int(n_states)
         # windows with the same restraint in different repeats are one MBAR state (the same
@@ -294,15 +297,10 @@ class MBARBasins:
         self.N_k = np.array([sum(t.shape[0] for t in ts) for ts in theta])
         self.theta = np.concatenate([t for ts in theta for t in ts])
         self.labels = np.concatenate([lab for ls in labels for lab in ls])
-        u_kn = np.zeros((self.centres.shape[0], self.theta.shape[0]))
-        for dim in range(self.theta.shape[1]):  # one dimension at a time: no (K, N, D) temporary
-            d = wrapped_difference(self.theta[None, :, dim], self.centres[:, dim, None])
-            u_kn += (0.5 / self.kT) * self.force_constants[:, dim, None] * d * d
+        u_kn = reduced_bias(self.theta, self.centres, self.force_constants, self.kT)
         self.mbar = MBAR(u_kn, self.N_k, solver_protocol="robust")
         # unbiased log-weights: w_n ∝ 1 / sum_k N_k exp(f_k - u_kn)
-        a = np.log(self.N_k)[:, None] + self.mbar.f_k[:, None] - u_kn
-        amax = a.max(axis=0)
-        self.log_weights = -(amax + np.log(np.exp(a - amax).sum(axis=0)))
+        self.log_weights = -logsumexp(np.log(self.N_k)[:, None] + self.mbar.f_k[:, None] - u_kn, axis=0)
 
     def weights(self) -> np.ndarray:
         w = np.exp(self.log_weights - self.log_weights.max())
